@@ -1,0 +1,234 @@
+/**
+ * Checkpoints as a Hugging Face Llama directory, so other tools load our weights and we load theirs:
+ *   model.safetensors      weights under HF parameter names
+ *   optimizer.safetensors  AdamW moments as `m.<name>` / `v.<name>`, step in the metadata
+ *   config.json            LlamaConfig fields + architectures / model_type
+ *   trainer_state.json     whatever else decides future results (EMA baseline, data position, …)
+ * Each file is written to a temporary name, fsynced and renamed, so a crash leaves either the old or
+ * the new file, never a torn one.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { access, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { llamaConfigSchema, type LlamaConfig } from './config';
+import { parameterShapes, type Weights } from './model';
+import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
+
+export { decodeSafetensors, encodeSafetensors } from './safetensors';
+export type { TensorEntry } from './safetensors';
+
+/** AdamW state as engine/trainer.ts keeps it (structurally the same type). */
+export interface OptimizerState { step: number; m: Weights; v: Weights }
+
+export interface CheckpointFile { path: string; sha256: string; bytes: number }
+
+export interface Checkpoint {
+  config: LlamaConfig;
+  weights: Weights;
+  optimizer?: OptimizerState;
+  extra?: Record<string, unknown>;
+}
+
+export const CHECKPOINT_FILES = {
+  model: 'model.safetensors',
+  optimizer: 'optimizer.safetensors',
+  config: 'config.json',
+  trainerState: 'trainer_state.json',
+} as const;
+
+async function writeAtomic(path: string, bytes: Buffer): Promise<CheckpointFile> {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  return { path, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
+}
+
+function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, TensorEntry> {
+  const out = new Map<string, TensorEntry>();
+  for (const [name, data] of [...weights].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const shape = shapes.get(name);
+    if (shape === undefined) throw new Error(`saveCheckpoint: "${prefix}${name}" is not a parameter of this config`);
+    out.set(prefix + name, { shape, data });
+  }
+  return out;
+}
+
+/** The HF config.json for `config`: its own fields plus what transformers needs to pick the class. */
+export function hfConfigJson(config: LlamaConfig): Record<string, unknown> {
+  return {
+    architectures: ['LlamaForCausalLM'],
+    ...config,
+    model_type: 'llama',
+    num_key_value_heads: config.num_key_value_heads ?? config.num_attention_heads,
+    hidden_act: 'silu',
+    attention_bias: false,
+    mlp_bias: false,
+    rope_scaling: null,
+    torch_dtype: 'float32',
+  };
+}
+
+export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<CheckpointFile[]> {
+  const shapes = parameterShapes(ckpt.config);
+  const problems = checkTensors(withShapes(ckpt.weights, shapes), shapes);
+  if (ckpt.optimizer !== undefined) {
+    problems.push(...checkTensors(withShapes(ckpt.optimizer.m, shapes, 'm.'), shapes, 'm.'), ...checkTensors(withShapes(ckpt.optimizer.v, shapes, 'v.'), shapes, 'v.'));
+    if (!Number.isSafeInteger(ckpt.optimizer.step) || ckpt.optimizer.step < 0) problems.push(`optimizer step: expected a non-negative integer got ${ckpt.optimizer.step}`);
+  }
+  if (problems.length > 0) throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
+  await mkdir(dir, { recursive: true });
+  const files: CheckpointFile[] = [];
+  files.push(await writeAtomic(join(dir, CHECKPOINT_FILES.model), encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' })));
+  const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
+  if (ckpt.optimizer !== undefined) {
+    const { step, m, v } = ckpt.optimizer;
+    const tensors = new Map([...shapedTensors(m, shapes, 'm.'), ...shapedTensors(v, shapes, 'v.')]);
+    files.push(await writeAtomic(optimizerPath, encodeSafetensors(tensors, { step: String(step) })));
+  } else {
+    await rm(optimizerPath, { force: true }); // a stale file from an earlier save would resurrect old moments
+  }
+  files.push(await writeAtomic(join(dir, CHECKPOINT_FILES.config), Buffer.from(`${JSON.stringify(hfConfigJson(ckpt.config), null, 2)}\n`)));
+  const statePath = join(dir, CHECKPOINT_FILES.trainerState);
+  if (ckpt.extra !== undefined) {
+    files.push(await writeAtomic(statePath, Buffer.from(`${JSON.stringify(ckpt.extra, null, 2)}\n`)));
+  } else {
+    await rm(statePath, { force: true });
+  }
+  return files;
+}
+
+/** Flat arrays carry no shape: take the expected one when the size fits, else report the flat length. */
+function withShapes(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, { shape: number[] }> {
+  return new Map([...weights].map(([name, data]) => {
+    const shape = shapes.get(name);
+    return [prefix + name, { shape: shape !== undefined && shape.reduce((a, b) => a * b, 1) === data.length ? shape : [data.length] }];
+  }));
+}
+
+/** Lists missing names, unexpected names and wrong shapes (each with expected vs got). */
+function checkTensors(tensors: Map<string, { shape: number[] }>, expected: Map<string, number[]>, prefix = ''): string[] {
+  const problems: string[] = [];
+  const missing = [...expected.keys()].filter((n) => !tensors.has(prefix + n));
+  const unexpected = [...tensors.keys()].filter((n) => !n.startsWith(prefix) || !expected.has(n.slice(prefix.length)));
+  if (missing.length > 0) problems.push(`missing: ${missing.map((n) => prefix + n).join(', ')}`);
+  if (unexpected.length > 0) problems.push(`unexpected: ${unexpected.join(', ')}`);
+  for (const [name, shape] of expected) {
+    const got = tensors.get(prefix + name)?.shape;
+    if (got !== undefined && (got.length !== shape.length || got.some((d, i) => d !== shape[i]))) {
+      problems.push(`${prefix}${name}: expected [${shape.join(', ')}] got [${got.join(', ')}]`);
+    }
+  }
+  return problems;
+}
+
+/** Settings in a foreign config.json that would change the computation but that this engine does not implement. */
+function unsupportedHfSettings(raw: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) out.push(`rope_scaling ${JSON.stringify(raw.rope_scaling)} (only plain RoPE is implemented)`);
+  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') out.push(`hidden_act "${String(raw.hidden_act)}" (only silu)`);
+  if (raw.attention_bias === true) out.push('attention_bias true (projections have no bias)');
+  if (raw.mlp_bias === true) out.push('mlp_bias true (projections have no bias)');
+  if (raw.model_type !== undefined && raw.model_type !== 'llama') out.push(`model_type "${String(raw.model_type)}" (only llama)`);
+  return out;
+}
+
+export function parseHfConfig(raw: Record<string, unknown>, file: string): LlamaConfig {
+  const unsupported = unsupportedHfSettings(raw);
+  if (unsupported.length > 0) throw new Error(`${file}: unsupported settings: ${unsupported.join('; ')}`);
+  // Foreign configs carry many fields we don't model (bos_token_id, torch_dtype, …): keep only ours.
+  const known = new Set(Object.keys(llamaConfigSchema.shape));
+  const fields = Object.fromEntries(Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null));
+  const parsed = llamaConfigSchema.safeParse(fields);
+  if (!parsed.success) {
+    throw new Error(`${file}: invalid config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
+}
+
+function configDifferences(a: LlamaConfig, b: LlamaConfig): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)] as (keyof LlamaConfig)[]);
+  const norm = (c: LlamaConfig, k: keyof LlamaConfig) => (k === 'num_key_value_heads' ? (c.num_key_value_heads ?? c.num_attention_heads) : k === 'model_type' ? 'llama' : c[k]);
+  return [...keys].filter((k) => norm(a, k) !== norm(b, k)).map((k) => `${k}: expected ${JSON.stringify(norm(a, k))} got ${JSON.stringify(norm(b, k))}`);
+}
+
+async function readOrExplain(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new Error(`loadCheckpoint: cannot read ${what} ${path}: ${(err as Error).message}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promise<Checkpoint> {
+  const configPath = join(dir, CHECKPOINT_FILES.config);
+  let rawConfig: Record<string, unknown>;
+  try {
+    rawConfig = JSON.parse((await readOrExplain(configPath, 'config')).toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error((err as Error).message.startsWith('loadCheckpoint') ? (err as Error).message : `loadCheckpoint: ${configPath} is not valid JSON: ${(err as Error).message}`);
+  }
+  const config = parseHfConfig(rawConfig, configPath);
+  if (expected !== undefined) {
+    const diffs = configDifferences(expected, config);
+    if (diffs.length > 0) throw new Error(`loadCheckpoint: ${configPath} differs from the expected config: ${diffs.join('; ')}`);
+  }
+  const shapes = parameterShapes(config);
+
+  const modelPath = join(dir, CHECKPOINT_FILES.model);
+  const model = decodeOrExplain(await readOrExplain(modelPath, 'weights'), modelPath);
+  // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
+  if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) model.tensors.delete('lm_head.weight');
+  const problems = checkTensors(model.tensors, shapes);
+  if (problems.length > 0) throw new Error(`loadCheckpoint: ${modelPath} does not match config.json:\n  ${problems.join('\n  ')}`);
+  const weights: Weights = new Map([...shapes.keys()].map((n) => [n, model.tensors.get(n)!.data]));
+
+  const result: Checkpoint = { config, weights };
+  const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
+  if (await exists(optimizerPath)) {
+    const opt = decodeOrExplain(await readOrExplain(optimizerPath, 'optimizer state'), optimizerPath);
+    const step = Number(opt.metadata.step);
+    if (opt.metadata.step === undefined || !Number.isSafeInteger(step) || step < 0) {
+      throw new Error(`loadCheckpoint: ${optimizerPath} metadata "step" must be a non-negative integer, got ${JSON.stringify(opt.metadata.step)}`);
+    }
+    const m = new Map([...opt.tensors].filter(([n]) => n.startsWith('m.')));
+    const v = new Map([...opt.tensors].filter(([n]) => n.startsWith('v.')));
+    const other = [...opt.tensors.keys()].filter((n) => !n.startsWith('m.') && !n.startsWith('v.'));
+    const optProblems = [...checkTensors(m, shapes, 'm.'), ...checkTensors(v, shapes, 'v.')];
+    if (other.length > 0) optProblems.push(`unexpected: ${other.join(', ')}`);
+    if (optProblems.length > 0) throw new Error(`loadCheckpoint: ${optimizerPath} does not match config.json:\n  ${optProblems.join('\n  ')}`);
+    const strip = (t: Map<string, TensorEntry>): Weights => new Map([...t].map(([n, e]) => [n.slice(2), e.data]));
+    result.optimizer = { step, m: strip(m), v: strip(v) };
+  }
+  const statePath = join(dir, CHECKPOINT_FILES.trainerState);
+  if (await exists(statePath)) {
+    try {
+      result.extra = JSON.parse((await readFile(statePath)).toString('utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new Error(`loadCheckpoint: ${statePath} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  return result;
+}
+
+function decodeOrExplain(buf: Buffer, path: string): ReturnType<typeof decodeSafetensors> {
+  try {
+    return decodeSafetensors(buf);
+  } catch (err) {
+    throw new Error(`loadCheckpoint: ${path}: ${(err as Error).message}`);
+  }
+}
