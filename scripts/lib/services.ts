@@ -1,0 +1,134 @@
+/**
+ * The services operaflow needs — PostgreSQL and Temporal — for the CLI, `npm start`, workers and tests.
+ * Externally provided services (DATABASE_URL, TEMPORAL_ADDRESS) are only health-checked and never
+ * stopped; otherwise local ones are started on 127.0.0.1 and reused by every later call.
+ */
+import { connectDb, redactUrl } from '../../db/client';
+import { migrateDb } from '../../db/migrate';
+import {
+  DEFAULT_DATABASE,
+  ensureDatabase,
+  localPostgresStatus,
+  startLocalPostgres,
+  stopLocalPostgres,
+  withDatabase,
+  localDatabaseUrl,
+} from './postgres-server';
+import { checkTemporal, ownedTemporalPid, startLocalTemporal, stopLocalTemporal, temporalPorts } from './temporal-server';
+
+export type Log = (line: string) => void;
+
+export interface ServiceEndpoints {
+  databaseUrl: string;
+  temporalAddress: string;
+  /** What this call started (false when already running or external): what a caller may stop again. */
+  started: { postgres: boolean; temporal: boolean };
+}
+
+export interface EnsureServicesOptions {
+  log?: Log;
+  /** Database name on the local server (default `operaflow`); with DATABASE_URL, replaces its database. */
+  database?: string;
+  /** Apply db/migrations (default true). */
+  migrate?: boolean;
+}
+
+async function ensurePostgres(opts: EnsureServicesOptions, log: Log): Promise<{ url: string; started: boolean }> {
+  const external = process.env.DATABASE_URL;
+  if (external) {
+    const url = opts.database ? withDatabase(external, opts.database) : external;
+    if (opts.database) await ensureDatabase(url);
+    const handle = await connectDb(url, { max: 1 });
+    await handle.close();
+    return { url, started: false };
+  }
+  const server = await startLocalPostgres(log);
+  const url = withDatabase(server.url, opts.database ?? DEFAULT_DATABASE);
+  if (await ensureDatabase(url)) log(`Created database ${opts.database ?? DEFAULT_DATABASE}`);
+  return { url, started: server.started };
+}
+
+async function ensureTemporal(log: Log): Promise<{ address: string; started: boolean }> {
+  const external = process.env.TEMPORAL_ADDRESS;
+  if (external) {
+    const health = await checkTemporal(external, 10_000);
+    if (!health.ok) {
+      throw new Error(`TEMPORAL_ADDRESS=${external} is not a healthy Temporal server (${health.error}). Start it, or unset TEMPORAL_ADDRESS to let operaflow run a local dev server.`);
+    }
+    return { address: external, started: false };
+  }
+  const local = await startLocalTemporal(log);
+  return { address: local.address, started: local.started };
+}
+
+/** Brings both services up (idempotent; quick when they already run) and migrates the database. */
+export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<ServiceEndpoints> {
+  const log = opts.log ?? (() => {});
+  // In parallel: PostgreSQL starts in about a second, Temporal in a few (or minutes when its CLI is built).
+  const [pgResult, temporalResult] = await Promise.allSettled([ensurePostgres(opts, log), ensureTemporal(log)]);
+  if (pgResult.status === 'rejected' || temporalResult.status === 'rejected') {
+    const errors = [pgResult, temporalResult].flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+    throw new Error(errors.join('\n'));
+  }
+  if (opts.migrate !== false) await migrateDb(pgResult.value.url);
+  return {
+    databaseUrl: pgResult.value.url,
+    temporalAddress: temporalResult.value.address,
+    started: { postgres: pgResult.value.started, temporal: temporalResult.value.started },
+  };
+}
+
+/** Stops the local services this checkout runs; external ones (env URLs, another checkout's Temporal) are left alone. */
+export async function stopServices(opts: { log?: Log; postgres?: boolean; temporal?: boolean } = {}): Promise<{ postgres: boolean; temporal: boolean }> {
+  const log = opts.log ?? (() => {});
+  const stopPg = opts.postgres !== false && !process.env.DATABASE_URL;
+  const stopTemporal = opts.temporal !== false && !process.env.TEMPORAL_ADDRESS;
+  const [postgres, temporal] = await Promise.all([stopPg ? stopLocalPostgres(log) : false, stopTemporal ? stopLocalTemporal(log) : false]);
+  return { postgres, temporal };
+}
+
+export interface ServiceStatus {
+  service: 'postgres' | 'temporal';
+  /** DATABASE_URL (password redacted) or Temporal host:port; undefined when not running. */
+  address: string | undefined;
+  healthy: boolean;
+  /** external: from the environment; local: started by this checkout; shared: another process's server on the default port. */
+  origin: 'external' | 'local' | 'shared' | 'none';
+  detail: string;
+}
+
+async function postgresStatus(): Promise<ServiceStatus> {
+  const external = process.env.DATABASE_URL;
+  const url = external ?? (() => {
+    const s = localPostgresStatus();
+    return s.running ? localDatabaseUrl(s.running.port) : undefined;
+  })();
+  if (!url) {
+    const s = localPostgresStatus();
+    return { service: 'postgres', address: undefined, healthy: false, origin: 'none', detail: s.error ?? `not running (data ${s.dataDir})` };
+  }
+  try {
+    const handle = await connectDb(url, { max: 1 });
+    const version = await handle.pool.query<{ server_version: string }>('show server_version');
+    await handle.close();
+    return { service: 'postgres', address: redactUrl(url), healthy: true, origin: external ? 'external' : 'local', detail: `PostgreSQL ${version.rows[0]?.server_version ?? '?'}` };
+  } catch (err) {
+    return { service: 'postgres', address: redactUrl(url), healthy: false, origin: external ? 'external' : 'local', detail: (err as Error).message };
+  }
+}
+
+async function temporalStatus(): Promise<ServiceStatus> {
+  const external = process.env.TEMPORAL_ADDRESS;
+  const address = external ?? `127.0.0.1:${temporalPorts().port}`;
+  const pid = external ? undefined : ownedTemporalPid();
+  const health = await checkTemporal(address, 3_000);
+  const origin = external ? 'external' : pid ? 'local' : health.ok ? 'shared' : 'none';
+  const detail = health.ok
+    ? `healthy${pid ? ` (pid ${pid}, UI http://127.0.0.1:${temporalPorts().uiPort})` : ''}`
+    : `not reachable: ${health.error}`;
+  return { service: 'temporal', address: health.ok || external || pid ? address : undefined, healthy: health.ok, origin, detail };
+}
+
+export async function servicesStatus(): Promise<ServiceStatus[]> {
+  return Promise.all([postgresStatus(), temporalStatus()]);
+}

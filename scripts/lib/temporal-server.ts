@@ -1,0 +1,244 @@
+/**
+ * A local Temporal development server (`temporal server start-dev`, SQLite-backed, persisted in
+ * `.operaflow/temporal.db`), run detached with a pid file so `services:up` can return and later
+ * commands reuse it. The SDK's own test-server helper downloads a binary at run time, which fails on
+ * offline machines; the Temporal CLI is instead built once from source with `go install` into a cache
+ * outside the repo (v1.5.1: later tags carry a `replace` directive and cannot be go-installed).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { cacheDir, isPidAlive, stateDir, withFileLock } from './paths';
+
+export const TEMPORAL_CLI_VERSION = 'v1.5.1';
+export const DEFAULT_TEMPORAL_PORT = 7233;
+
+export interface LocalTemporal {
+  address: string;
+  pid?: number;
+  /** true: this call started it; false: it was already running (ours or another checkout's). */
+  started: boolean;
+  /** Whether this checkout's pid file owns the server (so `down` stops it). */
+  owned: boolean;
+}
+
+export function temporalPorts(): { port: number; uiPort: number } {
+  const raw = process.env.OPERAFLOW_TEMPORAL_PORT;
+  const port = raw ? Number.parseInt(raw, 10) : DEFAULT_TEMPORAL_PORT;
+  if (!Number.isInteger(port) || port <= 0 || port > 64535) throw new Error(`OPERAFLOW_TEMPORAL_PORT=${raw} is not a port number.`);
+  // 7233 → UI 8233, as in the Temporal docs.
+  return { port, uiPort: port + 1000 };
+}
+
+const files = () => {
+  const dir = stateDir();
+  return { pid: path.join(dir, 'temporal.pid'), log: path.join(dir, 'temporal.log'), db: path.join(dir, 'temporal.db') };
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Connects and describes the `default` namespace: the server is up and has finished its own setup. */
+export async function checkTemporal(address: string, timeoutMs = 5_000): Promise<{ ok: true } | { ok: false; error: string }> {
+  let connection: Connection | undefined;
+  try {
+    connection = await Connection.connect({ address, connectTimeout: timeoutMs });
+    const conn = connection;
+    await conn.withDeadline(Date.now() + timeoutMs, () => conn.workflowService.describeNamespace({ namespace: 'default' }));
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  } finally {
+    await connection?.close().catch(() => {});
+  }
+}
+
+async function waitForTemporal(address: string, timeoutMs: number, alive: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const r = await checkTemporal(address, 3_000);
+    if (r.ok) return;
+    last = r.error;
+    if (!alive()) throw new Error(`the server process exited: ${last}`);
+    await sleep(500);
+  }
+  throw new Error(`not healthy after ${Math.round(timeoutMs / 1000)} s: ${last}`);
+}
+
+/** pid of the server this checkout started, if that process still runs the Temporal dev server. */
+export function ownedTemporalPid(): number | undefined {
+  const { pid: pidFile } = files();
+  let pid: number;
+  try {
+    pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8'), 10);
+  } catch {
+    return undefined;
+  }
+  if (!pid || !isPidAlive(pid)) return undefined;
+  try {
+    // A pid can be recycled after a reboot or crash: only count it if it is still our server.
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!cmd.includes('start-dev')) return undefined;
+  } catch {
+    // No /proc (macOS): trust the live pid.
+  }
+  return pid;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir && isExecutable(path.join(dir, name))) return path.join(dir, name);
+  }
+  return undefined;
+}
+
+/** TEMPORAL_CLI, then `temporal` on PATH, then the cached build; builds it when none exists. */
+export async function findOrBuildTemporalCli(log: (line: string) => void = () => {}): Promise<string> {
+  const explicit = process.env.TEMPORAL_CLI;
+  if (explicit) {
+    if (!isExecutable(explicit)) throw new Error(`TEMPORAL_CLI=${explicit} is not an executable file.`);
+    return explicit;
+  }
+  const found = onPath('temporal');
+  if (found) return found;
+  const cached = path.join(cacheDir(), 'bin', 'temporal');
+  if (isExecutable(cached)) return cached;
+  fs.mkdirSync(path.dirname(cached), { recursive: true });
+  // Several processes (checkouts, even) may need the CLI at once; one builds, the others wait for it.
+  return withFileLock('temporal-build', async () => {
+    if (isExecutable(cached)) return cached;
+    const go = onPath('go') ?? ['/usr/local/go/bin/go', '/usr/lib/go/bin/go'].find(isExecutable);
+    if (!go) {
+      throw new Error(
+        'The Temporal CLI is not installed and Go is not available to build it. Install Go (https://go.dev/dl/), ' +
+          'or put `temporal` on PATH, or set TEMPORAL_CLI to its path, or set TEMPORAL_ADDRESS to a running Temporal server.',
+      );
+    }
+    log(`Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${path.dirname(cached)} (once; about 5 minutes)...`);
+    const tmpBin = fs.mkdtempSync(path.join(path.dirname(cached), 'build-'));
+    const buildLog = path.join(cacheDir(), 'temporal-build.log');
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const out = fs.openSync(buildLog, 'w');
+      const child = spawn(go, ['install', `github.com/temporalio/cli/cmd/temporal@${TEMPORAL_CLI_VERSION}`], {
+        env: { ...process.env, GOBIN: tmpBin },
+        stdio: ['ignore', out, out],
+      });
+      child.on('error', reject);
+      child.on('close', (c) => {
+        fs.closeSync(out);
+        resolve(c);
+      });
+    });
+    const built = path.join(tmpBin, 'temporal');
+    if (code !== 0 || !isExecutable(built)) {
+      fs.rmSync(tmpBin, { recursive: true, force: true });
+      const tailText = fs.readFileSync(buildLog, 'utf8').trimEnd().split('\n').slice(-15).join('\n');
+      throw new Error(`Building the Temporal CLI failed (go install exit ${code}); log ${buildLog}:\n${tailText}\nSet TEMPORAL_CLI or TEMPORAL_ADDRESS to use an existing one.`);
+    }
+    fs.renameSync(built, cached); // atomic: a concurrent reader never sees a half-written binary
+    fs.rmSync(tmpBin, { recursive: true, force: true });
+    log(`Built ${cached}`);
+    return cached;
+  }, { dir: path.dirname(cached), timeoutMs: 20 * 60_000, onWait: () => log('Waiting for another process that is building the Temporal CLI...') });
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Starts the dev server unless one already answers on the port. Idempotent. */
+export async function startLocalTemporal(log: (line: string) => void = () => {}): Promise<LocalTemporal> {
+  const { port, uiPort } = temporalPorts();
+  const address = `127.0.0.1:${port}`;
+  return withFileLock(
+    'temporal',
+    async () => {
+      const owned = ownedTemporalPid();
+      if (owned) {
+        await waitForTemporal(address, 60_000, () => isPidAlive(owned)).catch((err: Error) => {
+          throw new Error(`The Temporal server this checkout started (pid ${owned}) is not healthy: ${err.message}. Run \`npm run services:down\` and retry; log: ${files().log}`);
+        });
+        return { address, pid: owned, started: false, owned: true };
+      }
+      if (!(await portIsFree(port))) {
+        // Port 7233 is Temporal's well-known default: a healthy server there (another checkout's,
+        // or the user's own) is reused rather than fought over; `down` leaves it alone.
+        const health = await checkTemporal(address);
+        if (health.ok) {
+          log(`Using the Temporal server already running on ${address} (not started by this checkout)`);
+          return { address, started: false, owned: false };
+        }
+        throw new Error(`Port ${port} on 127.0.0.1 is in use by something that is not a healthy Temporal server (${health.error}). Free it, set OPERAFLOW_TEMPORAL_PORT, or set TEMPORAL_ADDRESS.`);
+      }
+      const cli = await findOrBuildTemporalCli(log);
+      const f = files();
+      const out = fs.openSync(f.log, 'a');
+      const child = spawn(
+        cli,
+        ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--db-filename', f.db, '--log-level', 'warn'],
+        // detached + unref: the server outlives this command (services:up returns) and its own session
+        // keeps terminal Ctrl-C away from it.
+        { detached: true, stdio: ['ignore', out, out], cwd: stateDir() },
+      );
+      fs.closeSync(out);
+      const pid = child.pid;
+      if (!pid) throw new Error(`Could not start ${cli}.`);
+      let exited = false;
+      child.on('exit', () => (exited = true));
+      child.unref();
+      fs.writeFileSync(f.pid, String(pid));
+      try {
+        await waitForTemporal(address, 60_000, () => !exited);
+      } catch (err) {
+        if (!exited) process.kill(pid, 'SIGKILL');
+        fs.rmSync(f.pid, { force: true });
+        throw new Error(`The Temporal dev server did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`);
+      }
+      log(`Started Temporal on ${address} (UI http://127.0.0.1:${uiPort}, pid ${pid}, db ${f.db}, log ${f.log})`);
+      return { address, pid, started: true, owned: true };
+    },
+    { onWait: () => log('Waiting for another operaflow process that is starting Temporal...') },
+  );
+}
+
+/** Stops the server this checkout started (SIGTERM, then SIGKILL after 15 s). Returns whether one was running. */
+export async function stopLocalTemporal(log: (line: string) => void = () => {}): Promise<boolean> {
+  return withFileLock('temporal', async () => {
+    const pid = ownedTemporalPid();
+    const pidFile = files().pid;
+    if (!pid) {
+      fs.rmSync(pidFile, { force: true });
+      return false;
+    }
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 15_000;
+    while (isPidAlive(pid) && Date.now() < deadline) await sleep(100);
+    if (isPidAlive(pid)) process.kill(pid, 'SIGKILL');
+    fs.rmSync(pidFile, { force: true });
+    log(`Stopped Temporal (pid ${pid})`);
+    return true;
+  });
+}
