@@ -1,0 +1,46 @@
+// One typed model config (Hugging Face LlamaConfig field names, so config.json round-trips with other
+// tools) with defaults and named presets.
+import { z } from 'zod';
+
+export const llamaConfigSchema = z
+  .object({
+    model_type: z.literal('llama').optional(),
+    hidden_size: z.number().int().positive(),
+    intermediate_size: z.number().int().positive(),
+    num_hidden_layers: z.number().int().positive(),
+    num_attention_heads: z.number().int().positive(),
+    num_key_value_heads: z.number().int().positive().optional(),
+    rms_norm_eps: z.number().positive().default(1e-5),
+    rope_theta: z.number().positive().default(10000),
+    vocab_size: z.number().int().positive(),
+    tie_word_embeddings: z.boolean().default(false),
+    max_position_embeddings: z.number().int().positive().default(2048),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const kv = c.num_key_value_heads ?? c.num_attention_heads;
+    if (c.hidden_size % c.num_attention_heads !== 0) ctx.addIssue({ code: 'custom', path: ['hidden_size'], message: 'hidden_size must be divisible by num_attention_heads' });
+    if (c.num_attention_heads % kv !== 0) ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: 'num_attention_heads must be divisible by num_key_value_heads' });
+    if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['hidden_size'], message: 'head dimension must be even for rotary embeddings' });
+  });
+
+export type LlamaConfig = z.infer<typeof llamaConfigSchema>;
+
+/** Derived sizes used throughout the graph builders. */
+export function dims(c: LlamaConfig) {
+  const H = c.num_attention_heads;
+  const Hkv = c.num_key_value_heads ?? H;
+  const D = c.hidden_size / H;
+  return { C: c.hidden_size, I: c.intermediate_size, L: c.num_hidden_layers, H, Hkv, D, G: H / Hkv, V: c.vocab_size };
+}
+
+const preset = (c: z.input<typeof llamaConfigSchema>): LlamaConfig => llamaConfigSchema.parse({ model_type: 'llama', ...c });
+
+export const modelPresets = {
+  /** Test-sized: GQA (4 heads over 2 kv heads), byte-tokenizer vocabulary. */
+  tiny: preset({ hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 264, max_position_embeddings: 256, tie_word_embeddings: false }),
+  /** Trains usefully in a minute or two on two cores. */
+  demo: preset({ hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 264, max_position_embeddings: 512, tie_word_embeddings: true }),
+  /** The `npm run bench` train-step shape. */
+  bench: preset({ hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, max_position_embeddings: 1024, tie_word_embeddings: false }),
+} satisfies Record<string, LlamaConfig>;

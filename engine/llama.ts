@@ -1,0 +1,180 @@
+// Llama graph construction. Activations stay 2-D as [N, C] (N = B·T rows) so every projection is one
+// GEMM against the HF-layout weight with transB (no weight transposes); q/k/v and gate/up are fused
+// into single GEMMs by concatenating their weights. Attention runs in a [B, Hkv, G, T, D] layout so that
+// grouped query heads share K/V through MatMul broadcasting instead of materialised copies.
+import { type LlamaConfig, dims } from './config';
+import { type Dim, type FloatType, Graph, type Value } from './graph';
+
+export function parameterNames(config: LlamaConfig): string[] {
+  const names = ['model.embed_tokens.weight'];
+  for (let l = 0; l < config.num_hidden_layers; l++) {
+    const p = `model.layers.${l}`;
+    names.push(
+      `${p}.input_layernorm.weight`,
+      `${p}.self_attn.q_proj.weight`, `${p}.self_attn.k_proj.weight`, `${p}.self_attn.v_proj.weight`, `${p}.self_attn.o_proj.weight`,
+      `${p}.post_attention_layernorm.weight`,
+      `${p}.mlp.gate_proj.weight`, `${p}.mlp.up_proj.weight`, `${p}.mlp.down_proj.weight`,
+    );
+  }
+  names.push('model.norm.weight');
+  if (!config.tie_word_embeddings) names.push('lm_head.weight');
+  return names;
+}
+
+/** HF shapes; a Linear weight is [out, in]. */
+export function parameterShapes(config: LlamaConfig): Map<string, number[]> {
+  const { C, I, H, Hkv, D, V } = dims(config);
+  const shapes = new Map<string, number[]>();
+  for (const name of parameterNames(config)) {
+    const leaf = name.split('.').slice(-2, -1)[0]!;
+    const shape =
+      name === 'model.embed_tokens.weight' || name === 'lm_head.weight' ? [V, C]
+      : leaf.endsWith('norm') ? [C]
+      : leaf === 'q_proj' ? [H * D, C]
+      : leaf === 'k_proj' || leaf === 'v_proj' ? [Hkv * D, C]
+      : leaf === 'o_proj' ? [C, H * D]
+      : leaf === 'gate_proj' || leaf === 'up_proj' ? [I, C]
+      : [C, I]; // down_proj
+    shapes.set(name, shape);
+  }
+  return shapes;
+}
+
+export interface LlamaInputs {
+  tokens: Value; // [B, T] int64
+  cos: Value; // [B, T, 1, D]
+  sin: Value; // [B, T, 1, D], first half negated so rotate_half becomes a swap of halves
+  bias: Value; // [B, T, L] additive attention bias, L = P + T
+  past?: { keys: Value; values: Value }[]; // per layer [B, Hkv, P, D]
+}
+
+export interface LlamaOutputs {
+  logits: Value; // [N, V]
+  presents: { keys: Value; values: Value }[]; // per layer [B, Hkv, L, D]
+}
+
+/** Declares the parameters as graph inputs named by their HF names. */
+export function parameterInputs(g: Graph, config: LlamaConfig): Map<string, Value> {
+  const params = new Map<string, Value>();
+  for (const [name, shape] of parameterShapes(config)) params.set(name, g.input(name, g.floatType, shape));
+  return params;
+}
+
+/** Declares the standard forward inputs for a batch of B rows (T and the past length P stay symbolic). */
+export function forwardInputs(g: Graph, config: LlamaConfig, B: number, withPast: boolean): LlamaInputs {
+  const { Hkv, D, L } = dims(config);
+  const ft: FloatType = g.floatType;
+  const Lk: Dim = withPast ? '(P+T)' : 'T'; // the name Graph.concat gives P + T
+  return {
+    tokens: g.input('tokens', 'int64', [B, 'T']),
+    cos: g.input('cos', ft, [B, 'T', 1, D]),
+    sin: g.input('sin', ft, [B, 'T', 1, D]),
+    bias: g.input('bias', ft, [B, 'T', Lk]),
+    past: withPast
+      ? Array.from({ length: L }, (_, l) => ({
+          keys: g.input(`past_key_${l}`, ft, [B, Hkv, 'P', D]),
+          values: g.input(`past_value_${l}`, ft, [B, Hkv, 'P', D]),
+        }))
+      : undefined,
+  };
+}
+
+function rmsNorm(g: Graph, x: Value, w: Value, eps: number): Value {
+  const ms = g.reduceMean(g.mul(x, x), [-1], true); // [N, 1]
+  return g.mul(g.mul(x, g.reciprocal(g.sqrt(g.add(ms, g.scalar(eps))))), w); // [N, C]
+}
+
+function rope(g: Graph, x: Value, cos: Value, sin: Value, D: number): Value {
+  const [x1, x2] = g.split(x, [D / 2, D / 2], -1) as [Value, Value]; // [B, T, h, D/2] each
+  const swapped = g.concat([x2, x1], -1); // [B, T, h, D]; the sign lives in `sin`
+  return g.add(g.mul(x, cos), g.mul(swapped, sin)); // [B, T, h, D]
+}
+
+export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs): LlamaOutputs {
+  const { I, H, Hkv, D, G, L } = dims(config);
+  const B = inp.tokens.shape[0] as number;
+  const w = (name: string) => {
+    const v = params.get(name);
+    if (!v) throw new Error(`missing parameter ${name}`);
+    return v;
+  };
+  const eps = config.rms_norm_eps;
+  const scale = g.scalar(1 / Math.sqrt(D));
+  const cosQ = g.mul(inp.cos, scale); // [B, T, 1, D]: folding 1/sqrt(D) into q's rotation is free
+  const sinQ = g.mul(inp.sin, scale);
+  const bias = g.unsqueeze(inp.bias, [1, 2]); // [B, 1, 1, T, L]
+
+  let x = g.gather(w('model.embed_tokens.weight'), g.reshape(inp.tokens, [-1])); // [N, C]
+  const presents: LlamaOutputs['presents'] = [];
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}`;
+    const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
+    const wqkv = g.concat([w(`${p}.self_attn.q_proj.weight`), w(`${p}.self_attn.k_proj.weight`), w(`${p}.self_attn.v_proj.weight`)], 0); // [(H+2Hkv)D, C]
+    const qkv = g.gemm(h, wqkv, { transB: true }); // [N, (H+2Hkv)D]
+    const [q2, k2, v2] = g.split(qkv, [H * D, Hkv * D, Hkv * D], 1) as [Value, Value, Value];
+    const q = rope(g, g.reshape(q2, [B, -1, H, D]), cosQ, sinQ, D); // [B, T, H, D]
+    const k = rope(g, g.reshape(k2, [B, -1, Hkv, D]), inp.cos, inp.sin, D); // [B, T, Hkv, D]
+    const v = g.reshape(v2, [B, -1, Hkv, D]); // [B, T, Hkv, D]
+    let keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
+    let values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
+    const past = inp.past?.[l];
+    if (past) {
+      keys = g.concat([past.keys, keys], 2); // [B, Hkv, L, D]
+      values = g.concat([past.values, values], 2); // [B, Hkv, L, D]
+    }
+    presents.push({ keys, values });
+    const q5 = g.transpose(g.reshape(q, [B, 'T', Hkv, G, D]), [0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
+    const kT = g.unsqueeze(g.transpose(keys, [0, 1, 3, 2]), [2]); // [B, Hkv, 1, D, L]
+    const scores = g.add(g.matmul(q5, kT), bias); // [B, Hkv, G, T, L]
+    const probs = g.softmax(scores, -1); // [B, Hkv, G, T, L]
+    const ctx = g.matmul(probs, g.unsqueeze(values, [2])); // [B, Hkv, G, T, D]
+    const merged = g.reshape(g.transpose(ctx, [0, 3, 1, 2, 4]), [-1, H * D]); // [N, H·D]
+    x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
+
+    const h2 = rmsNorm(g, x, w(`${p}.post_attention_layernorm.weight`), eps); // [N, C]
+    const wgu = g.concat([w(`${p}.mlp.gate_proj.weight`), w(`${p}.mlp.up_proj.weight`)], 0); // [2I, C]
+    const [gate, up] = g.split(g.gemm(h2, wgu, { transB: true }), [I, I], 1) as [Value, Value]; // [N, I] each
+    const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
+    x = g.add(x, g.gemm(act, w(`${p}.mlp.down_proj.weight`), { transB: true })); // [N, C]
+  }
+  const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C]
+  const head = config.tie_word_embeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
+  const logits = g.gemm(hf, head, { transB: true }); // [N, V]
+  return { logits, presents };
+}
+
+/** log p(targets) per position: [N, V] logits, [B, T] int64 targets → [B, T]. */
+export function targetLogps(g: Graph, logits: Value, targets: Value): Value {
+  const B = targets.shape[0] as number;
+  const logp = g.logSoftmax(logits, -1); // [N, V]
+  const picked = g.gatherElements(logp, g.reshape(targets, [-1, 1]), 1); // [N, 1]
+  return g.reshape(picked, [B, -1]); // [B, T]
+}
+
+/** Rotary tables for explicit position ids: cos and sign-folded sin, each [B, T, 1, D] (float64 math). */
+export function rotaryTables(config: LlamaConfig, positions: number[][], T: number, floatType: FloatType = 'float32') {
+  const { D } = dims(config);
+  const B = positions.length;
+  const Arr = floatType === 'float64' ? Float64Array : Float32Array;
+  const cos = new Arr(B * T * D);
+  const sin = new Arr(B * T * D);
+  const half = D / 2;
+  const invFreq = Array.from({ length: half }, (_, j) => 1 / Math.pow(config.rope_theta, (2 * j) / D));
+  for (let b = 0; b < B; b++) {
+    const row = positions[b]!;
+    for (let t = 0; t < T; t++) {
+      const pos = row[t] ?? 0;
+      const o = (b * T + t) * D;
+      for (let j = 0; j < half; j++) {
+        const a = pos * invFreq[j]!;
+        const c = Math.cos(a);
+        const s = Math.sin(a);
+        cos[o + j] = c;
+        cos[o + j + half] = c;
+        sin[o + j] = -s;
+        sin[o + j + half] = s;
+      }
+    }
+  }
+  return { cos, sin, dims: [B, T, 1, D] };
+}

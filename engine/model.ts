@@ -1,0 +1,243 @@
+// LlamaModel: weights in HF names plus the inference entry points (forward with KV cache, token
+// log-probs, tree-masked checkpoint scoring). Graphs are built once per (config, use, batch rows) and
+// their sessions cached; T and the past length stay symbolic so one graph serves every length.
+import type { LlamaConfig } from './config';
+import { dims } from './config';
+import { Graph, type Value } from './graph';
+import { buildLlama, forwardInputs, parameterInputs, parameterNames, parameterShapes, rotaryTables, targetLogps } from './llama';
+import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders, int64 } from './ort';
+
+export { parameterShapes, parameterNames };
+
+export type Weights = Map<string, Float32Array>;
+
+export interface KVCache { keys: Float32Array[]; values: Float32Array[]; batch: number; length: number } // per layer [B, Hkv, P, D]
+
+export interface ForwardInput {
+  tokens: number[][]; // [B][S]
+  positions: number[][]; // [B][S]
+  attnBias: Float32Array; // [B, S, P+S]
+  past?: KVCache;
+}
+
+export const MASKED = -1e9;
+
+/** Deterministic init from a seed (splitmix32 + Box–Muller): N(0, 0.02²) matrices, unit norm gains. */
+export function initWeights(config: LlamaConfig, seed: number): Weights {
+  let state = seed >>> 0;
+  const next = () => {
+    state = (state + 0x9e3779b9) >>> 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
+  };
+  const weights: Weights = new Map();
+  for (const [name, shape] of parameterShapes(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const w = new Float32Array(n);
+    if (shape.length === 1) w.fill(1);
+    else for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+    weights.set(name, w);
+  }
+  return weights;
+}
+
+/** Feeds for the weights, validating names and sizes. */
+export function weightFeeds(config: LlamaConfig, weights: Weights): Feeds {
+  const feeds: Feeds = {};
+  for (const [name, shape] of parameterShapes(config)) {
+    const w = weights.get(name);
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (!w) throw new Error(`weights: missing ${name}`);
+    if (w.length !== n) throw new Error(`weights: ${name} has ${w.length} values, expected ${n} for shape [${shape.join(', ')}]`);
+    feeds[name] = { data: w, dims: shape };
+  }
+  return feeds;
+}
+
+/** Causal attention bias for right-padded rows of the given lengths: [B, T, T]. */
+export function causalBias(lengths: number[], T: number): Float32Array {
+  const bias = new Float32Array(lengths.length * T * T).fill(MASKED);
+  lengths.forEach((len, b) => {
+    for (let q = 0; q < T; q++) for (let k = 0; k <= Math.min(q, len - 1); k++) bias[(b * T + q) * T + k] = 0;
+  });
+  return bias;
+}
+
+function padRows(rows: number[][], T: number): BigInt64Array {
+  const out = new BigInt64Array(rows.length * T);
+  rows.forEach((r, b) => r.forEach((t, k) => (out[b * T + k] = BigInt(t))));
+  return out;
+}
+
+export class LlamaModel {
+  readonly config: LlamaConfig;
+  readonly providers: readonly string[];
+  private _weights: Weights;
+  private readonly sessions = new Map<string, Promise<Session>>();
+
+  constructor(config: LlamaConfig, weights: Weights, options: { providers?: string[] } = {}) {
+    this.config = config;
+    this.providers = options.providers ?? DEFAULT_PROVIDERS;
+    checkProviders(this.providers);
+    weightFeeds(config, weights);
+    this._weights = weights;
+  }
+
+  get weights(): Weights {
+    return this._weights;
+  }
+  setWeights(w: Weights): void {
+    weightFeeds(this.config, w);
+    this._weights = w;
+  }
+
+  /** A cached session for `key`, building its graph on first use. */
+  session(key: string, build: () => Graph): Promise<Session> {
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = Session.get(build().toBytes(), this.providers);
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
+    }
+    return s;
+  }
+
+  private forwardSession(B: number, withPast: boolean): Promise<Session> {
+    return this.session(`forward|${B}|${withPast}`, () => {
+      const g = new Graph('float32');
+      const params = parameterInputs(g, this.config);
+      const inp = forwardInputs(g, this.config, B, withPast);
+      const out = buildLlama(g, this.config, params, inp);
+      g.output(g.reshape(out.logits, [B, -1, this.config.vocab_size]), 'logits'); // [B, T, V]
+      out.presents.forEach((p, l) => {
+        g.output(p.keys, `present_key_${l}`);
+        g.output(p.values, `present_value_${l}`);
+      });
+      return g;
+    });
+  }
+
+  private logpSession(B: number): Promise<Session> {
+    return this.session(`logp|${B}`, () => {
+      const g = new Graph('float32');
+      const params = parameterInputs(g, this.config);
+      const inp = forwardInputs(g, this.config, B, false);
+      const targets: Value = g.input('targets', 'int64', [B, 'T']);
+      g.output(targetLogps(g, buildLlama(g, this.config, params, inp).logits, targets), 'logp'); // [B, T]
+      return g;
+    });
+  }
+
+  async forward(input: ForwardInput): Promise<{ logits: Float32Array; cache: KVCache }> {
+    const { Hkv, D, L } = dims(this.config);
+    const B = input.tokens.length;
+    const S = input.tokens[0]?.length ?? 0;
+    if (B === 0 || S === 0) throw new Error('forward: empty batch');
+    if (input.tokens.some((r) => r.length !== S)) throw new Error('forward: all rows must have the same length');
+    const P = input.past?.length ?? 0;
+    if (input.past && input.past.batch !== B) throw new Error(`forward: cache batch ${input.past.batch} != ${B}`);
+    if (input.attnBias.length !== B * S * (P + S)) throw new Error(`forward: attnBias must be [${B}, ${S}, ${P + S}]`);
+    const rot = rotaryTables(this.config, input.positions, S);
+    const feeds: Feeds = {
+      ...weightFeeds(this.config, this._weights),
+      tokens: { data: padRows(input.tokens, S), dims: [B, S] },
+      cos: { data: rot.cos, dims: rot.dims },
+      sin: { data: rot.sin, dims: rot.dims },
+      bias: { data: input.attnBias, dims: [B, S, P + S] },
+    };
+    const past = input.past && P > 0 ? input.past : undefined;
+    if (past) {
+      for (let l = 0; l < L; l++) {
+        feeds[`past_key_${l}`] = { data: past.keys[l]!, dims: [B, Hkv, P, D] };
+        feeds[`past_value_${l}`] = { data: past.values[l]!, dims: [B, Hkv, P, D] };
+      }
+    }
+    const out = await (await this.forwardSession(B, !!past)).run(feeds);
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
+    for (let l = 0; l < L; l++) {
+      keys.push(out[`present_key_${l}`]!.data as Float32Array);
+      values.push(out[`present_value_${l}`]!.data as Float32Array);
+    }
+    return { logits: out.logits!.data as Float32Array, cache: { keys, values, batch: B, length: P + S } };
+  }
+
+  /** Runs the log-prob graph on right-padded rows; returns [B][T] log p(targets). */
+  async rowLogps(rows: { tokens: number[]; positions: number[]; targets: number[] }[], bias: Float32Array, T: number): Promise<Float32Array> {
+    const B = rows.length;
+    const rot = rotaryTables(this.config, rows.map((r) => r.positions), T);
+    const out = await (await this.logpSession(B)).run({
+      ...weightFeeds(this.config, this._weights),
+      tokens: { data: padRows(rows.map((r) => r.tokens), T), dims: [B, T] },
+      targets: { data: padRows(rows.map((r) => r.targets), T), dims: [B, T] },
+      cos: { data: rot.cos, dims: rot.dims },
+      sin: { data: rot.sin, dims: rot.dims },
+      bias: { data: bias, dims: [B, T, T] },
+    });
+    return out.logp!.data as Float32Array;
+  }
+
+  async tokenLogps(seqs: { tokens: number[]; start: number }[], maxRows = 8): Promise<number[][]> {
+    const result: number[][] = [];
+    for (let c = 0; c < seqs.length; c += maxRows) {
+      const chunk = seqs.slice(c, c + maxRows);
+      for (const s of chunk) if (s.start < 1 || s.start > s.tokens.length) throw new Error(`tokenLogps: start ${s.start} must be in [1, ${s.tokens.length}]`);
+      const T = Math.max(...chunk.map((s) => s.tokens.length - 1), 1);
+      const rows = chunk.map((s) => ({ tokens: s.tokens.slice(0, -1), positions: s.tokens.slice(0, -1).map((_, k) => k), targets: s.tokens.slice(1) }));
+      const logp = await this.rowLogps(rows, causalBias(rows.map((r) => r.tokens.length), T), T);
+      chunk.forEach((s, b) => result.push(Array.from(logp.subarray(b * T + s.start - 1, b * T + s.tokens.length - 1))));
+    }
+    return result;
+  }
+
+  async scoreCheckpoints(items: { context: number[]; checkpoints: number[]; target: number[] }[], maxRows = 8): Promise<number[][]> {
+    const result: number[][] = [];
+    for (let c = 0; c < items.length; c += maxRows) {
+      const trees = items.slice(c, c + maxRows).map(checkpointTree);
+      const T = Math.max(...trees.map((t) => t.tokens.length));
+      const B = trees.length;
+      const bias = new Float32Array(B * T * T).fill(MASKED);
+      trees.forEach((t, b) => t.visible.forEach((keys, q) => keys.forEach((k) => (bias[(b * T + q) * T + k] = 0))));
+      for (let b = 0; b < B; b++) for (let q = trees[b]!.tokens.length; q < T; q++) bias[(b * T + q) * T + q] = 0; // padding rows see themselves
+      const logp = await this.rowLogps(trees, bias, T);
+      trees.forEach((t, b) => result.push(t.readout.map((rowsOf) => rowsOf.reduce((s, r) => s + logp[b * T + r]!, 0) / rowsOf.length)));
+    }
+    return result;
+  }
+}
+
+/**
+ * One packed sequence per scoring item: the context once, then per checkpoint c a copy of target[0..m-2]
+ * at positions c.. that sees context[0:c] and itself causally. log p(target[0] | context[0:c]) is read at
+ * context row c-1 (whose target is set to target[0]); the copy's rows give target[1..].
+ */
+export function checkpointTree(item: { context: number[]; checkpoints: number[]; target: number[] }) {
+  const { context, checkpoints, target } = item;
+  const n = context.length;
+  const m = target.length;
+  if (m === 0) throw new Error('scoreCheckpoints: empty target');
+  const tokens = [...context];
+  const positions = context.map((_, k) => k);
+  const targets = context.map((_, k) => context[k + 1] ?? 0);
+  const visible: number[][] = context.map((_, q) => Array.from({ length: q + 1 }, (_, k) => k));
+  const readout: number[][] = [];
+  for (const cp of checkpoints) {
+    if (!Number.isInteger(cp) || cp < 1 || cp > n) throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${n}]`);
+    targets[cp - 1] = target[0]!;
+    const rows = [cp - 1];
+    const start = tokens.length;
+    for (let k = 0; k < m - 1; k++) {
+      tokens.push(target[k]!);
+      positions.push(cp + k);
+      targets.push(target[k + 1]!);
+      const keys = Array.from({ length: cp }, (_, j) => j);
+      for (let j = 0; j <= k; j++) keys.push(start + j);
+      visible.push(keys);
+      rows.push(start + k);
+    }
+    readout.push(rows);
+  }
+  return { tokens, positions, targets, visible, readout };
+}

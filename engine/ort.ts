@@ -1,0 +1,126 @@
+// The only module that imports onnxruntime-node. Sessions are cached by the sha256 of the graph bytes
+// (plus providers), so a graph built twice for the same (config, shape class) compiles once.
+import { createHash } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { runInThisContext } from 'node:vm';
+import * as ort from 'onnxruntime-node';
+
+// Under Jest, test code runs in its own JS realm while ORT's native outputs are typed arrays of Node's
+// main realm, and onnxruntime-common type-checks with `instanceof`. When the realms differ we point its
+// type table at the main-realm constructors and re-view (zero-copy) arrays crossing the boundary, so the
+// engine behaves identically under Jest and in production (where this is a no-op).
+type Typed = Float32Array | Float64Array | BigInt64Array | Uint8Array;
+type Kind = 'float32' | 'float64' | 'int64' | 'bool';
+type Ctor = new (b: ArrayBufferLike, o: number, n: number) => Typed;
+const localArray: Record<Kind, Ctor> = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array };
+const mainArray = runInThisContext('({ float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array })') as Record<Kind, Ctor>;
+const crossRealm = mainArray.float32 !== localArray.float32;
+if (crossRealm) {
+  const common = require.resolve('onnxruntime-common', { paths: [dirname(require.resolve('onnxruntime-node'))] });
+  const mapping = require(join(dirname(common), 'tensor-impl-type-mapping.js')) as { NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP: Map<string, unknown>; checkTypedArray?: () => void };
+  mapping.checkTypedArray?.(); // it fills the int64 entry lazily; run it first so our entries stick
+  for (const k of ['float32', 'float64', 'int64'] as const) mapping.NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP.set(k, mainArray[k]);
+}
+function view(data: Typed, kind: Kind, ctors: Record<Kind, Ctor>): Typed {
+  const C = ctors[kind];
+  return !crossRealm || data.constructor === C ? data : new C(data.buffer, data.byteOffset, data.length);
+}
+function kindOf(data: Typed): Kind {
+  const tag = Object.prototype.toString.call(data);
+  return tag === '[object Float32Array]' ? 'float32' : tag === '[object Float64Array]' ? 'float64' : tag === '[object BigInt64Array]' ? 'int64' : 'bool';
+}
+
+export interface TensorData {
+  data: Float32Array | Float64Array | BigInt64Array | Uint8Array;
+  dims: readonly number[];
+}
+export type Feeds = Record<string, TensorData>;
+
+export const DEFAULT_PROVIDERS: readonly string[] = ['cpu'];
+
+const installHints: Record<string, string> = {
+  cuda: 'install the CUDA 12 runtime and cuDNN 9 libraries, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (its installer fetches the CUDA provider: `npm rebuild onnxruntime-node`)',
+  tensorrt: 'install TensorRT 10 plus CUDA 12/cuDNN 9, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (`npm rebuild onnxruntime-node`)',
+  webgpu: 'the webgpu provider is bundled but needs a working GPU driver (Vulkan on Linux)',
+  dml: 'DirectML is only available on Windows builds of onnxruntime-node',
+  coreml: 'CoreML is only available on macOS builds of onnxruntime-node',
+};
+
+function installHint(provider: string): string {
+  return installHints[provider] ?? `execution provider "${provider}" is not part of onnxruntime-node ${ort.env.versions.common}; supported here: ${ort.listSupportedBackends().map((b) => b.name).join(', ')}`;
+}
+
+/** Fails loudly (with an install hint) for a provider that this onnxruntime-node cannot load. */
+export function checkProviders(providers: readonly string[]): void {
+  const known = new Map(ort.listSupportedBackends().map((b) => [b.name, b]));
+  for (const p of providers) {
+    const b = known.get(p);
+    if (!b) throw new Error(`execution provider "${p}" is unavailable: ${installHint(p)}`);
+  }
+}
+
+const cores = Math.max(1, availableParallelism());
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+export function graphHash(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+async function createSession(bytes: Uint8Array, providers: readonly string[]): Promise<ort.InferenceSession> {
+  checkProviders(providers);
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      executionProviders: [...providers],
+      intraOpNumThreads: cores,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    });
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    const gpu = providers.find((p) => p !== 'cpu');
+    if (gpu && /provider|library|\.so|cuda|tensorrt|dlopen/i.test(msg)) {
+      throw new Error(`execution provider "${gpu}" failed to load (${msg}): ${installHint(gpu)}`);
+    }
+    throw err;
+  }
+}
+
+export class Session {
+  private constructor(private readonly session: ort.InferenceSession, readonly hash: string) {}
+
+  static async get(bytes: Uint8Array, providers: readonly string[] = DEFAULT_PROVIDERS): Promise<Session> {
+    const hash = graphHash(bytes);
+    const key = `${hash}|${providers.join(',')}`;
+    let s = sessions.get(key);
+    if (!s) {
+      s = createSession(bytes, providers);
+      sessions.set(key, s);
+      s.catch(() => sessions.delete(key));
+    }
+    return new Session(await s, hash);
+  }
+
+  async run(feeds: Feeds): Promise<Record<string, TensorData>> {
+    const inputs: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      const kind = kindOf(t.data);
+      inputs[name] = new ort.Tensor(kind, view(t.data, kind, kind === 'bool' ? localArray : mainArray) as never, [...t.dims]);
+    }
+    const out = await this.session.run(inputs);
+    const result: Record<string, TensorData> = {};
+    for (const [name, t] of Object.entries(out)) {
+      const data = t.data as Typed;
+      result[name] = { data: view(data, kindOf(data), localArray), dims: t.dims };
+    }
+    return result;
+  }
+}
+
+/** Drops cached sessions (tests and long-lived workers that switch models). */
+export function clearSessionCache(): void {
+  sessions.clear();
+}
+
+export const int64 = (xs: ArrayLike<number>): BigInt64Array => BigInt64Array.from(Array.from(xs, (x) => BigInt(x)));

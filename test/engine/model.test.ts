@@ -1,0 +1,84 @@
+import { LlamaModel, causalBias, MASKED } from '../../engine/model';
+import { logSoftmax, referenceForward } from './reference';
+import { randomWeights, rng, tinyGqa, tinyTied } from './helpers';
+
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let k = 0; k < a.length; k++) m = Math.max(m, Math.abs(a[k]! - b[k]!));
+  return m;
+};
+
+describe.each([
+  ['GQA, untied head', tinyGqa],
+  ['MHA, tied head', tinyTied],
+])('LlamaModel forward (%s)', (_, config) => {
+  const weights = randomWeights(config, 7);
+  const model = new LlamaModel(config, weights);
+  const r = rng(3);
+  const V = config.vocab_size;
+  const seqs = [0, 1].map(() => Array.from({ length: 11 }, () => Math.floor(r() * V)));
+
+  test('matches the float64 reference forward within 1e-4', async () => {
+    const { logits } = await model.forward({ tokens: seqs, positions: seqs.map((s) => s.map((_, k) => k)), attnBias: causalBias([11, 11], 11) });
+    seqs.forEach((s, b) => {
+      const ref = referenceForward(config, weights, s).flatMap((row) => Array.from(row));
+      const got = logits.subarray(b * 11 * V, (b + 1) * 11 * V);
+      expect(Math.max(...ref.map(Math.abs))).toBeGreaterThan(0.5); // logits are not trivially tiny
+      expect(maxAbsDiff(got, ref)).toBeLessThanOrEqual(1e-4);
+    });
+  });
+
+  test('KV-cache decode equals the full forward', async () => {
+    const full = await model.forward({ tokens: seqs, positions: seqs.map((s) => s.map((_, k) => k)), attnBias: causalBias([11, 11], 11) });
+    const pre = await model.forward({ tokens: seqs.map((s) => s.slice(0, 8)), positions: seqs.map(() => [0, 1, 2, 3, 4, 5, 6, 7]), attnBias: causalBias([8, 8], 8) });
+    let cache = pre.cache;
+    for (let t = 8; t < 11; t++) {
+      const step = await model.forward({ tokens: seqs.map((s) => [s[t]!]), positions: seqs.map(() => [t]), attnBias: new Float32Array(2 * (t + 1)), past: cache });
+      cache = step.cache;
+      expect(cache.length).toBe(t + 1);
+      seqs.forEach((_, b) => {
+        const want = full.logits.subarray((b * 11 + t) * V, (b * 11 + t + 1) * V);
+        expect(maxAbsDiff(step.logits.subarray(b * V, (b + 1) * V), want)).toBeLessThanOrEqual(1e-4);
+      });
+    }
+  });
+});
+
+describe('log-prob graphs', () => {
+  const config = tinyGqa;
+  const weights = randomWeights(config, 11);
+  const model = new LlamaModel(config, weights);
+  const r = rng(5);
+  const tok = (n: number) => Array.from({ length: n }, () => Math.floor(r() * config.vocab_size));
+
+  test('tokenLogps on ragged rows equals the reference log-softmax', async () => {
+    const seqs = [{ tokens: tok(9), start: 3 }, { tokens: tok(5), start: 1 }];
+    const got = await model.tokenLogps(seqs);
+    seqs.forEach((s, k) => {
+      const ref = referenceForward(config, weights, s.tokens).map(logSoftmax);
+      const want = s.tokens.slice(s.start).map((t, j) => ref[s.start + j - 1]![t]!);
+      expect(got[k]).toHaveLength(s.tokens.length - s.start);
+      expect(maxAbsDiff(got[k]!, want)).toBeLessThanOrEqual(1e-4);
+    });
+  });
+
+  test('tree-masked checkpoint scoring equals one forward per prefix', async () => {
+    const items = [
+      { context: tok(14), checkpoints: [3, 7, 14, 10], target: tok(5) },
+      { context: tok(6), checkpoints: [1, 6], target: tok(1) },
+    ];
+    const got = await model.scoreCheckpoints(items);
+    for (const [k, item] of items.entries()) {
+      const separate = await model.tokenLogps(item.checkpoints.map((c) => ({ tokens: [...item.context.slice(0, c), ...item.target], start: c })));
+      const want = separate.map((lp) => lp.reduce((a, b) => a + b, 0) / lp.length);
+      expect(got[k]).toHaveLength(item.checkpoints.length);
+      expect(maxAbsDiff(got[k]!, want)).toBeLessThanOrEqual(1e-4);
+    }
+    expect(new Set(got[0]!.map((x) => x.toFixed(4))).size).toBeGreaterThan(1); // prefixes actually matter
+  });
+
+  test('rejects checkpoints outside the context', async () => {
+    await expect(model.scoreCheckpoints([{ context: [1, 2], checkpoints: [3], target: [1] }])).rejects.toThrow(/checkpoint 3/);
+    expect(MASKED).toBeLessThan(-1e8);
+  });
+});
