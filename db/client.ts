@@ -31,20 +31,21 @@ export function redactUrl(url: string): string {
 
 /** Turns a pg connection error into one that names the server and the fix; other errors pass through. */
 export function explainConnectionError(err: unknown, url: string): Error {
-  if (!(err instanceof Error)) return new Error(String(err));
+  // Duck-typed, not instanceof: Node's socket errors come from another realm under jest's vm sandbox.
+  if (typeof err !== 'object' || err === null || typeof (err as Error).message !== 'string') return new Error(String(err));
   const code = (err as { code?: string }).code;
   const where = redactUrl(url);
   let message: string | undefined;
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH') {
     message = `PostgreSQL is not reachable at ${where} (${code}). ${START_HINT}`;
   } else if (code === '3D000') {
-    message = `PostgreSQL at ${where}: ${err.message}. Run \`npm run services:up\` (creates the database and applies migrations), or create it yourself.`;
+    message = `PostgreSQL at ${where}: ${(err as Error).message}. Run \`npm run services:up\` (creates the database and applies migrations), or create it yourself.`;
   } else if (code === '28P01' || code === '28000') {
-    message = `PostgreSQL at ${where} rejected the credentials: ${err.message}. Check the user and password in DATABASE_URL.`;
-  } else if (/timeout|Connection terminated/i.test(err.message)) {
-    message = `PostgreSQL at ${where} did not answer: ${err.message}. ${START_HINT}`;
+    message = `PostgreSQL at ${where} rejected the credentials: ${(err as Error).message}. Check the user and password in DATABASE_URL.`;
+  } else if (/timeout|Connection terminated/i.test((err as Error).message)) {
+    message = `PostgreSQL at ${where} did not answer: ${(err as Error).message}. ${START_HINT}`;
   }
-  if (!message) return err;
+  if (!message) return err as Error;
   const explained = new Error(message, { cause: err }) as Error & { code?: string };
   explained.code = code;
   return explained;

@@ -35,8 +35,8 @@ export async function migrateDb(url: string | undefined = process.env.DATABASE_U
       await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
     }
   } catch (err) {
-    const e = err instanceof Error ? err : new Error(String(err));
-    throw new Error(`Migrating ${redactUrl(connectionString)} failed: ${e.message}`, { cause: err });
+    const message = (err as Error | undefined)?.message ?? String(err);
+    throw new Error(`Migrating ${redactUrl(connectionString)} failed: ${message}`, { cause: err });
   } finally {
     await client.end();
   }

@@ -1,0 +1,55 @@
+/**
+ * Service management is idempotent: with the services up (globalSetup brought them up), asking again
+ * starts nothing and returns the same endpoints quickly, and `services:status` reports both healthy.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { withDatabase } from '../../scripts/lib/postgres-server';
+import { ensureServices, servicesStatus } from '../../scripts/lib/services';
+
+const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as { DATABASE_URL?: string; TEMPORAL_ADDRESS?: string };
+const testEnv = { DATABASE_URL: process.env.DATABASE_URL!, TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS! };
+const testDatabase = new URL(testEnv.DATABASE_URL).pathname.slice(1);
+
+/** Runs fn with the env the user started jest with, so local services are found the way `services:up` finds them. */
+async function withUserEnv<T>(fn: () => Promise<T>): Promise<T> {
+  for (const key of ['DATABASE_URL', 'TEMPORAL_ADDRESS'] as const) {
+    if (original[key] === undefined) delete process.env[key];
+    else process.env[key] = original[key];
+  }
+  try {
+    return await fn();
+  } finally {
+    Object.assign(process.env, testEnv);
+  }
+}
+
+test('ensureServices when the services already run: same endpoints, nothing started, fast', async () => {
+  const first = await withUserEnv(() => ensureServices({ database: testDatabase }));
+  const t0 = Date.now();
+  const second = await withUserEnv(() => ensureServices({ database: testDatabase }));
+  const elapsed = Date.now() - t0;
+  expect(second).toEqual(first);
+  expect(second.started).toEqual({ postgres: false, temporal: false });
+  expect(withDatabase(second.databaseUrl, testDatabase)).toBe(new URL(testEnv.DATABASE_URL).toString());
+  expect(second.temporalAddress).toBe(testEnv.TEMPORAL_ADDRESS);
+  expect(elapsed).toBeLessThan(5_000);
+});
+
+test('servicesStatus reports both services healthy', async () => {
+  const statuses = await withUserEnv(() => servicesStatus());
+  expect(statuses.map((s) => [s.service, s.healthy])).toEqual([['postgres', true], ['temporal', true]]);
+});
+
+test('`services:up` is idempotent from the command line and prints the endpoints', async () => {
+  const repo = path.resolve(__dirname, '..', '..');
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  delete env.TEMPORAL_ADDRESS;
+  Object.assign(env, Object.fromEntries(Object.entries(original).filter(([, v]) => v !== undefined)));
+  const { stdout } = await promisify(execFile)(process.execPath, [path.join(repo, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'scripts/services.ts', 'up'], { cwd: repo, env });
+  expect(stdout).not.toMatch(/Started/);
+  expect(stdout).toContain(`export TEMPORAL_ADDRESS=${testEnv.TEMPORAL_ADDRESS}`);
+  expect(stdout).toMatch(/export DATABASE_URL=postgres:\/\/\S+\/operaflow\n/);
+});
