@@ -1,0 +1,195 @@
+/**
+ * The OPERA reward (shared/spec/OPERA.md, "The reward"): a judge-free score built from the policy's
+ * mean log-probability of the reference answer at checkpoints inside each rollout's reasoning.
+ *
+ * The log-probabilities themselves come from the engine (one forward per rollout with a tree mask);
+ * this module only turns them into rewards, so it is pure and exactly testable. `scoringContexts`
+ * gives the scorer the context strings whose reference log-probs it must compute, in the order
+ * `operaRewards` expects them.
+ */
+
+export interface OperaRollout {
+  response: string;
+  /** mlp(prompt + response). */
+  logpFull: number;
+  /** mlp(prompt + "<think>"). */
+  logpInitial: number;
+  /** mlp(prompt + "<think>" + s_0 + "\n\n" + … + s_j + "\n\n"), one per reflection segment. */
+  logpSegments: number[];
+}
+
+export interface OperaGroup {
+  taskType: string;
+  reference: string;
+  rollouts: OperaRollout[];
+}
+
+export interface OperaRewardOptions {
+  pplWeight: number;
+  reflectionWeight: number;
+  /** EMA update weight of the new batch mean. */
+  emaAlpha: number;
+  /** Weight of the EMA in each smoothed value: v' = (1 − emaMix)·v + emaMix·ema. */
+  emaMix: number;
+  keywords: string[];
+  /** `word`: whole words, case-insensitive; `substring`: the reference's `kw.lower() in seg.lower()`. */
+  keywordMatch: 'word' | 'substring';
+}
+
+export interface OperaReward {
+  total: number;
+  ppl: number;
+  reflection: number;
+  /** Segments that counted as useful reflections; reflection = tanh(reflectionCount / 2). */
+  reflectionCount: number;
+  /** Math tasks only: exact match of the extracted answer. */
+  correct?: boolean;
+}
+
+export const DEFAULT_OPERA_REWARD_OPTIONS: Readonly<OperaRewardOptions> = Object.freeze({
+  pplWeight: 0.3,
+  reflectionWeight: 0.7,
+  emaAlpha: 0.1,
+  emaMix: 0.2,
+  keywords: ['But', 'Wait', 'Hmm', 'However', 'Wait a minute'],
+  keywordMatch: 'word' as const,
+});
+
+const THINK_OPEN = '<think>';
+const THINK_CLOSE = '</think>';
+
+/**
+ * The reasoning steps of a response: the text between the first `<think>` and the first `</think>`
+ * after it, stripped, split on blank lines ("\n\n"), each piece stripped, empty pieces dropped.
+ * A response without a closed think block has no segments.
+ */
+export function reflectionSegments(response: string): string[] {
+  const open = response.indexOf(THINK_OPEN);
+  if (open < 0) return [];
+  const close = response.indexOf(THINK_CLOSE, open + THINK_OPEN.length);
+  if (close < 0) return [];
+  return response
+    .slice(open + THINK_OPEN.length, close)
+    .trim()
+    .split('\n\n')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * The contexts whose reference-answer log-probs a rollout needs, in the order of `OperaRollout`:
+ * full = prompt + response, initial = prompt + "<think>", and one per segment with every segment so
+ * far followed by "\n\n" (the reference builds the prefix the same way, re-joining stripped pieces).
+ */
+export function scoringContexts(prompt: string, response: string): { full: string; initial: string; segments: string[] } {
+  const initial = prompt + THINK_OPEN;
+  let prefix = initial;
+  const segments = reflectionSegments(response).map((s) => (prefix += `${s}\n\n`));
+  return { full: prompt + response, initial, segments };
+}
+
+/**
+ * A math answer: remove every `<think>…</think>` block, then take the content of the last
+ * `\boxed{…}` (non-greedy, so `\boxed{a}{b}` gives `a`, and like the reference's regex it does not
+ * span lines), or the whole remaining text if there is none. Not trimmed: callers compare trimmed.
+ */
+export function mathAnswer(response: string): string {
+  const outside = response.replace(/<think>[\s\S]*?<\/think>/g, '');
+  const boxed = [...outside.matchAll(/\\boxed\{(.*?)\}/g)];
+  const last = boxed[boxed.length - 1];
+  return last ? (last[1] ?? '') : outside;
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Builds the keyword test once per call; `word` requires no letter, digit or `_` on either side. */
+function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): (segment: string) => boolean {
+  if (mode === 'substring') {
+    const lowered = keywords.map((k) => k.toLowerCase());
+    return (segment) => {
+      const s = segment.toLowerCase();
+      return lowered.some((k) => s.includes(k));
+    };
+  }
+  const patterns = keywords.map((k) => new RegExp(`(?<![\\p{L}\\p{N}_])${escapeRegExp(k)}(?![\\p{L}\\p{N}_])`, 'iu'));
+  return (segment) => patterns.some((p) => p.test(segment));
+}
+
+/**
+ * Rewards for a batch of groups, and the updated EMA baseline.
+ *
+ * 1. Every raw value of the batch (each rollout's full, initial and segment log-prob) feeds the
+ *    batch mean b; `ema = b` on the first batch (`ema === null`), else `emaAlpha·b + (1 − emaAlpha)·ema`.
+ *    An empty batch leaves `ema` as it was.
+ * 2. Each value is smoothed with the updated ema: `v' = (1 − emaMix)·v + emaMix·ema`.
+ * 3. ppl_i = #{j in group : full'_j < full'_i} / (G − 1), or 1 when G = 1 (ties rank equally, low).
+ * 4. reflection: walking the segments from `last = initial'`, count segment j when it contains a
+ *    keyword and `seg'_j − last > 0`; `last = seg'_j` either way. reflection = tanh(count / 2).
+ * 5. total = pplWeight·ppl + reflectionWeight·reflection; for `math`, total = 1 if the extracted
+ *    answer equals the reference (both trimmed) else 0, and a wrong answer reports ppl, reflection
+ *    and reflectionCount as 0 (as the reference does for its components).
+ */
+export function operaRewards(
+  groups: OperaGroup[],
+  ema: number | null,
+  options: Partial<OperaRewardOptions> = {},
+): { rewards: OperaReward[][]; ema: number | null } {
+  const opts: OperaRewardOptions = { ...DEFAULT_OPERA_REWARD_OPTIONS, ...options };
+  const hasKeyword = keywordMatcher(opts.keywords, opts.keywordMatch);
+
+  // Segments once per rollout, checked against the scorer's output before anything is computed.
+  const segments = groups.map((group, g) =>
+    group.rollouts.map((rollout, i) => {
+      const segs = reflectionSegments(rollout.response);
+      if (segs.length !== rollout.logpSegments.length) {
+        throw new Error(
+          `operaRewards: group ${g} rollout ${i}: ${rollout.logpSegments.length} segment log-probs ` +
+            `but the response has ${segs.length} reflection segments`,
+        );
+      }
+      return segs;
+    }),
+  );
+
+  let sum = 0;
+  let count = 0;
+  for (const group of groups) {
+    for (const r of group.rollouts) {
+      for (const v of [r.logpFull, r.logpInitial, ...r.logpSegments]) {
+        sum += v;
+        count += 1;
+      }
+    }
+  }
+  if (count === 0) return { rewards: groups.map(() => []), ema };
+  const batchMean = sum / count;
+  const newEma = ema === null ? batchMean : opts.emaAlpha * batchMean + (1 - opts.emaAlpha) * ema;
+  const smooth = (v: number) => (1 - opts.emaMix) * v + opts.emaMix * newEma;
+
+  const rewards = groups.map((group, g) => {
+    const fulls = group.rollouts.map((r) => smooth(r.logpFull));
+    const G = fulls.length;
+    return group.rollouts.map((rollout, i): OperaReward => {
+      const mine = fulls[i]!;
+      const ppl = G > 1 ? fulls.filter((f) => f < mine).length / (G - 1) : 1;
+
+      let reflectionCount = 0;
+      let last = smooth(rollout.logpInitial);
+      segments[g]![i]!.forEach((segment, j) => {
+        const value = smooth(rollout.logpSegments[j]!);
+        if (hasKeyword(segment) && value - last > 0) reflectionCount += 1;
+        last = value;
+      });
+      const reflection = Math.tanh(reflectionCount / 2);
+
+      if (group.taskType === 'math') {
+        const correct = mathAnswer(rollout.response).trim() === group.reference.trim();
+        return correct
+          ? { total: 1, ppl, reflection, reflectionCount, correct }
+          : { total: 0, ppl: 0, reflection: 0, reflectionCount: 0, correct };
+      }
+      return { total: opts.pplWeight * ppl + opts.reflectionWeight * reflection, ppl, reflection, reflectionCount };
+    });
+  });
+  return { rewards, ema: newEma };
+}
