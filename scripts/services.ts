@@ -2,7 +2,7 @@
  * `npm run services:up | services:down | services:status`: the PostgreSQL and Temporal servers
  * operaflow uses, started locally unless DATABASE_URL / TEMPORAL_ADDRESS point at running ones.
  */
-import { ensureServices, servicesStatus, stopServices } from './lib/services';
+import { ensureServices, markServicesKept, servicesStatus, stopServices } from './lib/services';
 
 const USAGE = 'usage: tsx scripts/services.ts up|down|status';
 
@@ -12,10 +12,12 @@ async function main(): Promise<void> {
   if (command === 'up') {
     const t0 = Date.now();
     const s = await ensureServices({ log });
+    markServicesKept(true);
     console.log(`Services ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (database migrated). To use them from other shells and tools:`);
     console.log(`export DATABASE_URL=${s.databaseUrl}`);
     console.log(`export TEMPORAL_ADDRESS=${s.temporalAddress}`);
   } else if (command === 'down') {
+    markServicesKept(false);
     const stopped = await stopServices({ log });
     if (!stopped.postgres && !stopped.temporal) console.log('Nothing to stop: no local service of this checkout is running.');
     if (process.env.DATABASE_URL || process.env.TEMPORAL_ADDRESS) console.log('Services given by DATABASE_URL / TEMPORAL_ADDRESS are not managed here and were left running.');

@@ -1,13 +1,13 @@
 /**
  * Jest global teardown: drops this run's test database and stops the services that globalSetup
- * started — unless another test run in this checkout is still using them, or OPERAFLOW_KEEP_SERVICES=1
- * (faster repeated runs). Services that were already running before the tests are left alone.
+ * started — unless another test run in this checkout is still using them, `npm run services:up` was
+ * run meanwhile, or OPERAFLOW_KEEP_SERVICES=1 (faster repeated runs). Services that were already running before the tests are left alone.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { withDatabase } from '../scripts/lib/postgres-server';
-import { stopServices } from '../scripts/lib/services';
+import { servicesKept, stopServices } from '../scripts/lib/services';
 import { isPidAlive } from '../scripts/lib/paths';
 import { testRunsDir } from './globalSetup';
 
@@ -26,7 +26,8 @@ export default async function globalTeardown(): Promise<void> {
   }
   fs.rmSync(state.marker, { force: true });
   if (!state.started.postgres && !state.started.temporal) return;
-  if (process.env.OPERAFLOW_KEEP_SERVICES === '1') return;
+  // Kept: OPERAFLOW_KEEP_SERVICES=1 (faster repeated runs) or someone ran `services:up` meanwhile.
+  if (process.env.OPERAFLOW_KEEP_SERVICES === '1' || servicesKept()) return;
   const others = fs.readdirSync(testRunsDir()).filter((name) => {
     const pid = Number.parseInt(name, 10);
     if (pid && isPidAlive(pid)) return true;

@@ -14,6 +14,9 @@ import {
   withDatabase,
   localDatabaseUrl,
 } from './postgres-server';
+import fs from 'node:fs';
+import path from 'node:path';
+import { stateDir } from './paths';
 import { checkTemporal, ownedTemporalPid, startLocalTemporal, stopLocalTemporal, temporalPorts } from './temporal-server';
 
 export type Log = (line: string) => void;
@@ -76,6 +79,19 @@ export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<
     temporalAddress: temporalResult.value.address,
     started: { postgres: pgResult.value.started, temporal: temporalResult.value.started },
   };
+}
+
+/**
+ * `services:up` marks the services as wanted by the user; test teardown leaves marked services
+ * running even when its own setup happened to start them first. `services:down` clears the mark.
+ */
+const keepMarker = () => path.join(stateDir(), 'services.keep');
+export function markServicesKept(keep: boolean): void {
+  if (keep) fs.writeFileSync(keepMarker(), new Date().toISOString());
+  else fs.rmSync(keepMarker(), { force: true });
+}
+export function servicesKept(): boolean {
+  return fs.existsSync(keepMarker());
 }
 
 /** Stops the local services this checkout runs; external ones (env URLs, another checkout's Temporal) are left alone. */
