@@ -26,7 +26,7 @@ export const BYTE_SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>', '<think>', '</thi
 /**
  * Ids 0–255 are the UTF-8 bytes; 256.. are `<pad>`, `<bos>`, `<eos>`, `<think>`, `</think>`; the
  * vocabulary is padded to 264 (a multiple of 8) so embedding and LM-head matmuls stay aligned.
- * Ids 261–263 are unused and never produced.
+ * Ids 261–263 are unused: encode never produces them and they decode to ''.
  *
  * `encode` turns the literal strings of the special tokens into their single ids, scanning left to
  * right. Because a special token is matched only by its own characters, this **prefix property**
@@ -79,12 +79,13 @@ export class ByteTokenizer implements Tokenizer {
     };
     for (const [pos, id] of ids.entries()) {
       if (Number.isInteger(id) && id >= 0 && id < 256) { bytes.push(id); continue; }
-      const special = id >= 256 ? BYTE_SPECIAL_TOKENS[id - 256] : undefined;
-      if (special === undefined) {
-        throw new Error(`ByteTokenizer.decode: id ${id} at position ${pos} is not a token (expected 0-255 bytes or 256-${256 + BYTE_SPECIAL_TOKENS.length - 1} specials)`);
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new Error(`ByteTokenizer.decode: id ${id} at position ${pos} is outside the vocabulary [0, ${this.vocabSize})`);
       }
       flush();
-      out += special;
+      // The alignment padding ids (261-263) are never produced by encode; an untrained model may still
+      // sample them, and they spell nothing.
+      out += BYTE_SPECIAL_TOKENS[id - 256] ?? '';
     }
     flush();
     return out;

@@ -43,8 +43,9 @@ describe('ByteTokenizer', () => {
     expect(checked).toBeGreaterThan(60);
   });
 
-  it('rejects ids outside the vocabulary with the offending id and position', () => {
-    expect(() => tok.decode([72, 262])).toThrow('id 262 at position 1 is not a token');
+  it('decodes the alignment padding ids to nothing and rejects ids outside the vocabulary', () => {
+    expect(tok.decode([72, 261, 262, 263, 105])).toBe('Hi');
+    expect(() => tok.decode([72, 264])).toThrow('id 264 at position 1 is outside the vocabulary [0, 264)');
     expect(() => tok.decode([-1])).toThrow('id -1 at position 0');
   });
 });
