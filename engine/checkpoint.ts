@@ -13,12 +13,10 @@ import { join } from 'node:path';
 import { llamaConfigSchema, type LlamaConfig } from './config';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
+import type { OptimizerState } from './trainer';
 
 export { decodeSafetensors, encodeSafetensors } from './safetensors';
 export type { TensorEntry } from './safetensors';
-
-/** AdamW state as engine/trainer.ts keeps it (structurally the same type). */
-export interface OptimizerState { step: number; m: Weights; v: Weights }
 
 export interface CheckpointFile { path: string; sha256: string; bytes: number }
 
