@@ -64,6 +64,9 @@ export default async function globalSetup(): Promise<void> {
     const name = new URL(databaseUrl).pathname.slice(1);
     await client.query(`drop database if exists "${name}" with (force)`);
     await client.query(`create database "${name}"`);
+  } catch (err) {
+    const hint = originalEnv.DATABASE_URL ? ' The tests create their own database: DATABASE_URL needs a role allowed to CREATE DATABASE, or unset it to use a local server.' : '';
+    throw new Error(`Could not create the test database: ${(err as Error).message}.${hint}`, { cause: err });
   } finally {
     await client.end();
   }
