@@ -32,10 +32,6 @@ export function unbroadcast(g: Graph, dy: Value, target: readonly Dim[]): Value 
 const floatOf = (g: Graph, b: Value, like: Value) => g.cast(b, like.dtype);
 const expandTo = (g: Graph, dy: Value, x: Value) => g.emit('Expand', [dy, g.shapeOf(x)], {}, [{ dtype: dy.dtype, shape: x.shape }])[0]!;
 const reshapeTo = (g: Graph, dy: Value, x: Value) => g.emit('Reshape', [dy, g.shapeOf(x)], {}, [{ dtype: dy.dtype, shape: x.shape }])[0]!;
-const swapLast = (g: Graph, x: Value) => {
-  const r = x.shape.length;
-  return g.transpose(x, [...Array.from({ length: r - 2 }, (_, k) => k), r - 1, r - 2]);
-};
 const intAttr = (n: GraphNode, name: string, dflt: number) => {
   const a = n.attrs[name];
   return a && a.type === 'int' ? a.value : dflt;
@@ -125,7 +121,7 @@ export const gradRules: Record<string, GradRule> = {
     return [g.sub(dy!, g.mul(g.exp(y!), g.reduceSum(dy!, [axis], true)))];
   },
   MatMul: ({ g, node: { inputs: [a, b] }, dys: [dy], needs }) => {
-    const da = needs[0] ? unbroadcast(g, g.matmul(dy!, swapLast(g, b!)), a!.shape) : undefined;
+    const da = needs[0] ? unbroadcast(g, g.matmulT(dy!, b!, { transB: true }), a!.shape) : undefined;
     let db: Value | undefined;
     if (needs[1]) {
       if (b!.shape.length === 2 && a!.shape.length > 2) {
@@ -134,7 +130,7 @@ export const gradRules: Record<string, GradRule> = {
         const n = dy!.shape[dy!.shape.length - 1]!;
         db = g.gemm(g.reshape(a!, [-1, k]), g.reshape(dy!, [-1, n]), { transA: true });
       } else {
-        db = unbroadcast(g, g.matmul(swapLast(g, a!), dy!), b!.shape);
+        db = unbroadcast(g, g.matmulT(a!, dy!, { transA: true }), b!.shape);
       }
     }
     return [da, db];

@@ -21,6 +21,7 @@ export type Attr =
 
 export interface GraphNode {
   readonly op: string;
+  readonly domain?: string;
   readonly inputs: readonly Value[];
   readonly outputs: readonly Value[];
   readonly attrs: Readonly<Record<string, Attr>>;
@@ -127,6 +128,13 @@ export class Graph {
 
   /** Marks v as a graph output under `name` (an Identity gives it that name). */
   output(v: Value, name: string): Value {
+    // Renaming the producing node's output avoids an Identity copy (weights and moments are big).
+    const produced = this.nodes.some((n) => n.outputs.includes(v));
+    if (produced && !this.outputs.includes(v)) {
+      (v as { name: string }).name = name;
+      this.outputs.push(v);
+      return v;
+    }
     const out = this.emit('Identity', [v], {}, [{ dtype: v.dtype, shape: v.shape }], name)[0]!;
     this.outputs.push(out);
     return out;
@@ -157,9 +165,9 @@ export class Graph {
   }
 
   /** Appends a node with explicitly given output types; the op helpers below infer them. */
-  emit(op: string, inputs: Value[], attrs: Record<string, Attr>, outs: { dtype: DType; shape: readonly Dim[] }[], name?: string): Value[] {
+  emit(op: string, inputs: Value[], attrs: Record<string, Attr>, outs: { dtype: DType; shape: readonly Dim[] }[], name?: string, domain?: string): Value[] {
     const outputs = outs.map((o, k) => ({ name: name && outs.length === 1 ? name : this.fresh(`${op.toLowerCase()}${k ? `_${k}` : ''}`), dtype: o.dtype, shape: [...o.shape] }));
-    this.nodes.push({ op, inputs, outputs, attrs });
+    this.nodes.push(domain ? { op, domain, inputs, outputs, attrs } : { op, inputs, outputs, attrs });
     return outputs;
   }
 
@@ -216,6 +224,23 @@ export class Graph {
     if (a.shape.length < 2 || b.shape.length < 2) throw new Error('matmul: operands must have rank >= 2');
     const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
     return this.one('MatMul', [a, b], {}, a.dtype, [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!]);
+  }
+  /**
+   * op(A)·op(B) where op transposes the last two axes. float32 graphs use ORT's FusedMatMul so the
+   * transpose is folded into the GEMM packing instead of materialised; float64 has no such kernel.
+   */
+  matmulT(a: Value, b: Value, opts: { transA?: boolean; transB?: boolean }): Value {
+    const swap = (x: Value) => g2(x.shape);
+    const g2 = (s: readonly Dim[]) => [...s.slice(0, -2), s[s.length - 1]!, s[s.length - 2]!];
+    if (this.floatType !== 'float32' || a.dtype !== 'float32') {
+      const perm = (x: Value) => [...x.shape.slice(0, -2).map((_, k) => k), x.shape.length - 1, x.shape.length - 2];
+      return this.matmul(opts.transA ? this.transpose(a, perm(a)) : a, opts.transB ? this.transpose(b, perm(b)) : b);
+    }
+    const as = opts.transA ? swap(a) : a.shape;
+    const bs = opts.transB ? swap(b) : b.shape;
+    const batch = broadcastShapes(as.slice(0, -2), bs.slice(0, -2));
+    const attrs = { transA: i(opts.transA ? 1 : 0), transB: i(opts.transB ? 1 : 0), alpha: f(1) };
+    return this.emit('FusedMatMul', [a, b], attrs, [{ dtype: a.dtype, shape: [...batch, as[as.length - 2]!, bs[bs.length - 1]!] }], undefined, 'com.microsoft')[0]!;
   }
   /** 2-D Y = alpha · op(A) · op(B); no C input (the gradient rule relies on that). */
   gemm(a: Value, b: Value, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Value {
@@ -314,7 +339,7 @@ export class Graph {
     const model: onnx.IModelProto = {
       irVersion: 8,
       producerName: 'operaflow',
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: this.nodes.some((n) => n.domain === 'com.microsoft') ? [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }] : [{ domain: '', version: OPSET }],
       graph: {
         name: 'operaflow',
         input: this.inputs.map(valueInfo),
@@ -328,6 +353,7 @@ export class Graph {
         node: this.nodes.map((n, k) => ({
           name: `n${k}`,
           opType: n.op,
+          ...(n.domain ? { domain: n.domain } : {}),
           input: n.inputs.map((v) => v.name),
           output: n.outputs.map((v) => v.name),
           attribute: Object.keys(n.attrs).sort().map((name) => attr(name, n.attrs[name]!)),

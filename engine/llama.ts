@@ -1,6 +1,6 @@
 // Llama graph construction. Activations stay 2-D as [N, C] (N = B·T rows) so every projection is one
-// GEMM against the HF-layout weight with transB (no weight transposes); q/k/v and gate/up are fused
-// into single GEMMs by concatenating their weights. Attention runs in a [B, Hkv, G, T, D] layout so that
+// GEMM against the HF-layout weight with transB (no weight transposes). q/k/v and gate/up stay separate
+// GEMMs: fusing them needs a strided Split of the output, which costs ORT more than it saves. Attention runs in a [B, Hkv, G, T, D] layout so that
 // grouped query heads share K/V through MatMul broadcasting instead of materialised copies.
 import { type LlamaConfig, dims } from './config';
 import { type Dim, type FloatType, Graph, type Value } from './graph';
@@ -43,7 +43,7 @@ export function parameterShapes(config: LlamaConfig): Map<string, number[]> {
 export interface LlamaInputs {
   tokens: Value; // [B, T] int64
   cos: Value; // [B, T, 1, D]
-  sin: Value; // [B, T, 1, D], first half negated so rotate_half becomes a swap of halves
+  sin: Value; // [B, T, 1, D]
   bias: Value; // [B, T, L] additive attention bias, L = P + T
   past?: { keys: Value; values: Value }[]; // per layer [B, Hkv, P, D]
 }
@@ -84,14 +84,23 @@ function rmsNorm(g: Graph, x: Value, w: Value, eps: number): Value {
   return g.mul(g.mul(x, g.reciprocal(g.sqrt(g.add(ms, g.scalar(eps))))), w); // [N, C]
 }
 
-function rope(g: Graph, x: Value, cos: Value, sin: Value, D: number): Value {
-  const [x1, x2] = g.split(x, [D / 2, D / 2], -1) as [Value, Value]; // [B, T, h, D/2] each
-  const swapped = g.concat([x2, x1], -1); // [B, T, h, D]; the sign lives in `sin`
-  return g.add(g.mul(x, cos), g.mul(swapped, sin)); // [B, T, h, D]
+/** rotate_half as a constant signed permutation R ([D, D]): rotate_half(x) = x·R. */
+function rotateHalf(g: Graph, D: number): Value {
+  const r = new Array<number>(D * D).fill(0);
+  for (let j = 0; j < D / 2; j++) {
+    r[(j + D / 2) * D + j] = -1; // out[j] = -x[j + D/2]
+    r[j * D + j + D / 2] = 1; // out[j + D/2] = x[j]
+  }
+  return g.constant(r, g.floatType, [D, D]);
+}
+
+// A tiny [D, D] MatMul instead of Split/Concat: ORT's strided Split is far slower than MLAS on 64×64.
+function rope(g: Graph, x: Value, cos: Value, sin: Value, R: Value): Value {
+  return g.add(g.mul(x, cos), g.mul(g.matmul(x, R), sin)); // [B, T, h, D]
 }
 
 export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs): LlamaOutputs {
-  const { I, H, Hkv, D, G, L } = dims(config);
+  const { H, Hkv, D, G, L } = dims(config);
   const B = inp.tokens.shape[0] as number;
   const w = (name: string) => {
     const v = params.get(name);
@@ -103,18 +112,17 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
   const cosQ = g.mul(inp.cos, scale); // [B, T, 1, D]: folding 1/sqrt(D) into q's rotation is free
   const sinQ = g.mul(inp.sin, scale);
   const bias = g.unsqueeze(inp.bias, [1, 2]); // [B, 1, 1, T, L]
+  const R = rotateHalf(g, D);
 
   let x = g.gather(w('model.embed_tokens.weight'), g.reshape(inp.tokens, [-1])); // [N, C]
   const presents: LlamaOutputs['presents'] = [];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}`;
     const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
-    const wqkv = g.concat([w(`${p}.self_attn.q_proj.weight`), w(`${p}.self_attn.k_proj.weight`), w(`${p}.self_attn.v_proj.weight`)], 0); // [(H+2Hkv)D, C]
-    const qkv = g.gemm(h, wqkv, { transB: true }); // [N, (H+2Hkv)D]
-    const [q2, k2, v2] = g.split(qkv, [H * D, Hkv * D, Hkv * D], 1) as [Value, Value, Value];
-    const q = rope(g, g.reshape(q2, [B, -1, H, D]), cosQ, sinQ, D); // [B, T, H, D]
-    const k = rope(g, g.reshape(k2, [B, -1, Hkv, D]), inp.cos, inp.sin, D); // [B, T, Hkv, D]
-    const v = g.reshape(v2, [B, -1, Hkv, D]); // [B, T, Hkv, D]
+    const proj = (name: string) => g.gemm(h, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
+    const q = rope(g, g.reshape(proj('q_proj'), [B, -1, H, D]), cosQ, sinQ, R); // [B, T, H, D]
+    const k = rope(g, g.reshape(proj('k_proj'), [B, -1, Hkv, D]), inp.cos, inp.sin, R); // [B, T, Hkv, D]
+    const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
     let keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
     let values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
     const past = inp.past?.[l];
@@ -132,8 +140,8 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
 
     const h2 = rmsNorm(g, x, w(`${p}.post_attention_layernorm.weight`), eps); // [N, C]
-    const wgu = g.concat([w(`${p}.mlp.gate_proj.weight`), w(`${p}.mlp.up_proj.weight`)], 0); // [2I, C]
-    const [gate, up] = g.split(g.gemm(h2, wgu, { transB: true }), [I, I], 1) as [Value, Value]; // [N, I] each
+    const gate = g.gemm(h2, w(`${p}.mlp.gate_proj.weight`), { transB: true }); // [N, I]
+    const up = g.gemm(h2, w(`${p}.mlp.up_proj.weight`), { transB: true }); // [N, I]
     const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
     x = g.add(x, g.gemm(act, w(`${p}.mlp.down_proj.weight`), { transB: true })); // [N, C]
   }
@@ -151,7 +159,7 @@ export function targetLogps(g: Graph, logits: Value, targets: Value): Value {
   return g.reshape(picked, [B, -1]); // [B, T]
 }
 
-/** Rotary tables for explicit position ids: cos and sign-folded sin, each [B, T, 1, D] (float64 math). */
+/** Rotary tables for explicit position ids: cos and sin, each [B, T, 1, D] (float64 math, HF layout). */
 export function rotaryTables(config: LlamaConfig, positions: number[][], T: number, floatType: FloatType = 'float32') {
   const { D } = dims(config);
   const B = positions.length;
@@ -171,7 +179,7 @@ export function rotaryTables(config: LlamaConfig, positions: number[][], T: numb
         const s = Math.sin(a);
         cos[o + j] = c;
         cos[o + j + half] = c;
-        sin[o + j] = -s;
+        sin[o + j] = s;
         sin[o + j + half] = s;
       }
     }
