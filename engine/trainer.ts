@@ -110,6 +110,17 @@ export function buildTrainGraph(config: LlamaConfig, B: number, kind: LossKind, 
   return g;
 }
 
+/** Loss and its parameter gradients (outputs `loss`, metrics and `grad:<name>`): for checks and tools. */
+export function buildGradGraph(config: LlamaConfig, B: number, kind: LossKind, lossOpts: ResolvedLoss = resolveLoss(), floatType: FloatType = 'float32'): Graph {
+  const g = new Graph(floatType);
+  const { params, loss, metrics } = buildLoss(g, config, B, kind, lossOpts);
+  const grads = gradients(g, loss, [...params.values()]);
+  g.output(loss, 'loss');
+  for (const [name, v] of Object.entries(metrics)) g.output(v, name);
+  [...params.keys()].forEach((name, k) => g.output(grads[k]!, `grad:${name}`));
+  return g;
+}
+
 /** Right-padded batch tensors shared by both steps: inputs predict targets (tokens shifted by one). */
 export function batchFeeds(config: LlamaConfig, rows: number[][], floatType: FloatType = 'float32') {
   const B = rows.length;
@@ -180,14 +191,7 @@ export class Trainer {
   async sftStep(batch: { tokens: number[]; lossMask: number[] }[], lr: number): Promise<{ loss: number; gradNorm: number; tokens: number }> {
     if (batch.length === 0) throw new Error('sftStep: empty batch');
     const { feeds, B, T } = batchFeeds(this.model.config, batch.map((r) => r.tokens));
-    const weight = new Float32Array(B * T);
-    let count = 0;
-    batch.forEach((r, b) => {
-      if (r.lossMask.length !== r.tokens.length) throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
-      for (let t = 1; t < r.tokens.length; t++) if (r.lossMask[t]) { weight[b * T + t - 1] = 1; count++; }
-    });
-    if (count === 0) throw new Error('sftStep: the loss mask selects no tokens');
-    for (let k = 0; k < weight.length; k++) weight[k]! /= count;
+    const { weight, count } = sftWeights(batch, B, T);
     feeds.weight = { data: weight, dims: [B, T] };
     const { scalar } = await this.run('sft', B, resolveLoss(), feeds, lr);
     return { loss: scalar('loss'), gradNorm: scalar('gradNorm'), tokens: count };
@@ -205,6 +209,24 @@ export class Trainer {
     const { scalar } = await this.run('grpo', B, graphLoss, feeds, lr);
     return { loss: scalar('loss'), pgLoss: scalar('pgLoss'), klLoss: scalar('klLoss'), clipFraction: scalar('clipFraction'), gradNorm: scalar('gradNorm') };
   }
+}
+
+/** SFT weights at the positions that predict masked-in tokens, normalised to a token mean. */
+export function sftWeights(batch: { tokens: number[]; lossMask: number[] }[], B: number, T: number, floatType: FloatType = 'float32') {
+  const weight = floatType === 'float64' ? new Float64Array(B * T) : new Float32Array(B * T);
+  let count = 0;
+  batch.forEach((r, b) => {
+    if (r.lossMask.length !== r.tokens.length) throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
+    for (let t = 1; t < r.tokens.length; t++) {
+      if (r.lossMask[t]) {
+        weight[b * T + t - 1] = 1;
+        count++;
+      }
+    }
+  });
+  if (count === 0) throw new Error('sftStep: the loss mask selects no tokens');
+  for (let k = 0; k < weight.length; k++) weight[k] = weight[k]! / count;
+  return { weight, count };
 }
 
 /** GRPO feeds: per-token old/ref log-probs at the positions that predict response tokens, and weights. */
