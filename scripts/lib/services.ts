@@ -40,9 +40,15 @@ async function ensurePostgres(opts: EnsureServicesOptions, log: Log): Promise<{ 
   const external = process.env.DATABASE_URL;
   if (external) {
     const url = opts.database ? withDatabase(external, opts.database) : external;
-    if (opts.database) await ensureDatabase(url);
-    const handle = await connectDb(url, { max: 1 });
-    await handle.close();
+    try {
+      await (await connectDb(url, { max: 1 })).close();
+    } catch (err) {
+      // Only a missing database is fixed here; the maintenance-db connection this needs may be
+      // forbidden on hosted servers, so it is not tried when the database exists.
+      if ((err as { code?: string }).code !== '3D000') throw err;
+      await ensureDatabase(url);
+      log(`Created database ${new URL(url).pathname.slice(1)}`);
+    }
     return { url, started: false };
   }
   const server = await startLocalPostgres(log);
