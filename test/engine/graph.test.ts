@@ -24,11 +24,12 @@ describe('Graph builder', () => {
   test('emits opset 18 and types float attributes as FLOAT even when integral', () => {
     const model = onnx.ModelProto.decode(build().toBytes());
     expect(model.opsetImport.map((o) => [o.domain, Number(o.version)])).toEqual([['', OPSET]]);
-    const gemm = model.graph!.node.find((n) => n.opType === 'Gemm')!;
-    const alpha = gemm.attribute.find((a) => a.name === 'alpha')!;
+    const gemm = model.graph?.node?.find((n) => n.opType === 'Gemm');
+    const attrs = gemm?.attribute ?? [];
+    const alpha = attrs.find((a) => a.name === 'alpha')!;
     expect(alpha.type).toBe(onnx.AttributeProto.AttributeType.FLOAT);
     expect(alpha.f).toBe(1);
-    expect(gemm.attribute.find((a) => a.name === 'transA')!.type).toBe(onnx.AttributeProto.AttributeType.INT);
+    expect(attrs.find((a) => a.name === 'transA')!.type).toBe(onnx.AttributeProto.AttributeType.INT);
   });
 
   test('tracks symbolic shapes and runs with any length', async () => {
