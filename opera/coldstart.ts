@@ -54,7 +54,7 @@ export const DEFAULT_COLD_START_OPTIONS: Readonly<ColdStartOptions> = Object.fre
   topK: 20,
   candidates: 4,
   maxReflections: 20,
-  maxStepTokens: 256,
+  maxStepTokens: 64,
   guidingWords: ['Wait', 'But', 'Hmm', 'Let me think', 'However'],
 });
 

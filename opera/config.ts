@@ -11,6 +11,8 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import { z } from 'zod';
 import { canonicalJson, sha256Hex } from './canonical';
+import { DEFAULT_COLD_START_OPTIONS as CS } from './coldstart';
+import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from './reward';
 
 const int = (min: number) => z.number().int().min(min);
 const positive = z.number().positive();
@@ -70,18 +72,22 @@ const data = z
   })
   .strict();
 
-/** Teacher sampling for cold-start synthesis (OPERA.md: temperature 0.6, top-p 0.95, top-k 20, k = 4, 20 reflections). */
+/**
+ * Teacher sampling for cold-start synthesis; defaults come from coldstart.ts (OPERA.md: temperature
+ * 0.6, top-p 0.95, top-k 20, k = 4 candidates, 20 reflections).
+ */
 const teacher = z
   .object({
     /** HF-style checkpoint directory of the teacher; absent → the run's initial model. */
     checkpoint: z.string().min(1).optional(),
-    temperature: z.number().min(0).default(0.6),
-    topP: z.number().gt(0).max(1).default(0.95),
-    topK: int(0).default(20),
-    candidates: int(1).default(4),
-    maxReflections: int(0).default(20),
-    /** Token budget of one generation step (one paragraph, a candidate, or the final answer). */
-    maxStepTokens: int(1).default(64),
+    temperature: z.number().min(0).default(CS.temperature),
+    topP: z.number().gt(0).max(1).default(CS.topP),
+    topK: int(0).default(CS.topK),
+    candidates: int(1).default(CS.candidates),
+    maxReflections: int(0).default(CS.maxReflections),
+    /** Token budget of one generation call (a step, a candidate, the closing step, the answer). */
+    maxStepTokens: int(1).default(CS.maxStepTokens),
+    guidingWords: z.array(z.string().min(1)).min(1).default([...CS.guidingWords]),
   })
   .strict();
 
@@ -124,14 +130,15 @@ const grpo = z
   })
   .strict();
 
+/** Defaults come from reward.ts, the implementation they configure. */
 const reward = z
   .object({
-    pplWeight: z.number().min(0).default(0.3),
-    reflectionWeight: z.number().min(0).default(0.7),
-    emaAlpha: z.number().gt(0).max(1).default(0.1),
-    emaMix: unit.default(0.2),
-    keywords: z.array(z.string().min(1)).min(1).default(['But', 'Wait', 'Hmm', 'However', 'Wait a minute']),
-    keywordMatch: z.enum(['word', 'substring']).default('word'),
+    pplWeight: z.number().min(0).default(RW.pplWeight),
+    reflectionWeight: z.number().min(0).default(RW.reflectionWeight),
+    emaAlpha: z.number().gt(0).max(1).default(RW.emaAlpha),
+    emaMix: unit.default(RW.emaMix),
+    keywords: z.array(z.string().min(1)).min(1).default([...RW.keywords]),
+    keywordMatch: z.enum(['word', 'substring']).default(RW.keywordMatch),
   })
   .strict();
 
@@ -176,24 +183,25 @@ export type RunConfigInput = z.input<typeof runConfigSchema>;
 
 type PathKey = string | number;
 
-/** Walk the YAML AST along a key path; returns the deepest node reached and, for a map key, its key node. */
-function locate(doc: Document, path: readonly PathKey[]): { node: Node | null; keyNode: Node | null } {
+/**
+ * Walk the YAML AST along a key path. Returns the deepest node reached, the key node of the last
+ * map entry walked, and whether the whole path exists (a missing key stops at its parent).
+ */
+function locate(doc: Document, path: readonly PathKey[]): { node: Node | null; keyNode: Node | null; found: boolean } {
   let node: unknown = doc.contents;
   let keyNode: Node | null = null;
   for (const key of path) {
     if (isMap(node)) {
       const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
-      if (!pair) break;
+      if (!pair) return { node: node as Node, keyNode, found: false };
       keyNode = pair.key as Node;
       node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number') {
-      const item = node.items[key];
-      if (item === undefined) break;
+    } else if (isSeq(node) && typeof key === 'number' && node.items[key] !== undefined) {
       keyNode = null;
-      node = item;
-    } else break;
+      node = node.items[key];
+    } else return { node: (node as Node | null) ?? null, keyNode, found: false };
   }
-  return { node: (node as Node | null) ?? null, keyNode };
+  return { node: (node as Node | null) ?? null, keyNode, found: true };
 }
 
 function lineOf(lc: LineCounter, node: Node | null | undefined): number | null {
@@ -226,11 +234,13 @@ export function parseRunConfig(text: string, file: string): RunConfig {
         })
         .join('\n');
     }
-    const { node, keyNode } = locate(doc, path);
+    const { node, keyNode, found } = locate(doc, path);
     // A missing key has no node of its own: `locate` stops at its parent, which we point at.
     // An empty value (`groupSize:`) parses to a null node: point at its key instead.
     const line = lineOf(lc, node ?? keyNode);
-    return `${file}${line ? `:${line}` : ''}: ${path.length ? path.join('.') : '(root)'}: ${issue.message}`;
+    const missing = issue.code === 'invalid_type' && !found;
+    const message = missing ? 'required key is missing' : issue.message;
+    return `${file}${line ? `:${line}` : ''}: ${path.length ? path.join('.') : '(root)'}: ${message}`;
   });
   throw new Error(lines.join('\n'));
 }

@@ -19,7 +19,15 @@ describe('run config', () => {
     expect(c.model).toEqual({ preset: 'demo', tokenizer: 'byte' });
     expect(c.data.synthetic).toEqual({ writing: 48, math: 48, seed: 0 });
     expect(c.data.evalFraction).toBe(0.2);
-    expect(c.coldStart.teacher.temperature).toBe(0.6);
+    expect(c.coldStart.teacher).toEqual({
+      temperature: 0.6,
+      topP: 0.95,
+      topK: 20,
+      candidates: 4,
+      maxReflections: 20,
+      maxStepTokens: 64,
+      guidingWords: ['Wait', 'But', 'Hmm', 'Let me think', 'However'],
+    });
     expect(c.grpo).toMatchObject({ groupSize: 4, clip: 0.2, dualClip: 3, klCoef: 0.001, aggregation: 'token-mean' });
     expect(c.grpo.clipLow).toBeUndefined();
     expect(c.reward.keywords).toEqual(['But', 'Wait', 'Hmm', 'However', 'Wait a minute']);
@@ -37,6 +45,26 @@ describe('run config', () => {
     expect(c.model.config).toEqual({ hidden_size: 32, num_hidden_layers: 1 });
     expect(c.grpo.groupSize).toBe(8);
     expect(c.grpo.clipHigh).toBe(0.28);
+  });
+
+  it('accepts every documented key', () => {
+    const text = [
+      'name: full',
+      'seed: 1234',
+      'model: { preset: tiny, config: { hidden_size: 64, num_hidden_layers: 2 }, checkpoint: ckpt/, tokenizer: byte }',
+      'data: { source: data/rows.jsonl, synthetic: { writing: 8, math: 8, seed: 1 }, evalFraction: 0.25, maxPromptTokens: 128 }',
+      'coldStart: { enabled: true, synthesize: true, teacher: { topK: 0, candidates: 2 }, steps: 10, batchSize: 4, lr: 0.001, warmupSteps: 2, weightDecay: 0.01 }',
+      'grpo: { iterations: 2, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 4, epochs: 1, lr: 0.0001, warmupSteps: 0,',
+      '  klCoef: 0.001, clip: 0.2, clipLow: 0.2, clipHigh: 0.28, dualClip: 3, aggregation: seq-mean-token-mean,',
+      '  temperature: 1.0, topP: 1.0, topK: 0, maxNewTokens: 32 }',
+      'reward: { pplWeight: 0.3, reflectionWeight: 0.7, emaAlpha: 0.1, emaMix: 0.2, keywords: [Wait], keywordMatch: substring }',
+      'eval: { every: 1, prompts: 4, maxNewTokens: 32, temperature: 0 }',
+      'runtime: { rolloutShards: 1, continueAsNewEvery: 5, artifactsDir: /tmp/a, providers: [cpu], maxStageAttempts: 2 }',
+    ].join('\n');
+    const c = parseRunConfig(text, 'full.yaml');
+    expect(c.grpo.aggregation).toBe('seq-mean-token-mean');
+    expect(c.coldStart.teacher.candidates).toBe(2);
+    expect(c.reward.keywordMatch).toBe('substring');
   });
 
   it('names file, line and key path for an unknown key', () => {
@@ -72,7 +100,11 @@ describe('run config', () => {
   });
 
   it('reports a missing required key and broken YAML with a line', () => {
-    expect(errorOf(() => parseRunConfig('seed: 1\n', 'e.yaml'))).toMatch(/^e\.yaml:1: name: /);
+    expect(errorOf(() => parseRunConfig('seed: 1\n', 'e.yaml'))).toBe('e.yaml:1: name: required key is missing');
+    // An empty value is present but null: a type error at its own line.
+    expect(errorOf(() => parseRunConfig('name: x\ngrpo:\n  groupSize:\n', 'e.yaml'))).toMatch(
+      /^e\.yaml:3: grpo\.groupSize: .*expected number, received null/,
+    );
     expect(errorOf(() => parseRunConfig('name: x\ngrpo:\n  groupSize: [1\n', 'f.yaml'))).toMatch(
       /^f\.yaml:\d+: invalid YAML: /,
     );
