@@ -100,6 +100,11 @@ export function mathAnswer(response: string): string {
   return last ? (last[1] ?? '') : outside;
 }
 
+/** Exact match for `math` tasks (also what evaluation reports): the answer and reference, trimmed, are equal. */
+export function mathCorrect(response: string, reference: string): boolean {
+  return mathAnswer(response).trim() === reference.trim();
+}
+
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Builds the keyword test once per call; `word` requires no letter, digit or `_` on either side. */
@@ -135,11 +140,20 @@ export function operaRewards(
   options: Partial<OperaRewardOptions> = {},
 ): { rewards: OperaReward[][]; ema: number | null } {
   const opts: OperaRewardOptions = { ...DEFAULT_OPERA_REWARD_OPTIONS, ...options };
+  if (ema !== null && !Number.isFinite(ema)) throw new Error(`operaRewards: EMA state is ${ema}, not a finite number`);
   const hasKeyword = keywordMatcher(opts.keywords, opts.keywordMatch);
 
   // Segments once per rollout, checked against the scorer's output before anything is computed.
   const segments = groups.map((group, g) =>
     group.rollouts.map((rollout, i) => {
+      // A NaN would poison the EMA, which is carried (and checkpointed) across iterations.
+      const named: (readonly [string, number])[] = [
+        ['logpFull', rollout.logpFull],
+        ['logpInitial', rollout.logpInitial],
+        ...rollout.logpSegments.map((v, j) => [`logpSegments[${j}]`, v] as const),
+      ];
+      const bad = named.find(([, v]) => !Number.isFinite(v));
+      if (bad) throw new Error(`operaRewards: group ${g} rollout ${i}: ${bad[0]} is ${bad[1]}, not a finite log-probability`);
       const segs = reflectionSegments(rollout.response);
       if (segs.length !== rollout.logpSegments.length) {
         throw new Error(
@@ -183,7 +197,7 @@ export function operaRewards(
       const reflection = Math.tanh(reflectionCount / 2);
 
       if (group.taskType === 'math') {
-        const correct = mathAnswer(rollout.response).trim() === group.reference.trim();
+        const correct = mathCorrect(rollout.response, group.reference);
         return correct
           ? { total: 1, ppl, reflection, reflectionCount, correct }
           : { total: 0, ppl: 0, reflection: 0, reflectionCount: 0, correct };

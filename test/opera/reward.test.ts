@@ -1,6 +1,7 @@
 import {
   DEFAULT_OPERA_REWARD_OPTIONS,
   mathAnswer,
+  mathCorrect,
   operaRewards,
   reflectionSegments,
   scoringContexts,
@@ -32,6 +33,8 @@ describe('mathAnswer', () => {
     expect(mathAnswer('<think>\\boxed{1}</think>so \\boxed{6} or \\boxed{7}.')).toBe('7');
     expect(mathAnswer('\\boxed{7}}')).toBe('7');
     expect(mathAnswer('<think>\\boxed{7}</think> 8 ')).toBe(' 8 ');
+    expect(mathCorrect('so \\boxed{ 7 }', '7\n')).toBe(true);
+    expect(mathCorrect('\\boxed{7.0}', '7')).toBe(false);
   });
 });
 
@@ -160,6 +163,14 @@ describe('operaRewards', () => {
     expect(() => operaRewards(groups, null)).toThrow(
       'operaRewards: group 1 rollout 0: 1 segment log-probs but the response has 2 reflection segments',
     );
+  });
+
+  it('rejects non-finite log-probs and EMA state, which would poison the carried baseline', () => {
+    const group = (logpSegments: number[]): OperaGroup[] => [
+      { taskType: 'writing', reference: 'r', rollouts: [{ response: '<think>a</think>', logpFull: -1, logpInitial: -1, logpSegments }] },
+    ];
+    expect(() => operaRewards(group([NaN]), null)).toThrow('operaRewards: group 0 rollout 0: logpSegments[0] is NaN, not a finite log-probability');
+    expect(() => operaRewards(group([-1]), Infinity)).toThrow('EMA state is Infinity');
   });
 
   it('leaves the EMA alone for an empty batch', () => {
