@@ -23,6 +23,25 @@ import {
   type StageAttempt,
 } from './schema';
 
+/**
+ * PostgreSQL text and jsonb cannot hold U+0000, which a byte-level model happily generates: it is
+ * replaced by U+FFFD in everything written (responses, prompts, error messages that quote them).
+ */
+export function pgSafe<T>(value: T): T {
+  if (typeof value === 'string') return value.replace(/\u0000/g, '\uFFFD') as T;
+  if (Array.isArray(value)) return value.map(pgSafe) as T;
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, pgSafe(v)])) as T;
+  }
+  return value;
+}
+
+/** Error text for a row: NUL-free and bounded (drizzle errors quote whole queries and their parameters). */
+export function errorText(message: string, max = 4000): string {
+  const clean = pgSafe(message);
+  return clean.length > max ? `${clean.slice(0, max)}… (${clean.length - max} more characters)` : clean;
+}
+
 /** Run statuses after which the workflow has ended. */
 export const TERMINAL_STATUSES: readonly RunStatus[] = ['completed', 'failed', 'cancelled'];
 
@@ -66,9 +85,9 @@ export interface RunStatusUpdate {
 
 export async function setRunStatus(db: Db, id: string, update: RunStatusUpdate): Promise<void> {
   const set: Record<string, unknown> = { status: update.status, updatedAt: new Date() };
-  if (update.error !== undefined) set.error = update.error;
+  if (update.error !== undefined) set.error = update.error === null ? null : errorText(update.error);
+  if (update.summary !== undefined) set.summary = pgSafe(update.summary);
   if (update.currentIteration !== undefined) set.currentIteration = update.currentIteration;
-  if (update.summary !== undefined) set.summary = update.summary;
   if (update.started) set.startedAt = sql`coalesce(${runs.startedAt}, now())`;
   if (update.finished === true) set.finishedAt = new Date();
   if (update.finished === false) set.finishedAt = null;
@@ -140,8 +159,8 @@ export async function finishStageAttempt(
       status: result.status,
       finishedAt: new Date(),
       durationMs: sql`(extract(epoch from now() - ${stageAttempts.startedAt}) * 1000)::int`,
-      output: result.status === 'completed' ? result.output : null,
-      error: result.status === 'failed' ? result.error : null,
+      output: result.status === 'completed' ? pgSafe(result.output) : null,
+      error: result.status === 'failed' ? errorText(result.error) : null,
     })
     .where(eq(stageAttempts.id, id));
 }
@@ -191,7 +210,7 @@ export async function metricSeries(db: Db, runId: string, names?: string[]): Pro
 /** Upserts in chunks (PostgreSQL caps a statement at 65535 parameters). */
 export async function upsertSamples(db: Db, rows: NewSample[]): Promise<void> {
   for (let i = 0; i < rows.length; i += 500) {
-    const chunk = rows.slice(i, i + 500);
+    const chunk = rows.slice(i, i + 500).map((r) => pgSafe(r));
     await db
       .insert(samples)
       .values(chunk)
@@ -252,7 +271,7 @@ export async function listArtifacts(db: Db, runId: string, kind?: string): Promi
 }
 
 export async function appendEvent(db: Db, runId: string, type: string, actor: string, detail?: Record<string, unknown>): Promise<void> {
-  await db.insert(events).values({ runId, type, actor, detail: detail ?? null });
+  await db.insert(events).values({ runId, type, actor, detail: detail ? pgSafe(detail) : null });
 }
 
 export async function listEvents(db: Db, runId: string): Promise<Event[]> {

@@ -1,0 +1,170 @@
+/**
+ * What the activities need from the engine, loaded once per worker process: tokenizers, models
+ * (cached by checkpoint uri: rollout, scoring and evaluation of one iteration share the policy), and
+ * the OPERA scoring of responses (reference log-probs at every checkpoint, one tree-masked forward each).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CHECKPOINT_FILES, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
+import { llamaConfigSchema, modelPresets, type LlamaConfig } from '../engine/config';
+import { LlamaModel } from '../engine/model';
+import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
+import type { RunConfig } from '../opera/config';
+import { scoringContexts } from '../opera/reward';
+import type { Db } from '../db/client';
+import { recordArtifact } from '../db/queries';
+import { pathToUri, sha256, uriToPath } from './store';
+import type { ArtifactRef, CheckpointRef } from './types';
+
+/** LlamaConfig fields this engine implements; other HF overrides in the run config must keep their defaults. */
+const ENGINE_FIELDS = [
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'rms_norm_eps',
+  'rope_theta',
+  'vocab_size',
+  'tie_word_embeddings',
+  'max_position_embeddings',
+] as const;
+
+/** The model architecture of a run: preset + overrides, vocabulary sized to the tokenizer. */
+export function modelConfigFor(config: RunConfig, tokenizer: Tokenizer): LlamaConfig {
+  const base: Record<string, unknown> = { ...modelPresets[config.model.preset] };
+  const overrides = (config.model.config ?? {}) as Record<string, unknown>;
+  for (const field of ENGINE_FIELDS) if (overrides[field] !== undefined) base[field] = overrides[field];
+  if (overrides.vocab_size === undefined) base.vocab_size = Math.max(tokenizer.vocabSize, Number(base.vocab_size));
+  const parsed = llamaConfigSchema.safeParse(base);
+  if (!parsed.success) {
+    throw new Error(`model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
+}
+
+const tokenizers = new Map<string, Promise<Tokenizer>>();
+export function getTokenizer(spec: string): Promise<Tokenizer> {
+  let t = tokenizers.get(spec);
+  if (!t) {
+    t = tokenizerFromSpec(spec);
+    tokenizers.set(spec, t);
+    t.catch(() => tokenizers.delete(spec));
+  }
+  return t;
+}
+
+/** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update). */
+export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
+
+/** Inference models by checkpoint uri; a few at a time (policy, reference, the next policy). */
+const models = new Map<string, Promise<LlamaModel>>();
+const MAX_MODELS = 3;
+
+export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise<LlamaModel> {
+  const key = `${ref.uri}#${ref.sha256}`;
+  let m = models.get(key);
+  if (m) {
+    models.delete(key);
+    models.set(key, m); // most recently used last
+    return m;
+  }
+  m = loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers }));
+  models.set(key, m);
+  m.catch(() => models.delete(key));
+  while (models.size > MAX_MODELS) {
+    const oldest = models.keys().next().value;
+    if (oldest === undefined) break;
+    models.delete(oldest);
+  }
+  return m;
+}
+
+/** Loads a checkpoint after checking its weights file against the recorded sha256. */
+export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
+  const dir = uriToPath(ref.uri);
+  const digest = sha256(await readFile(join(dir, CHECKPOINT_FILES.model)));
+  if (digest !== ref.sha256) throw new Error(`checkpoint ${ref.uri}: model sha256 ${digest} does not match the recorded ${ref.sha256}`);
+  return loadCheckpoint(dir);
+}
+
+/** Saves a checkpoint directory and records each file; the optimizer file is its own artifact kind. */
+export async function saveCheckpointRecorded(
+  db: Db,
+  runId: string,
+  iteration: number,
+  dir: string,
+  ckpt: Checkpoint,
+): Promise<{ checkpoint: CheckpointRef; optimizer: ArtifactRef | null }> {
+  const files = await saveCheckpoint(dir, ckpt);
+  let modelSha: string | undefined;
+  let optimizer: ArtifactRef | null = null;
+  for (const f of files) {
+    const name = f.path.slice(f.path.lastIndexOf('/') + 1);
+    const ref: ArtifactRef = { uri: pathToUri(f.path), sha256: f.sha256, bytes: f.bytes };
+    const kind = name === CHECKPOINT_FILES.optimizer ? 'optimizer' : 'checkpoint';
+    await recordArtifact(db, { runId, kind, iteration, name, ...ref });
+    if (name === CHECKPOINT_FILES.model) modelSha = f.sha256;
+    if (kind === 'optimizer') optimizer = ref;
+  }
+  if (!modelSha) throw new Error(`saveCheckpoint wrote no ${CHECKPOINT_FILES.model} in ${dir}`);
+  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: modelSha }, optimizer };
+}
+
+export interface ScoredResponse {
+  logpFull: number;
+  logpInitial: number;
+  logpSegments: number[];
+}
+
+/**
+ * The OPERA log-probs of one response (OPERA.md, "The reward"): mean log p of the reference after
+ * prompt + response, after prompt + "<think>", and after each reasoning step. The initial and segment
+ * contexts are prefixes of one another, so they are one scoring item with several checkpoints.
+ */
+export async function scoreResponses(
+  model: LlamaModel,
+  tok: Tokenizer,
+  items: { prompt: string; reference: string; response: string }[],
+): Promise<ScoredResponse[]> {
+  const scoringItems: { context: number[]; checkpoints: number[]; target: number[] }[] = [];
+  for (const { prompt, reference, response } of items) {
+    const target = tok.encode(reference);
+    if (target.length === 0) throw new Error('scoring: empty reference answer');
+    const ctx = scoringContexts(prompt, response);
+    const full = promptTokens(tok, ctx.full);
+    const last = ctx.segments[ctx.segments.length - 1] ?? ctx.initial;
+    const context = promptTokens(tok, last);
+    const checkpoints = [ctx.initial, ...ctx.segments].map((text) => promptTokens(tok, text).length);
+    scoringItems.push({ context: full, checkpoints: [full.length], target });
+    scoringItems.push({ context, checkpoints, target });
+  }
+  const logps = await model.scoreCheckpoints(scoringItems);
+  return items.map((_, k) => {
+    const full = logps[2 * k]!;
+    const chain = logps[2 * k + 1]!;
+    return { logpFull: full[0]!, logpInitial: chain[0]!, logpSegments: chain.slice(1) };
+  });
+}
+
+/** Learning rate with linear warm-up, then constant. */
+export const warmupLr = (lr: number, warmupSteps: number, step: number): number =>
+  warmupSteps > 0 && step < warmupSteps ? (lr * (step + 1)) / warmupSteps : lr;
+
+/** A seeded permutation of 0..n-1 (mulberry32 + Fisher–Yates): mini-batch order that a retry repeats. */
+export function permutation(n: number, seed: number): number[] {
+  let a = seed >>> 0;
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [p[i], p[j]] = [p[j]!, p[i]!];
+  }
+  return p;
+}

@@ -1,0 +1,575 @@
+/**
+ * The activities of `trainingRun`, from one factory so their dependencies (database, worker identity)
+ * are explicit. Each is a thin adapter: load its inputs (config from the runs row, tensors and rollouts
+ * from the artifact store) → call opera/ or engine/ → persist outputs (artifact store + rows).
+ *
+ * Idempotent per (run, stage, iteration, shard): an activity whose stage already completed returns the
+ * recorded output; every write is an upsert. Long ones heartbeat `{ item }` (or `{ step }`) and resume
+ * from `activityInfo().heartbeatDetails` after a worker crash, reading the finished items back from a
+ * partial log. Randomness is keyed by (seed, iteration, prompt, sample, token), so a retried stage
+ * produces what the first attempt would have.
+ */
+import { join, resolve } from 'node:path';
+import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
+import type { Db } from '../db/client';
+import {
+  appendEvent,
+  completedStageOutput,
+  finishStageAttempt,
+  requireRun,
+  setRunStatus,
+  startStageAttempt,
+  upsertMetrics,
+  upsertSamples,
+  type RunStatusUpdate,
+  type StageKey,
+} from '../db/queries';
+import type { NewSample } from '../db/schema';
+import { initWeights } from '../engine/model';
+import { LlamaModel } from '../engine/model';
+import { loadCheckpoint } from '../engine/checkpoint';
+import { sample } from '../engine/sampler';
+import { Trainer } from '../engine/trainer';
+import { runConfigSchema, type RunConfig } from '../opera/config';
+import { prepareDataset as prepareOperaDataset, type DatasetRow } from '../opera/dataset';
+import { grpoAdvantages } from '../opera/grpo';
+import { operaRewards, type OperaGroup } from '../opera/reward';
+import { coldStartSet } from '../opera/synthetic';
+import {
+  getTokenizer,
+  inferenceModel,
+  loadCheckpointChecked,
+  modelConfigFor,
+  permutation,
+  promptTokens,
+  saveCheckpointRecorded,
+  scoreResponses,
+  warmupLr,
+  type ScoredResponse,
+} from './engine';
+import { PartialLog, getJson, putJson } from './store';
+import type {
+  DatasetRef,
+  EvalResult,
+  EvaluateInput,
+  RewardInput,
+  RewardOutput,
+  RolloutInput,
+  RolloutOutput,
+  ScoreInput,
+  ScoreOutput,
+  SftOutput,
+  StageInput,
+  UpdateInput,
+  UpdateOutput,
+} from './types';
+
+export interface ActivityDeps {
+  db: Db;
+  /** Who ran an attempt (stage_attempts.worker): host:pid by default. */
+  worker: string;
+  log?: (line: string) => void;
+}
+
+/** What the dataset artifact holds. */
+interface DatasetFile {
+  hash: string;
+  train: DatasetRow[];
+  eval: DatasetRow[];
+}
+
+interface RolloutSample {
+  tokens: number[];
+  text: string;
+  logps: number[];
+  finish: string;
+}
+interface RolloutItem {
+  /** Position in the iteration's batch (0..promptsPerIteration-1); groups are keyed by it. */
+  index: number;
+  promptId: string;
+  prompt: string;
+  reference: string;
+  taskType: string;
+  promptTokens: number[];
+  samples: RolloutSample[];
+}
+interface ScoredItem extends RolloutItem {
+  scores: ScoredResponse[];
+}
+interface RewardFile {
+  sequences: { promptTokens: number[]; tokens: number[]; advantage: number }[];
+}
+
+const pad = (n: number) => String(n).padStart(4, '0');
+
+/** Errors that retrying cannot fix: bad input data, a diverged (NaN) loss. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+}
+
+/** A readable message: drizzle's "Failed query: <sql> params: <every value>" is reduced to the server's reason. */
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  if (err.message.startsWith('Failed query:') && err.cause instanceof Error) return `database write failed: ${err.cause.message}`;
+  return err.message;
+}
+
+function toFailure(err: unknown): unknown {
+  if (err instanceof PermanentError) return ApplicationFailure.nonRetryable(err.message, err.name);
+  return err;
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+export function createActivities(deps: ActivityDeps) {
+  const { db, worker } = deps;
+  const configs = new Map<string, RunConfig>();
+  const datasets = new Map<string, Promise<DatasetFile>>();
+
+  async function runConfig(runId: string): Promise<RunConfig> {
+    let c = configs.get(runId);
+    if (!c) {
+      const run = await requireRun(db, runId);
+      c = runConfigSchema.parse(run.config);
+      configs.set(runId, c);
+    }
+    return c;
+  }
+
+  const runDir = (config: RunConfig, runId: string) => resolve(config.runtime.artifactsDir, runId);
+
+  function loadDataset(ref: DatasetRef): Promise<DatasetFile> {
+    let d = datasets.get(ref.artifact.sha256);
+    if (!d) {
+      d = getJson<DatasetFile>(ref.artifact);
+      datasets.set(ref.artifact.sha256, d);
+      d.catch(() => datasets.delete(ref.artifact.sha256));
+    }
+    return d;
+  }
+
+  function heartbeat(details: Record<string, unknown>): void {
+    const ctx = Context.current();
+    ctx.heartbeat(details);
+    if (ctx.cancellationSignal.aborted) throw new CancelledFailure('activity cancelled');
+  }
+
+  /** Heartbeat details of the previous attempt (after a crash), if any. */
+  function resumeDetails<T>(): T | undefined {
+    return activityInfo().heartbeatDetails as T | undefined;
+  }
+
+  /**
+   * Runs a stage once: returns the recorded output if an attempt already completed, otherwise records
+   * the attempt (worker, timing, output or error) around `body`.
+   */
+  async function stage<T>(key: StageKey, body: () => Promise<T>): Promise<T> {
+    const done = await completedStageOutput(db, key);
+    if (done) return done.output as T;
+    const attempt = await startStageAttempt(db, key, worker);
+    deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
+    try {
+      const output = await body();
+      await finishStageAttempt(db, attempt.id, { status: 'completed', output });
+      return output;
+    } catch (err) {
+      const message = describeError(err);
+      await finishStageAttempt(db, attempt.id, { status: 'failed', error: message }).catch(() => {});
+      if (err instanceof Error && err.message !== message) throw new Error(message, { cause: err });
+      throw toFailure(err);
+    }
+  }
+
+  // ------------------------------------------------------------------ short (database) activities
+
+  async function setStatus(runId: string, update: RunStatusUpdate): Promise<void> {
+    await setRunStatus(db, runId, update);
+  }
+
+  async function recordEvent(runId: string, type: string, actor: string, detail?: Record<string, unknown>): Promise<void> {
+    await appendEvent(db, runId, type, actor, detail);
+  }
+
+  // ------------------------------------------------------------------ stages
+
+  async function prepareDataset(input: StageInput): Promise<DatasetRef> {
+    const { runId, iteration } = input;
+    return stage({ runId, stage: 'prepareDataset', iteration, shard: 0 }, async () => {
+      const config = await runConfig(runId);
+      const tok = await getTokenizer(config.model.tokenizer);
+      let prepared: Awaited<ReturnType<typeof prepareOperaDataset>>;
+      try {
+        prepared = await prepareOperaDataset(config.data, config.seed, { promptTokens: (p) => promptTokens(tok, p).length });
+      } catch (err) {
+        // The data itself is wrong (a bad row, a missing file): retrying cannot fix that, an operator can.
+        throw new PermanentError(err instanceof Error ? err.message : String(err));
+      }
+      if (prepared.train.length === 0) throw new PermanentError(`dataset ${config.data.source}: no training rows`);
+      if (prepared.eval.length === 0) throw new PermanentError(`dataset ${config.data.source}: no evaluation rows (raise data.evalFraction)`);
+      const file: DatasetFile = { hash: prepared.hash, train: prepared.train, eval: prepared.eval };
+      const artifact = await putJson(db, { runId, kind: 'dataset', iteration: 0, name: 'dataset.json' }, join(runDir(config, runId), 'dataset.json'), file);
+      await upsertMetrics(db, runId, 0, {
+        'data/train_rows': prepared.counts.train,
+        'data/eval_rows': prepared.counts.eval,
+        'data/duplicates': prepared.counts.duplicates,
+        'data/too_long': prepared.counts.tooLong,
+      });
+      return { artifact, hash: prepared.hash, train: prepared.train.length, eval: prepared.eval.length };
+    });
+  }
+
+  async function coldStartSft(input: StageInput & { dataset: DatasetRef }): Promise<SftOutput> {
+    const { runId, iteration } = input;
+    return stage({ runId, stage: 'coldStartSft', iteration, shard: 0 }, async () => {
+      const config = await runConfig(runId);
+      const tok = await getTokenizer(config.model.tokenizer);
+      const modelConfig = modelConfigFor(config, tok);
+      const weights = config.model.checkpoint ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights : initWeights(modelConfig, config.seed);
+      const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
+      const cs = config.coldStart;
+      let steps = 0;
+      let finalLoss: number | null = null;
+      if (cs.enabled && cs.steps > 0) {
+        if (cs.synthesize) throw new PermanentError('coldStart.synthesize (teacher synthesis) is not available in this build; set coldStart.synthesize: false');
+        const data = await loadDataset(input.dataset);
+        const sft = coldStartSet(data.train, config.seed);
+        if (sft.length === 0) throw new PermanentError('cold start: the dataset yields no SFT examples');
+        const examples = sft.map((ex) => {
+          const p = promptTokens(tok, ex.prompt);
+          const r = [...tok.encode(ex.response), tok.eosId];
+          return { tokens: [...p, ...r], lossMask: [...p.map(() => 0), ...r.map(() => 1)] };
+        });
+        const trainer = new Trainer(model, { weightDecay: cs.weightDecay });
+        const order = permutation(examples.length, config.seed ^ 0x5f7);
+        for (let step = 0; step < cs.steps; step++) {
+          const batch = Array.from({ length: Math.min(cs.batchSize, examples.length) }, (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!);
+          const out = await trainer.sftStep(batch, warmupLr(cs.lr, cs.warmupSteps, step));
+          if (!Number.isFinite(out.loss)) throw new PermanentError(`cold-start SFT: loss is ${out.loss} at step ${step} (lower coldStart.lr)`);
+          finalLoss = out.loss;
+          steps++;
+          if (step % 5 === 0 || step === cs.steps - 1) await upsertMetrics(db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
+          heartbeat({ step });
+        }
+      }
+      const { checkpoint } = await saveCheckpointRecorded(db, runId, 0, join(runDir(config, runId), 'checkpoints', `iter-${pad(0)}`), {
+        config: modelConfig,
+        weights: model.weights,
+        extra: { iteration: 0, stage: 'coldStartSft', steps, ema: null, dataPosition: 0 },
+      });
+      return { checkpoint, steps, finalLoss };
+    });
+  }
+
+  /** The prompts of iteration `i`'s batch that belong to `shard` (round-robin), with their batch index. */
+  function batchPrompts(data: DatasetFile, config: RunConfig, dataPosition: number, shard: number, shards: number) {
+    const out: { index: number; row: DatasetRow }[] = [];
+    for (let k = shard; k < config.grpo.promptsPerIteration; k += shards) {
+      out.push({ index: k, row: data.train[(dataPosition + k) % data.train.length]! });
+    }
+    return out;
+  }
+
+  async function rollout(input: RolloutInput): Promise<RolloutOutput> {
+    const { runId, iteration, shard } = input;
+    return stage({ runId, stage: 'rollout', iteration, shard }, async () => {
+      const config = await runConfig(runId);
+      const tok = await getTokenizer(config.model.tokenizer);
+      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const data = await loadDataset(input.dataset);
+      const prompts = batchPrompts(data, config, input.dataPosition, shard, input.shards);
+      const dir = join(runDir(config, runId), 'rollouts', `iter-${pad(iteration)}`);
+      const log = new PartialLog<RolloutItem>(join(dir, `shard-${shard}.partial.jsonl`));
+      const resumed = resumeDetails<{ item: number }>();
+      const items = resumed ? await log.read(resumed.item) : [];
+      await log.reset(items);
+      const g = config.grpo;
+      for (const { index, row } of prompts.slice(items.length)) {
+        const p = promptTokens(tok, row.prompt);
+        const requests = Array.from({ length: g.groupSize }, (_, j) => ({ prompt: p, key: [iteration, input.dataPosition + index, j] }));
+        const results = await sample(model, tok, requests, {
+          temperature: g.temperature,
+          topK: g.topK,
+          topP: g.topP,
+          maxNewTokens: g.maxNewTokens,
+          seed: config.seed,
+        });
+        const item: RolloutItem = {
+          index,
+          promptId: row.id,
+          prompt: row.prompt,
+          reference: row.reference,
+          taskType: row.taskType,
+          promptTokens: p,
+          samples: results.map((r) => ({ tokens: r.tokens, text: r.text, logps: r.logps, finish: r.finish })),
+        };
+        items.push(item);
+        await log.append(item);
+        heartbeat({ item: items.length });
+      }
+      const artifact = await putJson(db, { runId, kind: 'rollouts', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items });
+      await log.remove();
+      const lengths = items.flatMap((it) => it.samples.map((s) => s.tokens.length));
+      return { artifact, prompts: items.length, samples: lengths.length, meanResponseTokens: mean(lengths) };
+    });
+  }
+
+  async function score(input: ScoreInput): Promise<ScoreOutput> {
+    const { runId, iteration, shard } = input;
+    return stage({ runId, stage: 'score', iteration, shard }, async () => {
+      const config = await runConfig(runId);
+      const tok = await getTokenizer(config.model.tokenizer);
+      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const { items } = await getJson<{ items: RolloutItem[] }>(input.rollout.artifact);
+      const dir = join(runDir(config, runId), 'scores', `iter-${pad(iteration)}`);
+      const log = new PartialLog<ScoredResponse[]>(join(dir, `shard-${shard}.partial.jsonl`));
+      const resumed = resumeDetails<{ item: number }>();
+      const done = resumed ? await log.read(resumed.item) : [];
+      await log.reset(done);
+      for (const item of items.slice(done.length)) {
+        const scores = await scoreResponses(
+          model,
+          tok,
+          item.samples.map((s) => ({ prompt: item.prompt, reference: item.reference, response: s.text })),
+        );
+        done.push(scores);
+        await log.append(scores);
+        heartbeat({ item: done.length });
+      }
+      const scored: ScoredItem[] = items.map((item, k) => ({ ...item, scores: done[k]! }));
+      const artifact = await putJson(db, { runId, kind: 'scores', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items: scored });
+      await log.remove();
+      return { artifact, samples: scored.reduce((n, it) => n + it.samples.length, 0) };
+    });
+  }
+
+  async function reward(input: RewardInput): Promise<RewardOutput> {
+    const { runId, iteration } = input;
+    return stage({ runId, stage: 'reward', iteration, shard: 0 }, async () => {
+      const config = await runConfig(runId);
+      const shards = await Promise.all(input.scores.map((s) => getJson<{ items: ScoredItem[] }>(s.artifact)));
+      const items = shards.flatMap((s) => s.items).sort((a, b) => a.index - b.index);
+      const groups: OperaGroup[] = items.map((item) => ({
+        taskType: item.taskType,
+        reference: item.reference,
+        rollouts: item.samples.map((s, j) => ({ response: s.text, ...item.scores[j]! })),
+      }));
+      const { rewards, ema } = operaRewards(groups, input.ema, config.reward);
+      const flat = rewards.flatMap((group, gi) => group.map((r, j) => ({ r, gi, j })));
+      const advantages = grpoAdvantages(
+        flat.map((f) => f.r.total),
+        flat.map((f) => f.gi),
+      );
+      const rows: NewSample[] = flat.map(({ r, gi, j }, k) => {
+        const item = items[gi]!;
+        const s = item.scores[j]!;
+        return {
+          runId,
+          split: 'train',
+          iteration,
+          promptId: item.promptId,
+          sampleIndex: j,
+          prompt: item.prompt,
+          reference: item.reference,
+          taskType: item.taskType,
+          response: item.samples[j]!.text,
+          reward: r.total,
+          ppl: r.ppl,
+          reflection: r.reflection,
+          reflectionCount: r.reflectionCount,
+          correct: r.correct ?? null,
+          advantage: advantages[k]!,
+          logpFull: s.logpFull,
+          logpInitial: s.logpInitial,
+          logpSegments: s.logpSegments,
+        };
+      });
+      await upsertSamples(db, rows);
+      const totals = flat.map((f) => f.r.total);
+      const m = mean(totals);
+      const math = flat.filter((f) => items[f.gi]!.taskType === 'math');
+      const metrics: Record<string, number> = {
+        'reward/mean': m,
+        'reward/std': Math.sqrt(mean(totals.map((t) => (t - m) ** 2))),
+        'reward/ppl': mean(flat.map((f) => f.r.ppl)),
+        'reward/reflection': mean(flat.map((f) => f.r.reflection)),
+        'reward/reflection_count': mean(flat.map((f) => f.r.reflectionCount)),
+        'reward/logp_full': mean(rows.map((r) => r.logpFull ?? 0)),
+        'rollout/response_tokens': mean(items.flatMap((it) => it.samples.map((s) => s.tokens.length))),
+      };
+      if (ema !== null) metrics['reward/ema'] = ema;
+      if (math.length > 0) metrics['reward/math_accuracy'] = mean(math.map((f) => (f.r.correct ? 1 : 0)));
+      await upsertMetrics(db, runId, iteration, metrics);
+      const file: RewardFile = {
+        sequences: flat.map(({ gi, j }, k) => ({ promptTokens: items[gi]!.promptTokens, tokens: items[gi]!.samples[j]!.tokens, advantage: advantages[k]! })),
+      };
+      const artifact = await putJson(
+        db,
+        { runId, kind: 'rewards', iteration, name: 'batch.json' },
+        join(runDir(config, runId), 'rewards', `iter-${pad(iteration)}`, 'batch.json'),
+        file,
+      );
+      return { artifact, ema, metrics };
+    });
+  }
+
+  async function update(input: UpdateInput): Promise<UpdateOutput> {
+    const { runId, iteration } = input;
+    return stage({ runId, stage: 'update', iteration, shard: 0 }, async () => {
+      const config = await runConfig(runId);
+      const g = config.grpo;
+      const { sequences } = await getJson<RewardFile>(input.rewards.artifact);
+      // A fresh copy of the policy: training mutates weights, the cached inference model must not change.
+      const ckpt = await loadCheckpointChecked(input.checkpoint);
+      const model = new LlamaModel(ckpt.config, ckpt.weights, { providers: config.runtime.providers });
+      const reference = await inferenceModel(input.reference, config.runtime.providers);
+      const seqs = sequences.map((s) => ({ tokens: [...s.promptTokens, ...s.tokens], start: s.promptTokens.length }));
+      const usable = seqs.map((s, k) => ({ s, k })).filter(({ s }) => s.tokens.length > s.start);
+      const oldLogp = await model.tokenLogps(usable.map(({ s }) => s));
+      heartbeat({ step: 0, phase: 'old-logps' });
+      const refLogp = await reference.tokenLogps(usable.map(({ s }) => s));
+      heartbeat({ step: 0, phase: 'ref-logps' });
+      const trainer = new Trainer(model, {}, ckpt.optimizer);
+      const stats = { loss: [] as number[], pgLoss: [] as number[], klLoss: [] as number[], clipFraction: [] as number[], gradNorm: [] as number[] };
+      let lr = g.lr;
+      let step = 0;
+      for (let epoch = 0; epoch < g.epochs; epoch++) {
+        const order = permutation(usable.length, (config.seed ^ (iteration * 7919) ^ (epoch * 104729)) >>> 0);
+        for (let b = 0; b < order.length; b += g.miniBatchSize) {
+          const batch = order.slice(b, b + g.miniBatchSize).map((u) => {
+            const { s, k } = usable[u]!;
+            return { tokens: s.tokens, responseStart: s.start, advantage: sequences[k]!.advantage, oldLogp: oldLogp[u]!, refLogp: refLogp[u]! };
+          });
+          lr = warmupLr(g.lr, g.warmupSteps, trainer.state().step);
+          const out = await trainer.grpoStep(batch, lr, {
+            clip: g.clip,
+            clipLow: g.clipLow,
+            clipHigh: g.clipHigh,
+            dualClip: g.dualClip,
+            klCoef: g.klCoef,
+            aggregation: g.aggregation,
+          });
+          if (!Number.isFinite(out.loss) || !Number.isFinite(out.gradNorm)) {
+            throw new PermanentError(`update: loss ${out.loss}, grad norm ${out.gradNorm} at iteration ${iteration} step ${step} (diverged; lower grpo.lr)`);
+          }
+          stats.loss.push(out.loss);
+          stats.pgLoss.push(out.pgLoss);
+          stats.klLoss.push(out.klLoss);
+          stats.clipFraction.push(out.clipFraction);
+          stats.gradNorm.push(out.gradNorm);
+          step++;
+          heartbeat({ step });
+        }
+      }
+      const saved = await saveCheckpointRecorded(db, runId, iteration, join(runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`), {
+        config: ckpt.config,
+        weights: model.weights,
+        optimizer: trainer.state(),
+        extra: { iteration, ema: input.ema, dataPosition: input.dataPosition, seed: config.seed },
+      });
+      const metrics: Record<string, number> = {
+        'train/loss': mean(stats.loss),
+        'train/pg_loss': mean(stats.pgLoss),
+        'train/kl': mean(stats.klLoss),
+        'train/clip_fraction': mean(stats.clipFraction),
+        'train/grad_norm': mean(stats.gradNorm),
+        'train/lr': lr,
+        'train/steps': step,
+      };
+      await upsertMetrics(db, runId, iteration, metrics);
+      return { checkpoint: saved.checkpoint, optimizer: saved.optimizer, ema: input.ema, dataPosition: input.dataPosition, metrics };
+    });
+  }
+
+  async function evaluate(input: EvaluateInput): Promise<EvalResult> {
+    const { runId, iteration } = input;
+    return stage({ runId, stage: 'evaluate', iteration, shard: 0 }, async () => {
+      const config = await runConfig(runId);
+      const tok = await getTokenizer(config.model.tokenizer);
+      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const data = await loadDataset(input.dataset);
+      const rows = data.eval.slice(0, config.eval.prompts);
+      const results = await sample(
+        model,
+        tok,
+        rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [0x7fff_0000 + iteration, k, 0] })),
+        { temperature: config.eval.temperature, topK: 0, topP: 1, maxNewTokens: config.eval.maxNewTokens, seed: config.seed },
+        () => heartbeat({ phase: 'sample' }),
+      );
+      heartbeat({ phase: 'score' });
+      const scores = await scoreResponses(
+        model,
+        tok,
+        rows.map((row, k) => ({ prompt: row.prompt, reference: row.reference, response: results[k]!.text })),
+      );
+      // Greedy evaluation: one response per prompt, so every group has one member (ppl = 1 by definition).
+      const groups: OperaGroup[] = rows.map((row, k) => ({
+        taskType: row.taskType,
+        reference: row.reference,
+        rollouts: [{ response: results[k]!.text, ...scores[k]! }],
+      }));
+      const { rewards } = operaRewards(groups, null, config.reward);
+      const flat = rewards.map((g) => g[0]!);
+      await upsertSamples(
+        db,
+        rows.map((row, k) => ({
+          runId,
+          split: 'eval' as const,
+          iteration,
+          promptId: row.id,
+          sampleIndex: 0,
+          prompt: row.prompt,
+          reference: row.reference,
+          taskType: row.taskType,
+          response: results[k]!.text,
+          reward: flat[k]!.total,
+          ppl: flat[k]!.ppl,
+          reflection: flat[k]!.reflection,
+          reflectionCount: flat[k]!.reflectionCount,
+          correct: flat[k]!.correct ?? null,
+          advantage: null,
+          logpFull: scores[k]!.logpFull,
+          logpInitial: scores[k]!.logpInitial,
+          logpSegments: scores[k]!.logpSegments,
+        })),
+      );
+      const math = rows.map((row, k) => ({ row, k })).filter(({ row }) => row.taskType === 'math');
+      const result: EvalResult = {
+        iteration,
+        prompts: rows.length,
+        reward: mean(flat.map((r) => r.total)),
+        ppl: mean(flat.map((r) => r.ppl)),
+        reflection: mean(flat.map((r) => r.reflection)),
+        refLogp: mean(scores.map((s) => s.logpFull)),
+        exactMatch: math.length ? mean(math.map(({ k }) => (flat[k]!.correct ? 1 : 0))) : null,
+        meanResponseTokens: mean(results.map((r) => r.tokens.length)),
+      };
+      const metrics: Record<string, number> = {
+        'eval/reward': result.reward,
+        'eval/ppl': result.ppl,
+        'eval/reflection': result.reflection,
+        'eval/ref_logp': result.refLogp,
+        'eval/response_tokens': result.meanResponseTokens,
+      };
+      if (result.exactMatch !== null) metrics['eval/exact_match'] = result.exactMatch;
+      await upsertMetrics(db, runId, iteration, metrics);
+      await putJson(db, { runId, kind: 'eval', iteration, name: 'eval.json' }, join(runDir(config, runId), 'eval', `iter-${pad(iteration)}.json`), {
+        result,
+        responses: rows.map((row, k) => ({ id: row.id, response: results[k]!.text })),
+      });
+      return result;
+    });
+  }
+
+  return {
+    setRunStatus: setStatus,
+    appendEvent: recordEvent,
+    prepareDataset,
+    coldStartSft,
+    rollout,
+    score,
+    reward,
+    update,
+    evaluate,
+  };
+}

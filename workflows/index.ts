@@ -1,0 +1,2 @@
+/** The workflow bundle's entry point (Worker `workflowsPath`): every workflow type the workers run. */
+export { trainingRun } from './trainingRun';
