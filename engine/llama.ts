@@ -99,7 +99,11 @@ function rope(g: Graph, x: Value, cos: Value, sin: Value, R: Value): Value {
   return g.add(g.mul(x, cos), g.mul(g.matmul(x, R), sin)); // [B, T, h, D]
 }
 
-export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs): LlamaOutputs {
+/**
+ * The decoder. With `rows` ([R] int64 indices into the N = B·T flattened positions) only those rows go
+ * through the LM head: scoring needs a few positions, and the head dominates for large vocabularies.
+ */
+export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows?: Value): LlamaOutputs {
   const { H, Hkv, D, G, L } = dims(config);
   const B = inp.tokens.shape[0] as number;
   const w = (name: string) => {
@@ -145,18 +149,18 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
     x = g.add(x, g.gemm(act, w(`${p}.mlp.down_proj.weight`), { transB: true })); // [N, C]
   }
-  const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C]
+  if (rows) x = g.gather(x, rows); // [R, C]
+  const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C] (or [R, C])
   const head = config.tie_word_embeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
   const logits = g.gemm(hf, head, { transB: true }); // [N, V]
   return { logits, presents };
 }
 
-/** log p(targets) per position: [N, V] logits, [B, T] int64 targets → [B, T]. */
+/** log p(targets) per position: [N, V] logits with [B, T] targets → [B, T]; [R, V] with [R] → [R]. */
 export function targetLogps(g: Graph, logits: Value, targets: Value): Value {
-  const B = targets.shape[0] as number;
   const logp = g.logSoftmax(logits, -1); // [N, V]
   const picked = g.gatherElements(logp, g.reshape(targets, [-1, 1]), 1); // [N, 1]
-  return g.reshape(picked, [B, -1]); // [B, T]
+  return targets.shape.length === 2 ? g.reshape(picked, [targets.shape[0] as number, -1]) : g.reshape(picked, [-1]);
 }
 
 /** Rotary tables for explicit position ids: cos and sin, each [B, T, 1, D] (float64 math, HF layout). */

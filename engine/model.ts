@@ -124,8 +124,9 @@ export class LlamaModel {
       const g = new Graph('float32');
       const params = parameterInputs(g, this.config);
       const inp = forwardInputs(g, this.config, B, false);
-      const targets: Value = g.input('targets', 'int64', [B, 'T']);
-      g.output(targetLogps(g, buildLlama(g, this.config, params, inp).logits, targets), 'logp'); // [B, T]
+      const rows: Value = g.input('rows', 'int64', ['R']); // flat b·T + t positions to score
+      const targets: Value = g.input('targets', 'int64', ['R']);
+      g.output(targetLogps(g, buildLlama(g, this.config, params, inp, rows).logits, targets), 'logp'); // [R]
       return g;
     });
   }
@@ -164,14 +165,18 @@ export class LlamaModel {
     return { logits: out.logits!.data as Float32Array, cache: { keys, values, batch: B, length: P + S } };
   }
 
-  /** Runs the log-prob graph on right-padded rows; returns [B][T] log p(targets). */
-  async rowLogps(rows: { tokens: number[]; positions: number[]; targets: number[] }[], bias: Float32Array, T: number): Promise<Float32Array> {
-    const B = rows.length;
-    const rot = rotaryTables(this.config, rows.map((r) => r.positions), T);
+  /**
+   * Runs the log-prob graph on right-padded sequences; `picks` are (flat position b·T + t, target token)
+   * pairs and the result holds log p(target) at each, in order.
+   */
+  async rowLogps(seqs: { tokens: number[]; positions: number[] }[], bias: Float32Array, T: number, picks: [number, number][]): Promise<Float32Array> {
+    const B = seqs.length;
+    const rot = rotaryTables(this.config, seqs.map((r) => r.positions), T);
     const out = await (await this.logpSession(B)).run({
       ...weightFeeds(this.config, this._weights),
-      tokens: { data: padRows(rows.map((r) => r.tokens), T), dims: [B, T] },
-      targets: { data: padRows(rows.map((r) => r.targets), T), dims: [B, T] },
+      tokens: { data: padRows(seqs.map((r) => r.tokens), T), dims: [B, T] },
+      rows: { data: int64(picks.map((p) => p[0])), dims: [picks.length] },
+      targets: { data: int64(picks.map((p) => p[1])), dims: [picks.length] },
       cos: { data: rot.cos, dims: rot.dims },
       sin: { data: rot.sin, dims: rot.dims },
       bias: { data: bias, dims: [B, T, T] },
@@ -185,9 +190,22 @@ export class LlamaModel {
       const chunk = seqs.slice(c, c + maxRows);
       for (const s of chunk) if (s.start < 1 || s.start > s.tokens.length) throw new Error(`tokenLogps: start ${s.start} must be in [1, ${s.tokens.length}]`);
       const T = Math.max(...chunk.map((s) => s.tokens.length - 1), 1);
-      const rows = chunk.map((s) => ({ tokens: s.tokens.slice(0, -1), positions: s.tokens.slice(0, -1).map((_, k) => k), targets: s.tokens.slice(1) }));
-      const logp = await this.rowLogps(rows, causalBias(rows.map((r) => r.tokens.length), T), T);
-      chunk.forEach((s, b) => result.push(Array.from(logp.subarray(b * T + s.start - 1, b * T + s.tokens.length - 1))));
+      const rows = chunk.map((s) => ({ tokens: s.tokens.slice(0, -1), positions: s.tokens.slice(0, -1).map((_, k) => k) }));
+      const picks: [number, number][] = [];
+      chunk.forEach((s, b) => {
+        for (let t = s.start; t < s.tokens.length; t++) picks.push([b * T + t - 1, s.tokens[t]!]);
+      });
+      if (picks.length === 0) {
+        chunk.forEach(() => result.push([]));
+        continue;
+      }
+      const logp = await this.rowLogps(rows, causalBias(rows.map((r) => Math.max(1, r.tokens.length)), T), T, picks);
+      let at = 0;
+      chunk.forEach((s) => {
+        const n = s.tokens.length - s.start;
+        result.push(Array.from(logp.subarray(at, at + n)));
+        at += n;
+      });
     }
     return result;
   }
@@ -201,8 +219,15 @@ export class LlamaModel {
       const bias = new Float32Array(B * T * T).fill(MASKED);
       trees.forEach((t, b) => t.visible.forEach((keys, q) => keys.forEach((k) => (bias[(b * T + q) * T + k] = 0))));
       for (let b = 0; b < B; b++) for (let q = trees[b]!.tokens.length; q < T; q++) bias[(b * T + q) * T + q] = 0; // padding rows see themselves
-      const logp = await this.rowLogps(trees, bias, T);
-      trees.forEach((t, b) => result.push(t.readout.map((rowsOf) => rowsOf.reduce((s, r) => s + logp[b * T + r]!, 0) / rowsOf.length)));
+      const picks: [number, number][] = [];
+      trees.forEach((t, b) => t.readout.forEach((rowsOf) => rowsOf.forEach((r) => picks.push([b * T + r, t.targets[r]!]))));
+      const logp = await this.rowLogps(trees, bias, T, picks);
+      let at = 0;
+      trees.forEach((t) => result.push(t.readout.map((rowsOf) => {
+        let sum = 0;
+        for (let k = 0; k < rowsOf.length; k++) sum += logp[at++]!;
+        return sum / rowsOf.length;
+      })));
     }
     return result;
   }
