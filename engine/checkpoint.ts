@@ -187,13 +187,12 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
   }
   const shapes = parameterShapes(config);
 
-  const modelPath = join(dir, CHECKPOINT_FILES.model);
-  const model = decodeOrExplain(await readOrExplain(modelPath, 'weights'), modelPath);
+  const { tensors, source } = await readModelTensors(dir);
   // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
-  if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) model.tensors.delete('lm_head.weight');
-  const problems = checkTensors(model.tensors, shapes);
-  if (problems.length > 0) throw new Error(`loadCheckpoint: ${modelPath} does not match config.json:\n  ${problems.join('\n  ')}`);
-  const weights: Weights = new Map([...shapes.keys()].map((n) => [n, model.tensors.get(n)!.data]));
+  if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) tensors.delete('lm_head.weight');
+  const problems = checkTensors(tensors, shapes);
+  if (problems.length > 0) throw new Error(`loadCheckpoint: ${source} does not match config.json:\n  ${problems.join('\n  ')}`);
+  const weights: Weights = new Map([...shapes.keys()].map((n) => [n, tensors.get(n)!.data]));
 
   const result: Checkpoint = { config, weights };
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
@@ -221,6 +220,31 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     }
   }
   return result;
+}
+
+/**
+ * The weights from model.safetensors, or from the shards that model.safetensors.index.json lists
+ * (how transformers saves anything over its shard size).
+ */
+async function readModelTensors(dir: string): Promise<{ tensors: Map<string, TensorEntry>; source: string }> {
+  const single = join(dir, CHECKPOINT_FILES.model);
+  const indexPath = `${single}.index.json`;
+  if ((await exists(single)) || !(await exists(indexPath))) {
+    return { tensors: decodeOrExplain(await readOrExplain(single, 'weights'), single).tensors, source: single };
+  }
+  let weightMap: Record<string, unknown>;
+  try {
+    weightMap = (JSON.parse((await readFile(indexPath)).toString('utf8')) as { weight_map?: Record<string, unknown> }).weight_map ?? {};
+  } catch (err) {
+    throw new Error(`loadCheckpoint: ${indexPath} is not valid JSON: ${(err as Error).message}`);
+  }
+  const tensors = new Map<string, TensorEntry>();
+  for (const shard of new Set(Object.values(weightMap).map(String))) {
+    if (shard.includes('/') || shard.includes('\\')) throw new Error(`loadCheckpoint: ${indexPath} names shard "${shard}" outside the checkpoint directory`);
+    const path = join(dir, shard);
+    for (const [name, entry] of decodeOrExplain(await readOrExplain(path, 'weight shard'), path).tensors) tensors.set(name, entry);
+  }
+  return { tensors, source: indexPath };
 }
 
 function decodeOrExplain(buf: Buffer, path: string): ReturnType<typeof decodeSafetensors> {

@@ -2,8 +2,12 @@
  * Tokenizers: a built-in byte-level tokenizer for models trained here, and Hugging Face
  * `tokenizer.json` loading (via @huggingface/tokenizers, not a hand-written BPE) for imported models.
  *
- * Neither `encode` adds BOS/EOS: callers put them where they belong, so that encoding pieces of a
- * text separately gives the same ids as encoding it whole (OPERA scoring relies on that, below).
+ * Neither `encode` adds BOS/EOS: callers put them where they belong.
+ *
+ * Piecewise encoding: the byte tokenizer guarantees encode(a + b) = encode(a) ++ encode(b) (see
+ * ByteTokenizer). A BPE tokenizer does not (merges can span the split, e.g. "\n" + "\n" vs "\n\n"),
+ * except at its added tokens such as `<think>`: code that needs token boundaries at text boundaries
+ * must encode the pieces separately and concatenate, not encode the whole and search for the cut.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';

@@ -167,6 +167,27 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     expect(loaded.weights.size).toBe(shapes.size);
   });
 
+  it('loads weights sharded the way transformers saves large models', async () => {
+    const weights = initWeights(config, 9);
+    await saveCheckpoint(dir, { config, weights });
+    await rm(join(dir, 'model.safetensors'));
+    const shapes = parameterShapes(config);
+    const names = [...shapes.keys()];
+    const half = Math.ceil(names.length / 2);
+    const shards = [names.slice(0, half), names.slice(half)];
+    const weightMap: Record<string, string> = {};
+    for (const [k, shard] of shards.entries()) {
+      const file = `model-0000${k + 1}-of-00002.safetensors`;
+      await writeFile(join(dir, file), encodeSafetensors(new Map(shard.map((n) => [n, { shape: shapes.get(n)!, data: weights.get(n)! }]))));
+      for (const n of shard) weightMap[n] = file;
+    }
+    await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const loaded = await loadCheckpoint(dir, config);
+    for (const [name, data] of weights) expect(loaded.weights.get(name)).toEqual(data);
+    await rm(join(dir, 'model-00002-of-00002.safetensors'));
+    await expect(loadCheckpoint(dir)).rejects.toThrow(`cannot read weight shard ${join(dir, 'model-00002-of-00002.safetensors')}`);
+  });
+
   it('refuses to save weights that do not fit the config', async () => {
     const weights = initWeights(config, 7);
     weights.set('model.norm.weight', new Float32Array(3));
