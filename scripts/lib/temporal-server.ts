@@ -125,7 +125,7 @@ export async function findOrBuildTemporalCli(log: (line: string) => void = () =>
           'or put `temporal` on PATH, or set TEMPORAL_CLI to its path, or set TEMPORAL_ADDRESS to a running Temporal server.',
       );
     }
-    log(`Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${path.dirname(cached)} (once; about 5 minutes)...`);
+    log(`Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${path.dirname(cached)} (once; 5-10 minutes)...`);
     const tmpBin = fs.mkdtempSync(path.join(path.dirname(cached), 'build-'));
     const buildLog = path.join(cacheDir(), 'temporal-build.log');
     const code = await new Promise<number | null>((resolve, reject) => {
