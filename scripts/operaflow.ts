@@ -9,6 +9,8 @@
  *   operaflow retry <run>                                            retry the stage a run is blocked on
  *
  * Services: DATABASE_URL / TEMPORAL_ADDRESS when set, else the local ones (started if needed).
+ * OPERAFLOW_QUEUE_PREFIX: prepended to the task queue names (`rollout`, `train`) by `train` and `worker`,
+ * so separate deployments (or concurrent test runs) can share one Temporal server without stealing work.
  * OPERAFLOW_HEARTBEAT_TIMEOUT (seconds, default 30): how long a silent compute activity may go before
  * Temporal gives it to another worker; a run takes it from the environment of `train`.
  */
@@ -17,9 +19,7 @@ import { existsSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import cliProgress from 'cli-progress';
-import { createActivities } from '../activities';
 import type { CheckpointRef, DatasetRef, EvalResult, SftOutput, UpdateOutput } from '../activities/types';
 import { createDb, type DbHandle } from '../db/client';
 import {
@@ -134,9 +134,17 @@ async function connect(): Promise<Services> {
 
 // ------------------------------------------------------------------ train
 
+/** Task queue names, with OPERAFLOW_QUEUE_PREFIX applied. */
+export function taskQueues(): { rollout: string; train: string } {
+  const prefix = process.env.OPERAFLOW_QUEUE_PREFIX ?? '';
+  return { rollout: `${prefix}${TASK_QUEUES.rollout}`, train: `${prefix}${TASK_QUEUES.train}` };
+}
+
 export function planOf(config: RunConfig): RunPlan {
   const hb = Number(process.env.OPERAFLOW_HEARTBEAT_TIMEOUT ?? '');
+  const queues = taskQueues();
   return {
+    ...(queues.train !== TASK_QUEUES.train ? { taskQueues: queues } : {}),
     iterations: config.grpo.iterations,
     rolloutShards: config.runtime.rolloutShards,
     continueAsNewEvery: config.runtime.continueAsNewEvery,
@@ -169,7 +177,7 @@ function newRunId(name: string): string {
 
 async function startWorkflow(s: Services, runId: string, input: TrainingRunInput, reuse: boolean): Promise<WorkflowHandle<typeof trainingRun>> {
   return s.client.workflow.start(trainingRun, {
-    taskQueue: TASK_QUEUES.train,
+    taskQueue: taskQueues().train,
     workflowId: runId,
     args: [input],
     // A second `train --id` of a live run attaches to it; a closed run may be started again (resume).
@@ -308,6 +316,11 @@ async function cmdWorker(args: Args): Promise<number> {
   const queues = (typeof queuesFlag === 'string' ? queuesFlag : 'rollout,train').split(',').map((q) => q.trim()).filter(Boolean);
   const known = Object.values(TASK_QUEUES) as string[];
   for (const q of queues) if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
+  const names = taskQueues();
+  // Loaded here, not at the top: the engine (onnxruntime) and the worker SDK are heavy, other commands need neither.
+  const { DefaultLogger, NativeConnection, Runtime, Worker } = await import('@temporalio/worker');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { createActivities } = require('../activities') as typeof import('../activities');
   // The SDK logs every bundling detail at INFO; operators need warnings and our own stage lines.
   Runtime.install({ logger: new DefaultLogger((process.env.OPERAFLOW_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
   const { databaseUrl, temporalAddress } = await endpoints();
@@ -317,19 +330,20 @@ async function cmdWorker(args: Args): Promise<number> {
   const activities = createActivities({ db: db.db, worker: identity, log: (line) => console.error(`[${new Date().toISOString()}] ${line}`) });
   try {
     const workers = await Promise.all(
-      queues.map((taskQueue) =>
+      queues.map((queue) =>
         Worker.create({
           connection,
-          taskQueue,
+          taskQueue: names[queue as keyof typeof names],
           identity,
           activities,
-          // Compute activities hold the CPU (ORT blocks the event loop); one at a time per queue.
-          maxConcurrentActivityTaskExecutions: taskQueue === TASK_QUEUES.train ? 4 : 1,
-          ...(taskQueue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
+          // Compute activities hold the CPU (ORT blocks the event loop): one rollout shard at a time; the
+          // train queue also serves the quick status writes, so it takes a few.
+          maxConcurrentActivityTaskExecutions: queue === TASK_QUEUES.train ? 4 : 1,
+          ...(queue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
         }),
       ),
     );
-    console.log(`operaflow worker ${identity} polling ${queues.join(',')} at ${temporalAddress}`);
+    console.log(`operaflow worker ${identity} polling ${queues.map((q) => names[q as keyof typeof names]).join(',')} at ${temporalAddress}`);
     // SIGINT/SIGTERM shut the workers down gracefully (the SDK's Runtime installs those handlers).
     await Promise.all(workers.map((w) => w.run()));
   } finally {
@@ -378,7 +392,7 @@ async function cmdShow(args: Args): Promise<number> {
       const attempts = st.attempts
         .map((a) => `#${a.attempt} ${a.status}${a.durationMs !== null ? ` ${(a.durationMs / 1000).toFixed(1)}s` : ''}${a.worker ? ` @${a.worker}` : ''}${a.error ? ` (${a.error.slice(0, 120)})` : ''}`)
         .join('; ');
-      console.log(`  ${`${st.stage}[${st.iteration}${st.shard ? `/${st.shard}` : ''}]`.padEnd(22)} ${st.status.padEnd(10)} ${attempts}`);
+      console.log(`  ${`${st.stage} it${st.iteration}${st.stage === 'rollout' || st.stage === 'score' ? ` s${st.shard}` : ''}`.padEnd(22)} ${st.status.padEnd(10)} ${attempts}`);
     }
     console.log('latest metrics:');
     for (const [name, m] of Object.entries(summary.metrics)) console.log(`  ${name.padEnd(28)} ${m.value.toFixed(5).padStart(12)}  (step ${m.step})`);

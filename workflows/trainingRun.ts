@@ -52,6 +52,8 @@ export interface RunPlan {
   maxStageAttempts: number;
   /** Overrides LONG.heartbeatTimeout (tests shorten it so a killed worker is noticed quickly). */
   heartbeatTimeoutMs?: number;
+  /** Task queue names when not the defaults (isolated deployments and test runs sharing one server). */
+  taskQueues?: { rollout: string; train: string };
 }
 
 /** Everything a continuation needs; also what `operaflow resume` rebuilds from the database. */
@@ -129,9 +131,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   }
   const retry = { ...LONG.retry, maximumAttempts: plan.maxStageAttempts };
   const heartbeatTimeout = plan.heartbeatTimeoutMs ?? LONG.heartbeatTimeout;
-  const db = proxyActivities<Activities>({ ...SHORT, taskQueue: TASK_QUEUES.train });
-  const rolloutActs = proxyActivities<Activities>({ ...LONG, heartbeatTimeout, retry, taskQueue: TASK_QUEUES.rollout });
-  const trainActs = proxyActivities<Activities>({ ...LONG, heartbeatTimeout, retry, taskQueue: TASK_QUEUES.train });
+  const queues = plan.taskQueues ?? TASK_QUEUES;
+  const db = proxyActivities<Activities>({ ...SHORT, taskQueue: queues.train });
+  const rolloutActs = proxyActivities<Activities>({ ...LONG, heartbeatTimeout, retry, taskQueue: queues.rollout });
+  const trainActs = proxyActivities<Activities>({ ...LONG, heartbeatTimeout, retry, taskQueue: queues.train });
 
   let state: RunState | undefined = input.state;
   let paused = false;

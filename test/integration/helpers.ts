@@ -1,0 +1,132 @@
+/**
+ * Integration-test helpers: the real CLI and real worker processes (`node --import tsx
+ * scripts/operaflow.ts …`) against the services jest's globalSetup brought up (DATABASE_URL,
+ * TEMPORAL_ADDRESS). Each test file uses its own task-queue prefix, so concurrent test runs sharing
+ * one Temporal server never hand work to each other's workers (which use other databases).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+
+export const ROOT = resolve(__dirname, '..', '..');
+const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
+
+export function testEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { ...process.env, OPERAFLOW_QUEUE_PREFIX: prefix, FORCE_COLOR: '0', ...extra };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 180_000): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`operaflow ${args.join(' ')} timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  output: () => string;
+  /** SIGKILL: the process gets no chance to finish or report anything. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait (graceful shutdown). */
+  stop(): Promise<void>;
+}
+
+/** Starts `operaflow worker` and resolves once it polls its queues. */
+export async function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [...CLI, 'worker'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes(' polling ')) {
+        clearTimeout(timer);
+        resolveReady();
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker exited with ${code} before polling:\n${out}`));
+    });
+  });
+  return {
+    child,
+    output: () => out,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** A copy of a config with overrides appended as YAML (later keys of a document win only if unique, so whole sections are replaced). */
+export function writeConfig(yaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'operaflow-test-'));
+  const file = join(dir, 'config.yaml');
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export function tmpDir(): string {
+  return mkdtempSync(join(tmpdir(), 'operaflow-test-'));
+}
+
+/** The smoke config's settings, with artifacts under `artifactsDir` and optional section overrides. */
+export function smokeYaml(opts: { name: string; artifactsDir: string; data?: string; grpo?: string; runtime?: string }): string {
+  return `name: ${opts.name}
+seed: 7
+model: { preset: tiny, tokenizer: byte }
+data: ${opts.data ?? '{ source: synthetic, synthetic: { writing: 12, math: 12, seed: 7 }, evalFraction: 0.25, maxPromptTokens: 64 }'}
+coldStart: { enabled: true, steps: 20, batchSize: 8, lr: 0.003, warmupSteps: 2 }
+grpo: ${opts.grpo ?? '{ iterations: 2, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }'}
+eval: { every: 1, prompts: 4, maxNewTokens: 48 }
+runtime: ${opts.runtime ?? `{ rolloutShards: 2, continueAsNewEvery: 1, maxStageAttempts: 2, artifactsDir: ${JSON.stringify(opts.artifactsDir)} }`}
+`;
+}
+
+export function pool(): pg.Pool {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set: run the tests through jest (globalSetup starts the services)');
+  return new pg.Pool({ connectionString: url, max: 2 });
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 500): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export const lastLine = (text: string): string => text.trim().split('\n').pop() ?? '';

@@ -1,0 +1,99 @@
+/**
+ * The smoke run end to end through the real CLI, a real worker process, Temporal and PostgreSQL:
+ * `operaflow train configs/smoke.yaml --wait --json` completes, and its metrics, samples and artifacts
+ * are in the database. Also: bad configs are rejected by `train` with messages naming the key.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess } from './helpers';
+import type { RunSummary } from '../../db/queries';
+
+jest.setTimeout(240_000);
+
+const env = testEnv(`smoke-${process.pid}-`);
+let worker: WorkerProcess;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  db = pool();
+  worker = await startWorker(env);
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await db?.end();
+});
+
+test('the smoke run completes end to end via the CLI, with metrics, samples and artifacts in PostgreSQL', async () => {
+  const artifactsDir = tmpDir();
+  const config = writeConfig(smokeYaml({ name: 'smoke-e2e', artifactsDir }));
+  const t0 = Date.now();
+  const res = await runCli(['train', config, '--wait', '--json'], env);
+  const seconds = (Date.now() - t0) / 1000;
+  if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\n${res.stdout}\nworker:\n${worker.output()}`);
+  const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
+  process.stderr.write(`smoke run ${summary.id}: ${seconds.toFixed(1)} s\n`);
+  expect(seconds).toBeLessThan(120);
+  expect(summary.status).toBe('completed');
+  expect(summary.currentIteration).toBe(2);
+
+  // Every stage of every iteration completed, each in one attempt (nothing failed here).
+  const completed = summary.stages.filter((s) => s.status === 'completed').map((s) => `${s.stage}/${s.iteration}/${s.shard}`);
+  for (const key of ['prepareDataset/0/0', 'coldStartSft/0/0', 'evaluate/0/0', 'rollout/1/0', 'rollout/1/1', 'score/2/1', 'reward/2/0', 'update/2/0', 'evaluate/2/0']) {
+    expect(completed).toContain(key);
+  }
+
+  const { rows: counts } = await db.query<{ split: string; iteration: number; n: number }>(
+    'select split, iteration, count(*)::int as n from samples where run_id = $1 group by split, iteration order by split, iteration',
+    [summary.id],
+  );
+  // 4 prompts × group of 4 per iteration; 4 eval prompts before RL, after iteration 1 and after 2.
+  expect(counts).toEqual([
+    { split: 'eval', iteration: 0, n: 4 },
+    { split: 'eval', iteration: 1, n: 4 },
+    { split: 'eval', iteration: 2, n: 4 },
+    { split: 'train', iteration: 1, n: 16 },
+    { split: 'train', iteration: 2, n: 16 },
+  ]);
+  const { rows: sample } = await db.query('select * from samples where run_id = $1 and split = $2 limit 1', [summary.id, 'train']);
+  expect(sample[0]).toMatchObject({ reward: expect.any(Number), ppl: expect.any(Number), advantage: expect.any(Number), logp_full: expect.any(Number) });
+
+  const { rows: metricNames } = await db.query<{ name: string }>('select distinct name from metrics where run_id = $1', [summary.id]);
+  const names = metricNames.map((m) => m.name);
+  for (const name of ['sft/loss', 'reward/mean', 'reward/ema', 'train/loss', 'train/kl', 'eval/reward', 'eval/ref_logp', 'eval/exact_match']) expect(names).toContain(name);
+
+  const { rows: artifacts } = await db.query<{ kind: string; uri: string; sha256: string; bytes: number }>(
+    'select kind, uri, sha256, bytes from artifacts where run_id = $1',
+    [summary.id],
+  );
+  const kinds = new Set(artifacts.map((a) => a.kind));
+  for (const kind of ['dataset', 'checkpoint', 'optimizer', 'rollouts', 'scores', 'rewards', 'eval']) expect(kinds).toContain(kind);
+  for (const a of artifacts) {
+    expect(a.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(existsSync(fileURLToPath(a.uri))).toBe(true);
+  }
+
+  // The summary the CLI prints is the one `show --json` gives.
+  const show = await runCli(['show', summary.id, '--json'], env);
+  expect(show.code).toBe(0);
+  expect(JSON.parse(lastLine(show.stdout))).toMatchObject({ id: summary.id, status: 'completed' });
+  // Continue-as-new every iteration still ends with the evaluation before and after RL in the summary.
+  expect(summary.summary).toMatchObject({ evalBefore: { iteration: 0 }, evalAfter: { iteration: 2 } });
+});
+
+describe('train rejects bad configs with a message naming the key', () => {
+  const cases: [string, string, RegExp][] = [
+    ['unknown key', 'name: x\ngrpo:\n  groupSiz: 4\n', /grpo\.groupSiz: unknown key/],
+    ['wrong type', 'name: x\ngrpo:\n  iterations: two\n', /grpo\.iterations/],
+    ['out of range', 'name: x\ngrpo:\n  clip: 1.5\n', /grpo\.clip/],
+    ['missing required key', 'seed: 3\n', /name/],
+    ['bad enum', 'name: x\nmodel:\n  preset: huge\n', /model\.preset/],
+    ['missing dataset file', 'name: x\ndata:\n  source: /nonexistent/rows.jsonl\n', /data\.source: file not found/],
+  ];
+  test.each(cases)('%s', async (_label, yaml, message) => {
+    const res = await runCli(['train', writeConfig(yaml)], env, 60_000);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(message);
+  });
+});
