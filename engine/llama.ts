@@ -94,9 +94,12 @@ function rotateHalf(g: Graph, D: number): Value {
   return g.constant(r, g.floatType, [D, D]);
 }
 
-// A tiny [D, D] MatMul instead of Split/Concat: ORT's strided Split is far slower than MLAS on 64×64.
-function rope(g: Graph, x: Value, cos: Value, sin: Value, R: Value): Value {
-  return g.add(g.mul(x, cos), g.mul(g.matmul(x, R), sin)); // [B, T, h, D]
+// rotate_half as one [N·h, D]×[D, D] GEMM instead of Split/Concat (ORT's strided Split is slow); the
+// operand is flattened to 2-D first because ORT runs a 4-D×2-D MatMul as many tiny products.
+function rope(g: Graph, x2: Value, cos: Value, sin: Value, R: Value, B: number, h: number, D: number): Value {
+  const x = g.reshape(x2, [B, -1, h, D]); // [B, T, h, D]
+  const rotated = g.reshape(g.matmul(g.reshape(x2, [-1, D]), R), [B, -1, h, D]); // [B, T, h, D]
+  return g.add(g.mul(x, cos), g.mul(rotated, sin)); // [B, T, h, D]
 }
 
 /**
@@ -124,8 +127,8 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const p = `model.layers.${l}`;
     const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
     const proj = (name: string) => g.gemm(h, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
-    const q = rope(g, g.reshape(proj('q_proj'), [B, -1, H, D]), cosQ, sinQ, R); // [B, T, H, D]
-    const k = rope(g, g.reshape(proj('k_proj'), [B, -1, Hkv, D]), inp.cos, inp.sin, R); // [B, T, Hkv, D]
+    const q = rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
+    const k = rope(g, proj('k_proj'), inp.cos, inp.sin, R, B, Hkv, D); // [B, T, Hkv, D]
     const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
     let keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
     let values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
