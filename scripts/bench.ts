@@ -36,16 +36,27 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** Runs `fn` once to warm up (unless its graphs are already compiled), then `repeats` times; returns the median wall time in seconds. */
-async function timed(repeats: number, fn: () => Promise<unknown>, warmUp = true): Promise<number> {
-  if (warmUp) await fn();
-  const times: number[] = [];
+/** Runs `fn` once to warm up, then `repeats` times; returns the median wall time in seconds. */
+async function timed(repeats: number, fn: () => Promise<unknown>): Promise<number> {
+  return (await compared(repeats, [fn]))[0]!;
+}
+
+/**
+ * Times several variants of one job, interleaved (a, b, a, b, …) so that a change in machine load
+ * between phases does not bias their ratio; each is warmed up once unless listed in `cold`
+ * (its graphs are already compiled). Returns the median seconds of each.
+ */
+async function compared(repeats: number, fns: (() => Promise<unknown>)[], cold: number[] = []): Promise<number[]> {
+  for (const [k, fn] of fns.entries()) if (!cold.includes(k)) await fn();
+  const times = fns.map((): number[] => []);
   for (let r = 0; r < repeats; r++) {
-    const t = performance.now();
-    await fn();
-    times.push((performance.now() - t) / 1000);
+    for (const [k, fn] of fns.entries()) {
+      const t = performance.now();
+      await fn();
+      times[k]!.push((performance.now() - t) / 1000);
+    }
   }
-  return median(times);
+  return times.map(median);
 }
 
 const randomTokens = (n: number, vocab: number, stream: number) => Array.from({ length: n }, (_, k) => Math.floor(uniform(1, [stream], k) * vocab));
@@ -93,21 +104,19 @@ async function treeScoring(repeats: number, model: LlamaModel) {
   const target = randomTokens(32, V, 202);
   const checkpoints = Array.from({ length: 8 }, (_, k) => prompt.length + 64 * (k + 1)); // …, full response
   const item = { context, checkpoints, target };
-  let tree: number[] = [];
-  const treeSeconds = await timed(repeats, async () => { [tree] = (await model.scoreCheckpoints([item])) as [number[]]; });
-  let separate: number[] = [];
-  const separateSeconds = await timed(repeats, async () => {
-    separate = [];
-    for (const c of checkpoints) {
-      const [lp] = await model.tokenLogps([{ tokens: [...context.slice(0, c), ...target], start: c }]);
-      separate.push(lp!.reduce((a, b) => a + b, 0) / lp!.length);
-    }
-  });
   const seqs = checkpoints.map((c) => ({ tokens: [...context.slice(0, c), ...target], start: c }));
+  const meanOf = (lp: number[]) => lp.reduce((a, b) => a + b, 0) / lp.length;
+  let tree: number[] = [];
+  let separate: number[] = [];
   let batched: number[] = [];
-  const batchedSeconds = await timed(repeats, async () => {
-    batched = (await model.tokenLogps(seqs, seqs.length)).map((lp) => lp.reduce((a, b) => a + b, 0) / lp.length);
-  });
+  const [treeSeconds, separateSeconds, batchedSeconds] = (await compared(repeats, [
+    async () => { [tree] = (await model.scoreCheckpoints([item])) as [number[]]; },
+    async () => {
+      separate = [];
+      for (const seq of seqs) separate.push(meanOf((await model.tokenLogps([seq]))[0]!));
+    },
+    async () => { batched = (await model.tokenLogps(seqs, seqs.length)).map(meanOf); },
+  ])) as [number, number, number];
   const maxAbsDiff = Math.max(...tree.map((v, k) => Math.max(Math.abs(v - separate[k]!), Math.abs(v - batched[k]!))));
   return { speedup: separateSeconds / treeSeconds, speedupVsBatched: batchedSeconds / treeSeconds, maxAbsDiff, treeSeconds, separateSeconds, batchedSeconds };
 }
@@ -118,7 +127,7 @@ async function kvDecode(repeats: number, model: LlamaModel, newTokens: number, B
   const prompts = Array.from({ length: B }, (_, b) => randomTokens(32, V, 300 + b));
   const continuations = Array.from({ length: B }, (_, b) => randomTokens(newTokens, V, 400 + b));
   const P0 = prompts[0]!.length;
-  const cacheSeconds = await timed(repeats, async () => {
+  const withCache = async () => {
     let { cache } = await model.forward({ tokens: prompts, positions: prompts.map((p) => p.map((_, k) => k)), attnBias: causalBias(prompts.map(() => P0), P0) });
     for (let t = 0; t < newTokens - 1; t++) {
       ({ cache } = await model.forward({
@@ -128,16 +137,16 @@ async function kvDecode(repeats: number, model: LlamaModel, newTokens: number, B
         past: cache,
       }));
     }
-  });
-  // No warm-up: the prefill above already compiled the no-cache graph. Fewer repeats: recomputation is
-  // by far the slower side, and its time varies little.
-  const recomputeSeconds = await timed(Math.max(1, repeats - 1), async () => {
+  };
+  const recompute = async () => {
     for (let t = 0; t < newTokens; t++) {
       const rows = prompts.map((p, b) => [...p, ...continuations[b]!.slice(0, t)]);
       const S = rows[0]!.length;
       await model.forward({ tokens: rows, positions: rows.map((r) => r.map((_, k) => k)), attnBias: causalBias(rows.map(() => S), S) });
     }
-  }, false);
+  };
+  // Recompute needs no warm-up: the cached run's prefill already compiled the no-cache graph.
+  const [cacheSeconds, recomputeSeconds] = (await compared(repeats, [withCache, recompute], [1])) as [number, number];
   return { speedup: recomputeSeconds / cacheSeconds, cacheSeconds, recomputeSeconds };
 }
 
