@@ -1,0 +1,92 @@
+/**
+ * A stage that fails for a reason retrying cannot fix does not kill the run: a dataset file with a bad
+ * row makes `prepareDataset` fail non-retryably, the run becomes `blocked` with the error recorded
+ * (file, line and field), `train --wait` exits non-zero, and after the file is fixed `operaflow retry`
+ * continues the same run to completion.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { syntheticTasks } from '../../opera/synthetic';
+import type { RunSummary } from '../../db/queries';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+
+jest.setTimeout(240_000);
+
+const env = testEnv(`blocked-${process.pid}-`);
+let worker: WorkerProcess;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  db = pool();
+  worker = await startWorker(env);
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await db?.end();
+});
+
+test('a non-retryable stage failure blocks the run; retry continues it after the fix', async () => {
+  const dir = tmpDir();
+  const dataset = join(dir, 'rows.jsonl');
+  const rows = syntheticTasks({ writing: 10, math: 10, seed: 3 }).map((r) => JSON.stringify(r));
+  const bad = [...rows];
+  bad[4] = JSON.stringify({ prompt: 'Describe a plaid yak.', taskType: 'writing' }); // line 5: no reference
+  writeFileSync(dataset, `${bad.join('\n')}\n`);
+  const config = writeConfig(
+    smokeYaml({
+      name: 'blocked',
+      artifactsDir: join(dir, 'artifacts'),
+      data: `{ source: ${JSON.stringify(dataset)}, evalFraction: 0.25, maxPromptTokens: 64 }`,
+      grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 32 }',
+    }),
+  );
+
+  const first = await runCli(['train', config, '--wait', '--json'], env);
+  expect(first.code).toBe(2);
+  const blocked = JSON.parse(lastLine(first.stdout)) as RunSummary;
+  expect(blocked.status).toBe('blocked');
+  expect(blocked.error).toContain(`${dataset}:5`);
+  expect(blocked.error).toMatch(/reference/);
+  expect(first.stderr).toContain(`operaflow retry ${blocked.id}`);
+  // One attempt: a non-retryable failure is not retried by Temporal, and its error is on the attempt.
+  const prep = blocked.stages.find((s) => s.stage === 'prepareDataset')!;
+  expect(prep.attempts).toHaveLength(1);
+  expect(prep.attempts[0]).toMatchObject({ status: 'failed', error: expect.stringContaining(`${dataset}:5`) });
+
+  // `retry` before the fix: the stage fails again and the run is blocked again (attempt 2 recorded).
+  const early = await runCli(['retry', blocked.id], env);
+  expect(early.code).toBe(0);
+  await waitFor('attempt 2 to fail', async () => {
+    const { rows: a } = await db.query("select 1 from stage_attempts where run_id = $1 and stage = 'prepareDataset' and attempt = 2 and status = 'failed'", [blocked.id]);
+    return a.length ? true : undefined;
+  }, 60_000);
+
+  writeFileSync(dataset, `${rows.join('\n')}\n`);
+  await waitFor('the run to be blocked again', async () => {
+    const { rows: r } = await db.query<{ status: string }>('select status from runs where id = $1', [blocked.id]);
+    return r[0]?.status === 'blocked' ? true : undefined;
+  }, 30_000);
+  const retried = await runCli(['retry', blocked.id], env);
+  expect(retried.code).toBe(0);
+
+  const done = await waitFor('the run to complete', async () => {
+    const show = await runCli(['show', blocked.id, '--json'], env, 60_000);
+    const s = JSON.parse(lastLine(show.stdout)) as RunSummary;
+    if (s.status === 'failed' || s.status === 'cancelled') throw new Error(`run ended ${s.status}: ${s.error}`);
+    return s.status === 'completed' ? s : undefined;
+  }, 150_000, 2000);
+  expect(done.error).toBeNull();
+  expect(done.currentIteration).toBe(1);
+  const attempts = done.stages.find((s) => s.stage === 'prepareDataset')!.attempts.map((a) => a.status);
+  expect(attempts).toEqual(['failed', 'failed', 'completed']);
+  const types = done.events.map((e) => e.type);
+  expect(types.filter((t) => t === 'blocked')).toHaveLength(2);
+  expect(types.filter((t) => t === 'retried')).toHaveLength(2);
+
+  // retry of a run that is not blocked is refused with a reason.
+  const again = await runCli(['retry', blocked.id], env);
+  expect(again.code).not.toBe(0);
+  expect(again.stderr).toMatch(/not blocked|not running/);
+});
