@@ -304,6 +304,12 @@ export class Graph {
   gather(data: Value, indices: Value): Value {
     return this.one('Gather', [data, indices], { axis: i(0) }, data.dtype, [...indices.shape, ...data.shape.slice(1)]);
   }
+  /** GatherND; with batchDims = 1 each batch row indexes its own slice (no gradient rule: inference only). */
+  gatherND(data: Value, indices: Value, batchDims: number): Value {
+    const depth = indices.shape[indices.shape.length - 1] as number;
+    const shape = [...indices.shape.slice(0, -1), ...data.shape.slice(batchDims + depth)];
+    return this.one('GatherND', [data, indices], { batch_dims: i(batchDims) }, data.dtype, shape);
+  }
   gatherElements(data: Value, indices: Value, axis: number): Value {
     return this.one('GatherElements', [data, indices], { axis: i(normAxis(axis, data.shape.length)) }, data.dtype, indices.shape);
   }

@@ -103,8 +103,9 @@ function rope(g: Graph, x2: Value, cos: Value, sin: Value, R: Value, B: number, 
 }
 
 /**
- * The decoder. With `rows` ([R] int64 indices into the N = B·T flattened positions) only those rows go
- * through the LM head: scoring needs a few positions, and the head dominates for large vocabularies.
+ * The decoder. With `rows` ([B, R] int64 positions t within each batch row) the last
+ * layer computes queries, MLP and LM head for those positions only (every position still supplies keys
+ * and values): scoring reads few positions, which makes tree-masked scoring markedly cheaper.
  */
 export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows?: Value): LlamaOutputs {
   const { H, Hkv, D, G, L } = dims(config);
@@ -121,13 +122,21 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
   const bias = g.unsqueeze(inp.bias, [1, 2]); // [B, 1, 1, T, L]
   const R = rotateHalf(g, D);
 
+  if (rows && inp.past) throw new Error('buildLlama: row selection is for cache-less scoring graphs');
+  const rowIdx = rows ? g.unsqueeze(rows, [2]) : undefined; // [B, R, 1]
+  const pickRows = (t: Value) => g.gatherND(t, rowIdx!, 1); // [B, T, ...] → [B, R, ...]
+  const pickFlat = (t: Value) => g.reshape(pickRows(g.reshape(t, [B, -1, t.shape[1]!])), [-1, t.shape[1]!]); // [N, c] → [B·R, c]
+
   let x = g.gather(w('model.embed_tokens.weight'), g.reshape(inp.tokens, [-1])); // [N, C]
   const presents: LlamaOutputs['presents'] = [];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}`;
+    const trim = rowIdx !== undefined && l === L - 1;
     const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
-    const proj = (name: string) => g.gemm(h, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
-    const q = rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
+    const proj = (name: string, from = h) => g.gemm(from, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
+    const q = trim
+      ? rope(g, proj('q_proj', pickFlat(h)), pickRows(cosQ), pickRows(sinQ), R, B, H, D) // [B, R, H, D]
+      : rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
     const k = rope(g, proj('k_proj'), inp.cos, inp.sin, R, B, Hkv, D); // [B, T, Hkv, D]
     const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
     let keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
@@ -138,12 +147,14 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
       values = g.concat([past.values, values], 2); // [B, Hkv, L, D]
     }
     presents.push({ keys, values });
-    const q5 = g.transpose(g.reshape(q, [B, 'T', Hkv, G, D]), [0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
+    const q5 = g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
     const kT = g.unsqueeze(g.transpose(keys, [0, 1, 3, 2]), [2]); // [B, Hkv, 1, D, L]
-    const scores = g.add(g.matmul(q5, kT), bias); // [B, Hkv, G, T, L]
+    const rowBias = trim ? g.unsqueeze(pickRows(inp.bias), [1, 2]) : bias; // [B, 1, 1, T, L]
+    const scores = g.add(g.matmul(q5, kT), rowBias); // [B, Hkv, G, T, L]
     const probs = g.softmax(scores, -1); // [B, Hkv, G, T, L]
     const ctx = g.matmul(probs, g.unsqueeze(values, [2])); // [B, Hkv, G, T, D]
     const merged = g.reshape(g.transpose(ctx, [0, 3, 1, 2, 4]), [-1, H * D]); // [N, H·D]
+    if (trim) x = pickFlat(x); // [B·R, C]
     x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
 
     const h2 = rmsNorm(g, x, w(`${p}.post_attention_layernorm.weight`), eps); // [N, C]
@@ -152,8 +163,7 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
     x = g.add(x, g.gemm(act, w(`${p}.mlp.down_proj.weight`), { transB: true })); // [N, C]
   }
-  if (rows) x = g.gather(x, rows); // [R, C]
-  const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C] (or [R, C])
+  const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C] (or [B·R, C])
   const head = config.tie_word_embeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
   const logits = g.gemm(hf, head, { transB: true }); // [N, V]
   return { logits, presents };

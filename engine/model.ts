@@ -124,9 +124,9 @@ export class LlamaModel {
       const g = new Graph('float32');
       const params = parameterInputs(g, this.config);
       const inp = forwardInputs(g, this.config, B, false);
-      const rows: Value = g.input('rows', 'int64', ['R']); // flat b·T + t positions to score
-      const targets: Value = g.input('targets', 'int64', ['R']);
-      g.output(targetLogps(g, buildLlama(g, this.config, params, inp, rows).logits, targets), 'logp'); // [R]
+      const rows: Value = g.input('rows', 'int64', [B, 'R']); // positions to score within each row
+      const targets: Value = g.input('targets', 'int64', [B, 'R']);
+      g.output(targetLogps(g, buildLlama(g, this.config, params, inp, rows).logits, targets), 'logp'); // [B, R]
       return g;
     });
   }
@@ -171,17 +171,34 @@ export class LlamaModel {
    */
   async rowLogps(seqs: { tokens: number[]; positions: number[] }[], bias: Float32Array, T: number, picks: [number, number][]): Promise<Float32Array> {
     const B = seqs.length;
+    // Rows score equally many positions; short ones repeat their first pick and the extra results are dropped.
+    const perRow = seqs.map(() => [] as number[]);
+    picks.forEach(([flat], k) => perRow[Math.floor(flat / T)]!.push(k));
+    const R = Math.max(1, ...perRow.map((r) => r.length));
+    const rows = new BigInt64Array(B * R);
+    const targets = new BigInt64Array(B * R);
+    const slot = new Int32Array(picks.length);
+    perRow.forEach((ks, b) => {
+      for (let j = 0; j < R; j++) {
+        const k = ks[Math.min(j, ks.length - 1)];
+        if (k === undefined) continue;
+        rows[b * R + j] = BigInt(picks[k]![0] - b * T);
+        targets[b * R + j] = BigInt(picks[k]![1]);
+        if (j < ks.length) slot[k] = b * R + j;
+      }
+    });
     const rot = rotaryTables(this.config, seqs.map((r) => r.positions), T);
     const out = await (await this.logpSession(B)).run({
       ...weightFeeds(this.config, this._weights),
       tokens: { data: padRows(seqs.map((r) => r.tokens), T), dims: [B, T] },
-      rows: { data: int64(picks.map((p) => p[0])), dims: [picks.length] },
-      targets: { data: int64(picks.map((p) => p[1])), dims: [picks.length] },
+      rows: { data: rows, dims: [B, R] },
+      targets: { data: targets, dims: [B, R] },
       cos: { data: rot.cos, dims: rot.dims },
       sin: { data: rot.sin, dims: rot.dims },
       bias: { data: bias, dims: [B, T, T] },
     });
-    return out.logp!.data as Float32Array;
+    const logp = out.logp!.data as Float32Array;
+    return Float32Array.from(slot, (at) => logp[at]!);
   }
 
   async tokenLogps(seqs: { tokens: number[]; start: number }[], maxRows = 8): Promise<number[][]> {
