@@ -119,7 +119,6 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
   const scale = g.scalar(1 / Math.sqrt(D));
   const cosQ = g.mul(inp.cos, scale); // [B, T, 1, D]: folding 1/sqrt(D) into q's rotation is free
   const sinQ = g.mul(inp.sin, scale);
-  const bias = g.unsqueeze(inp.bias, [1, 2]); // [B, 1, 1, T, L]
   const R = rotateHalf(g, D);
 
   if (rows && inp.past) throw new Error('buildLlama: row selection is for cache-less scoring graphs');
@@ -147,13 +146,18 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
       values = g.concat([past.values, values], 2); // [B, Hkv, L, D]
     }
     presents.push({ keys, values });
-    const q5 = g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]); // [B, Hkv, G, T, D]
-    const kT = g.unsqueeze(g.transpose(keys, [0, 1, 3, 2]), [2]); // [B, Hkv, 1, D, L]
-    const rowBias = trim ? g.unsqueeze(pickRows(inp.bias), [1, 2]) : bias; // [B, 1, 1, T, L]
-    const scores = g.add(g.matmul(q5, kT), rowBias); // [B, Hkv, G, T, L]
-    const probs = g.softmax(scores, -1); // [B, Hkv, G, T, L]
-    const ctx = g.matmul(probs, g.unsqueeze(values, [2])); // [B, Hkv, G, T, D]
-    const merged = g.reshape(g.transpose(ctx, [0, 3, 1, 2, 4]), [-1, H * D]); // [N, H·D]
+    // Grouped heads use a 5-D [B, Hkv, G, T, D] layout so K/V broadcast over G without copies; plain
+    // multi-head attention stays 4-D, where ORT's broadcast Add of the bias is markedly faster.
+    const grouped = G > 1;
+    const qa = grouped
+      ? g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]) // [B, Hkv, G, T, D]
+      : g.transpose(q, [0, 2, 1, 3]); // [B, H, T, D]
+    const kT = g.transpose(keys, [0, 1, 3, 2]); // [B, Hkv, D, L]
+    const biasT = trim ? pickRows(inp.bias) : inp.bias; // [B, T, L]
+    const scores = g.add(g.matmul(qa, grouped ? g.unsqueeze(kT, [2]) : kT), g.unsqueeze(biasT, grouped ? [1, 2] : [1])); // [B, Hkv, (G,) T, L]
+    const probs = g.softmax(scores, -1);
+    const ctx = g.matmul(probs, grouped ? g.unsqueeze(values, [2]) : values); // [B, Hkv, (G,) T, D]
+    const merged = g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [N, H·D]
     if (trim) x = pickFlat(x); // [B·R, C]
     x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
 
