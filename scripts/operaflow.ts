@@ -449,7 +449,12 @@ async function cmdSignal(command: 'pause' | 'resume' | 'cancel' | 'retry', args:
   const s = await connect();
   try {
     const run = await requireRun(s.db.db, runId);
-    const live = await workflowRunning(s, runId);
+    let live = await workflowRunning(s, runId);
+    // The workflow records a terminal status just before it closes: give it a moment to finish closing.
+    for (let i = 0; live && TERMINAL_STATUSES.includes(run.status) && i < 40; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      live = await workflowRunning(s, runId);
+    }
     const handle = s.client.workflow.getHandle(runId);
     const who = actor();
     if (command === 'resume' && !live) {

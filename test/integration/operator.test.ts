@@ -1,0 +1,89 @@
+/**
+ * Operator commands through the real CLI: pause holds a run at the next stage boundary, resume releases
+ * it, cancel ends it (`cancelled`, audit events by whom), and `resume` of the cancelled run starts a
+ * continuation from its last completed iteration that runs to completion. Starting the same run id
+ * twice attaches instead of starting a second workflow.
+ */
+import type pg from 'pg';
+import type { RunSummary } from '../../db/queries';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+
+jest.setTimeout(300_000);
+
+const env = testEnv(`operator-${process.pid}-`);
+let worker: WorkerProcess;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  db = pool();
+  worker = await startWorker(env);
+});
+
+afterAll(async () => {
+  await worker?.stop();
+  await db?.end();
+});
+
+async function status(runId: string): Promise<{ status: string; current_iteration: number }> {
+  const { rows } = await db.query<{ status: string; current_iteration: number }>('select status, current_iteration from runs where id = $1', [runId]);
+  return rows[0]!;
+}
+
+test('pause, resume, cancel, then resume the cancelled run from its last completed iteration', async () => {
+  const config = writeConfig(
+    smokeYaml({
+      name: 'operator',
+      artifactsDir: tmpDir(),
+      grpo: '{ iterations: 4, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
+    }),
+  );
+  const runId = `operator-${process.pid}`;
+  const started = await runCli(['train', config, '--id', runId], env);
+  expect(started.code).toBe(0);
+  expect(started.stdout).toContain(`started run ${runId}`);
+
+  // The same id again attaches to the live run instead of starting another.
+  const attached = await runCli(['train', config, '--id', runId], env);
+  expect(attached.code).toBe(0);
+  expect(attached.stdout).toContain(`attached to run ${runId}`);
+
+  await waitFor('iteration 1', async () => ((await status(runId)).current_iteration >= 1 ? true : undefined), 120_000, 200);
+  expect((await runCli(['pause', runId], env)).code).toBe(0);
+  await waitFor('paused', async () => ((await status(runId)).status === 'paused' ? true : undefined), 60_000, 200);
+  const pausedAt = (await status(runId)).current_iteration;
+  await new Promise((r) => setTimeout(r, 3000));
+  // Nothing new starts while paused.
+  expect((await status(runId)).current_iteration).toBe(pausedAt);
+  expect((await status(runId)).status).toBe('paused');
+
+  expect((await runCli(['resume', runId], env)).code).toBe(0);
+  await waitFor('running again', async () => ((await status(runId)).status === 'running' ? true : undefined), 60_000, 200);
+
+  expect((await runCli(['cancel', runId], env)).code).toBe(0);
+  await waitFor('cancelled', async () => ((await status(runId)).status === 'cancelled' ? true : undefined), 60_000, 200);
+  const cancelledAt = (await status(runId)).current_iteration;
+  expect(cancelledAt).toBeLessThan(4);
+
+  const resumed = await runCli(['resume', runId], env);
+  expect(resumed.code).toBe(0);
+  // From the last iteration whose update completed (one cancelled mid-save may have completed too).
+  const from = Number(/from iteration (\d+)/.exec(resumed.stdout)?.[1]);
+  expect(from).toBeGreaterThanOrEqual(cancelledAt);
+  const done = await waitFor('completed', async () => {
+    const s = await status(runId);
+    if (s.status === 'failed' || s.status === 'blocked') throw new Error(`run ended ${s.status}\n${worker.output()}`);
+    return s.status === 'completed' ? s : undefined;
+  }, 150_000);
+  expect(done.current_iteration).toBe(4);
+
+  const show = JSON.parse(lastLine((await runCli(['show', runId, '--json'], env)).stdout)) as RunSummary;
+  const types = show.events.map((e) => e.type);
+  for (const t of ['started', 'attached', 'paused', 'resumed', 'cancelled']) expect(types).toContain(t);
+  expect(show.events.find((e) => e.type === 'paused')!.actor).toMatch(/@/);
+  // The continuation redid no completed update: one completed update attempt per iteration.
+  const updates = show.stages.filter((s) => s.stage === 'update');
+  expect(updates.map((u) => u.iteration)).toEqual([1, 2, 3, 4]);
+  for (const u of updates) expect(u.attempts.filter((a) => a.status === 'completed')).toHaveLength(1);
+  const { rows } = await db.query<{ n: number }>("select count(*)::int as n from samples where run_id = $1 and split = 'train'", [runId]);
+  expect(rows[0]!.n).toBe(4 * 4 * 4);
+});
