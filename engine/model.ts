@@ -76,9 +76,14 @@ export class LlamaModel {
   readonly providers: readonly string[];
   private _weights: Weights;
   private readonly sessions = new Map<string, Promise<Session>>();
+  /** Inference sessions with the current weights baked in; dropped by setWeights. */
+  private baked = new Map<string, Promise<Session>>();
+  /** Models up to this many parameter bytes bake weights into inference graphs (protobuf caps a model at 2 GB). */
+  readonly bakeLimitBytes: number;
 
-  constructor(config: LlamaConfig, weights: Weights, options: { providers?: string[] } = {}) {
+  constructor(config: LlamaConfig, weights: Weights, options: { providers?: string[]; bakeLimitBytes?: number } = {}) {
     this.config = config;
+    this.bakeLimitBytes = options.bakeLimitBytes ?? 512 * 2 ** 20;
     this.providers = options.providers ?? DEFAULT_PROVIDERS;
     checkProviders(this.providers);
     weightFeeds(config, weights);
@@ -91,6 +96,40 @@ export class LlamaModel {
   setWeights(w: Weights): void {
     weightFeeds(this.config, w);
     this._weights = w;
+    const stale = [...this.baked.values()];
+    this.baked = new Map();
+    for (const s of stale) s.then((x) => x.release()).catch(() => undefined);
+  }
+
+  private get bakes(): boolean {
+    let bytes = 0;
+    for (const w of this._weights.values()) bytes += w.byteLength;
+    return bytes <= this.bakeLimitBytes;
+  }
+
+  /** Parameters for an inference graph: constants when baking, else graph inputs. */
+  private inferenceParams(g: Graph): Map<string, Value> {
+    if (!this.bakes) return parameterInputs(g, this.config);
+    const params = new Map<string, Value>();
+    for (const [name, shape] of parameterShapes(this.config)) params.set(name, g.constant(this._weights.get(name)!, 'float32', shape));
+    return params;
+  }
+
+  /** Weight feeds for inference graphs (none when the weights are baked in). */
+  private inferenceFeeds(): Feeds {
+    return this.bakes ? {} : weightFeeds(this.config, this._weights);
+  }
+
+  /** Session for an inference graph: baked ones are per weights version and not hash-cached. */
+  private inferenceSession(key: string, build: () => Graph): Promise<Session> {
+    if (!this.bakes) return this.session(key, build);
+    let s = this.baked.get(key);
+    if (!s) {
+      s = Session.owned(build().toBytes(), this.providers);
+      this.baked.set(key, s);
+      s.catch(() => this.baked.delete(key));
+    }
+    return s;
   }
 
   /** A cached session for `key`, building its graph on first use. */
@@ -105,9 +144,9 @@ export class LlamaModel {
   }
 
   private forwardSession(B: number, withPast: boolean): Promise<Session> {
-    return this.session(`forward|${B}|${withPast}`, () => {
+    return this.inferenceSession(`forward|${B}|${withPast}`, () => {
       const g = new Graph('float32');
-      const params = parameterInputs(g, this.config);
+      const params = this.inferenceParams(g);
       const inp = forwardInputs(g, this.config, B, withPast);
       const out = buildLlama(g, this.config, params, inp);
       g.output(g.reshape(out.logits, [B, -1, this.config.vocab_size]), 'logits'); // [B, T, V]
@@ -120,9 +159,9 @@ export class LlamaModel {
   }
 
   private logpSession(B: number): Promise<Session> {
-    return this.session(`logp|${B}`, () => {
+    return this.inferenceSession(`logp|${B}`, () => {
       const g = new Graph('float32');
-      const params = parameterInputs(g, this.config);
+      const params = this.inferenceParams(g);
       const inp = forwardInputs(g, this.config, B, false);
       const rows: Value = g.input('rows', 'int64', [B, 'R']); // positions to score within each row
       const targets: Value = g.input('targets', 'int64', [B, 'R']);
@@ -142,7 +181,7 @@ export class LlamaModel {
     if (input.attnBias.length !== B * S * (P + S)) throw new Error(`forward: attnBias must be [${B}, ${S}, ${P + S}]`);
     const rot = rotaryTables(this.config, input.positions, S);
     const feeds: Feeds = {
-      ...weightFeeds(this.config, this._weights),
+      ...this.inferenceFeeds(),
       tokens: { data: padRows(input.tokens, S), dims: [B, S] },
       cos: { data: rot.cos, dims: rot.dims },
       sin: { data: rot.sin, dims: rot.dims },
@@ -189,7 +228,7 @@ export class LlamaModel {
     });
     const rot = rotaryTables(this.config, seqs.map((r) => r.positions), T);
     const out = await (await this.logpSession(B)).run({
-      ...weightFeeds(this.config, this._weights),
+      ...this.inferenceFeeds(),
       tokens: { data: padRows(seqs.map((r) => r.tokens), T), dims: [B, T] },
       rows: { data: rows, dims: [B, R] },
       targets: { data: targets, dims: [B, R] },
