@@ -82,3 +82,23 @@ describe('log-prob graphs', () => {
     expect(MASKED).toBeLessThan(-1e8);
   });
 });
+
+describe('weights baked into inference graphs', () => {
+  const config = tinyGqa;
+  const tokens = [[3, 1, 4, 1, 5, 9, 2, 6]];
+  const input = { tokens, positions: [tokens[0]!.map((_, k) => k)], attnBias: causalBias([8], 8) };
+
+  test('setWeights takes effect (no stale baked session) and matches the weights-as-inputs path', async () => {
+    const a = randomWeights(config, 1);
+    const b = randomWeights(config, 2);
+    const model = new LlamaModel(config, a);
+    const before = (await model.forward(input)).logits;
+    model.setWeights(b);
+    const after = (await model.forward(input)).logits;
+    const unbaked = new LlamaModel(config, b, { bakeLimitBytes: 0 });
+    const reference = (await unbaked.forward(input)).logits;
+    expect(maxAbsDiff(before, after)).toBeGreaterThan(0.1);
+    expect(maxAbsDiff(after, reference)).toBeLessThanOrEqual(1e-5);
+    expect(maxAbsDiff(await model.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!), await unbaked.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!))).toBeLessThanOrEqual(1e-5);
+  });
+});
