@@ -157,6 +157,13 @@ export class Trainer {
   constructor(private readonly model: LlamaModel, options: AdamWOptions = {}, state?: OptimizerState) {
     this.opts = { ...adamwDefaults, ...options };
     this.st = state ?? { step: 0, m: zerosLike(model.weights), v: zerosLike(model.weights) };
+    for (const [name, shape] of parameterShapes(model.config)) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      for (const [which, moments] of [['m', this.st.m], ['v', this.st.v]] as const) {
+        const x = moments.get(name);
+        if (!x || x.length !== n) throw new Error(`optimizer state: ${which} for ${name} is ${x ? `${x.length} values` : 'missing'}, expected ${n}`);
+      }
+    }
   }
 
   state(): OptimizerState {

@@ -179,3 +179,10 @@ describe('whole-model gradient check (float64 finite differences)', () => {
     expect(checked).toBe(2 * params.size);
   });
 });
+
+test('optimizer state is validated against the model', () => {
+  const model = new LlamaModel(tinyGqa, randomWeights(tinyGqa, 1));
+  const m = new Map(model.weights);
+  m.delete('model.norm.weight');
+  expect(() => new Trainer(model, {}, { step: 3, m, v: model.weights })).toThrow('optimizer state: m for model.norm.weight is missing');
+});
