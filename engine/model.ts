@@ -83,7 +83,7 @@ export class LlamaModel {
 
   constructor(config: LlamaConfig, weights: Weights, options: { providers?: string[]; bakeLimitBytes?: number } = {}) {
     this.config = config;
-    this.bakeLimitBytes = options.bakeLimitBytes ?? 512 * 2 ** 20;
+    this.bakeLimitBytes = options.bakeLimitBytes ?? 256 * 2 ** 20; // each (use, batch) session holds its own copy
     this.providers = options.providers ?? DEFAULT_PROVIDERS;
     checkProviders(this.providers);
     weightFeeds(config, weights);
