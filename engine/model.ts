@@ -60,7 +60,7 @@ export function weightFeeds(config: LlamaConfig, weights: Weights): Feeds {
 export function causalBias(lengths: number[], T: number): Float32Array {
   const bias = new Float32Array(lengths.length * T * T).fill(MASKED);
   lengths.forEach((len, b) => {
-    for (let q = 0; q < T; q++) for (let k = 0; k <= Math.min(q, len - 1); k++) bias[(b * T + q) * T + k] = 0;
+    for (let q = 0; q < T; q++) bias.fill(0, (b * T + q) * T, (b * T + q) * T + Math.min(q, len - 1) + 1);
   });
   return bias;
 }
@@ -273,7 +273,7 @@ export class LlamaModel {
       const T = Math.max(...trees.map((t) => t.tokens.length));
       const B = trees.length;
       const bias = new Float32Array(B * T * T).fill(MASKED);
-      trees.forEach((t, b) => t.visible.forEach((keys, q) => keys.forEach((k) => (bias[(b * T + q) * T + k] = 0))));
+      trees.forEach((t, b) => t.visible.forEach((spans, q) => spans.forEach(([from, to]) => bias.fill(0, (b * T + q) * T + from, (b * T + q) * T + to))));
       for (let b = 0; b < B; b++) for (let q = trees[b]!.tokens.length; q < T; q++) bias[(b * T + q) * T + q] = 0; // padding rows see themselves
       const picks: [number, number][] = [];
       trees.forEach((t, b) => t.readout.forEach((rowsOf) => rowsOf.forEach((r) => picks.push([b * T + r, t.targets[r]!]))));
@@ -302,7 +302,7 @@ export function checkpointTree(item: { context: number[]; checkpoints: number[];
   const tokens = [...context];
   const positions = context.map((_, k) => k);
   const targets = context.map((_, k) => context[k + 1] ?? 0);
-  const visible: number[][] = context.map((_, q) => Array.from({ length: q + 1 }, (_, k) => k));
+  const visible: [number, number][][] = context.map((_, q) => [[0, q + 1]]); // per row: visible key ranges [from, to)
   const readout: number[][] = [];
   for (const cp of checkpoints) {
     if (!Number.isInteger(cp) || cp < 1 || cp > n) throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${n}]`);
@@ -313,9 +313,7 @@ export function checkpointTree(item: { context: number[]; checkpoints: number[];
       tokens.push(target[k]!);
       positions.push(cp + k);
       targets.push(target[k + 1]!);
-      const keys = Array.from({ length: cp }, (_, j) => j);
-      for (let j = 0; j <= k; j++) keys.push(start + j);
-      visible.push(keys);
+      visible.push([[0, cp], [start, start + k + 1]]);
       rows.push(start + k);
     }
     readout.push(rows);
