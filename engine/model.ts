@@ -90,6 +90,7 @@ export class LlamaModel {
     this._weights = weights;
   }
 
+  /** The current weights. Replace them with setWeights, never in place: inference graphs bake them in. */
   get weights(): Weights {
     return this._weights;
   }
