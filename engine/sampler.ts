@@ -93,18 +93,28 @@ export function chooseToken(
   // Probabilities at this temperature, relative to the best token (which has weight 1).
   const weight = new Float64Array(V);
   for (let i = 0; i < V; i++) weight[i] = Math.exp((logits[i]! - max) / temperature);
-  let order: number[] = Array.from({ length: V }, (_, i) => i);
-  if ((topK > 0 && topK < V) || topP < 1) {
-    order.sort((a, b) => weight[b]! - weight[a]! || a - b);
-    if (topK > 0) order = order.slice(0, topK);
-    if (topP < 1) {
-      // Keep the smallest prefix whose mass reaches topP (the token that crosses it is kept).
-      const total = order.reduce((s, i) => s + weight[i]!, 0);
-      let cum = 0;
-      let keep = 0;
-      while (keep < order.length && cum < topP * total) cum += weight[order[keep++]!]!;
-      order = order.slice(0, Math.max(1, keep));
+  if ((topK <= 0 || topK >= V) && topP >= 1) {
+    // No filter: walk the CDF in id order, without building and sorting an index (vocabularies reach 150k).
+    let total = 0;
+    for (let i = 0; i < V; i++) total += weight[i]!;
+    const target = u * total;
+    let cum = 0;
+    for (let i = 0; i < V; i++) {
+      cum += weight[i]!;
+      if (target < cum) return { token: i, logp: logp(i) };
     }
+    return { token: V - 1, logp: logp(V - 1) }; // only reachable through rounding when u is within 1 ulp of 1
+  }
+  let order: number[] = Array.from({ length: V }, (_, i) => i);
+  order.sort((a, b) => weight[b]! - weight[a]! || a - b);
+  if (topK > 0) order = order.slice(0, topK);
+  if (topP < 1) {
+    // Keep the smallest prefix whose mass reaches topP (the token that crosses it is kept).
+    const mass = order.reduce((s, i) => s + weight[i]!, 0);
+    let cum = 0;
+    let keep = 0;
+    while (keep < order.length && cum < topP * mass) cum += weight[order[keep++]!]!;
+    order = order.slice(0, Math.max(1, keep));
   }
   const total = order.reduce((s, i) => s + weight[i]!, 0);
   const target = u * total;
