@@ -9,6 +9,7 @@
  * partial log. Randomness is keyed by (seed, iteration, prompt, sample, token), so a retried stage
  * produces what the first attempt would have.
  */
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
 import type { Db } from '../db/client';
@@ -27,7 +28,7 @@ import {
 import type { NewSample } from '../db/schema';
 import { initWeights } from '../engine/model';
 import { LlamaModel } from '../engine/model';
-import { loadCheckpoint } from '../engine/checkpoint';
+import { loadCheckpoint, saveCheckpoint } from '../engine/checkpoint';
 import { sample } from '../engine/sampler';
 import { Trainer } from '../engine/trainer';
 import { runConfigSchema, type RunConfig } from '../opera/config';
@@ -157,7 +158,12 @@ export function createActivities(deps: ActivityDeps) {
 
   /** Heartbeat details of the previous attempt (after a crash), if any. */
   function resumeDetails<T>(): T | undefined {
-    return activityInfo().heartbeatDetails as T | undefined;
+    const details = activityInfo().heartbeatDetails as T | undefined;
+    if (details !== undefined) {
+      const info = activityInfo();
+      deps.log?.(`${info.activityType} attempt ${info.attempt} resumes from the last heartbeat ${JSON.stringify(details)}`);
+    }
+    return details;
   }
 
   /**
@@ -240,17 +246,40 @@ export function createActivities(deps: ActivityDeps) {
           const r = [...tok.encode(ex.response), tok.eosId];
           return { tokens: [...p, ...r], lossMask: [...p.map(() => 0), ...r.map(() => 1)] };
         });
-        const trainer = new Trainer(model, { weightDecay: cs.weightDecay });
+        // Every `every` steps the weights and optimizer are saved to a partial checkpoint and its step
+        // heartbeated: a retry after a crash continues from there (batches and lr depend on the step only).
+        const every = Math.max(10, Math.ceil(cs.steps / 4));
+        // One directory per saved step: the last heartbeat that reached the server may name an older one.
+        const partialDir = (n: number) => join(runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
+        let trainer = new Trainer(model, { weightDecay: cs.weightDecay });
+        let start = 0;
+        const resumed = resumeDetails<{ step: number; partialStep?: number }>();
+        if (resumed?.partialStep !== undefined) {
+          const partial = await loadCheckpoint(partialDir(resumed.partialStep), modelConfig).catch(() => undefined);
+          const savedStep = Number(partial?.extra?.step);
+          if (partial?.optimizer && savedStep === resumed.partialStep) {
+            model.setWeights(partial.weights);
+            trainer = new Trainer(model, { weightDecay: cs.weightDecay }, partial.optimizer);
+            start = savedStep;
+          }
+        }
+        let partialStep: number | undefined = start > 0 ? start : undefined;
         const order = permutation(examples.length, config.seed ^ 0x5f7);
-        for (let step = 0; step < cs.steps; step++) {
+        for (let step = start; step < cs.steps; step++) {
           const batch = Array.from({ length: Math.min(cs.batchSize, examples.length) }, (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!);
           const out = await trainer.sftStep(batch, warmupLr(cs.lr, cs.warmupSteps, step));
           if (!Number.isFinite(out.loss)) throw new PermanentError(`cold-start SFT: loss is ${out.loss} at step ${step} (lower coldStart.lr)`);
           finalLoss = out.loss;
-          steps++;
           if (step % 5 === 0 || step === cs.steps - 1) await upsertMetrics(db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
-          heartbeat({ step });
+          if ((step + 1) % every === 0 && step + 1 < cs.steps) {
+            await saveCheckpoint(partialDir(step + 1), { config: modelConfig, weights: model.weights, optimizer: trainer.state(), extra: { step: step + 1 } });
+            // Keep the previous one too, in case this step's heartbeat never reaches the server.
+            if (partialStep !== undefined && partialStep - every > 0) await rm(partialDir(partialStep - every), { recursive: true, force: true });
+            partialStep = step + 1;
+          }
+          heartbeat({ step: step + 1, ...(partialStep !== undefined ? { partialStep } : {}) });
         }
+        steps = cs.steps;
       }
       const { checkpoint } = await saveCheckpointRecorded(db, runId, 0, join(runDir(config, runId), 'checkpoints', `iter-${pad(0)}`), {
         config: modelConfig,
