@@ -523,7 +523,7 @@ export function createActivities(deps: ActivityDeps) {
         tok,
         rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [0x7fff_0000 + iteration, k, 0] })),
         { temperature: config.eval.temperature, topK: 0, topP: 1, maxNewTokens: config.eval.maxNewTokens, seed: config.seed },
-        () => heartbeat({ phase: 'sample' }),
+        (done) => heartbeat({ phase: 'sample', done }),
       );
       heartbeat({ phase: 'score' });
       const scores = await scoreResponses(

@@ -19,6 +19,7 @@ import { existsSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import cliProgress from 'cli-progress';
 import type { CheckpointRef, DatasetRef, EvalResult, SftOutput, UpdateOutput } from '../activities/types';
 import { createDb, type DbHandle } from '../db/client';
@@ -218,7 +219,7 @@ async function cmdTrain(args: Args): Promise<number> {
       if (json) console.log(JSON.stringify(await runSummary(s.db.db, runId)));
       return 0;
     }
-    const status = await waitForRun(s, runId, config.grpo.iterations, json);
+    const status = await waitForRun(s, runId, config, json);
     const summary = await runSummary(s.db.db, runId);
     if (!json || process.stderr.isTTY) printEvalComparison(summary, json ? console.error : console.log);
     if (json) console.log(JSON.stringify(summary));
@@ -233,7 +234,44 @@ async function cmdTrain(args: Args): Promise<number> {
  * terminal and a line per stage change otherwise. Progress comes from the database, which workers
  * update, so it works without a worker to answer queries.
  */
-async function waitForRun(s: Services, runId: string, iterations: number, json: boolean): Promise<string> {
+/** Items a compute activity heartbeats through (its `step` or `item` count), for the stage progress bar. */
+function stageItems(config: RunConfig, activity: string): number | undefined {
+  const perShard = Math.ceil(config.grpo.promptsPerIteration / config.runtime.rolloutShards);
+  switch (activity) {
+    case 'coldStartSft':
+      return config.coldStart.steps;
+    case 'rollout':
+    case 'score':
+      return perShard;
+    case 'update':
+      return config.grpo.epochs * Math.ceil((config.grpo.promptsPerIteration * config.grpo.groupSize) / config.grpo.miniBatchSize);
+    case 'evaluate':
+      return config.eval.prompts;
+    default:
+      return undefined;
+  }
+}
+
+/** The most advanced heartbeat among the workflow's running activities: which stage, how far. */
+function liveProgress(pending: { activityType?: { name?: string | null } | null; heartbeatDetails?: { payloads?: unknown[] | null } | null }[]) {
+  let best: { activity: string; done: number } | undefined;
+  for (const p of pending) {
+    const payload = p.heartbeatDetails?.payloads?.[0];
+    if (!payload) continue;
+    let details: { step?: number; item?: number; done?: number } | undefined;
+    try {
+      details = defaultPayloadConverter.fromPayload(payload as Parameters<typeof defaultPayloadConverter.fromPayload>[0]);
+    } catch {
+      continue;
+    }
+    const done = details?.item ?? details?.step ?? details?.done;
+    if (typeof done === 'number' && (!best || done > best.done)) best = { activity: p.activityType?.name ?? '?', done };
+  }
+  return best;
+}
+
+async function waitForRun(s: Services, runId: string, config: RunConfig, json: boolean): Promise<string> {
+  const iterations = config.grpo.iterations;
   const out = (line: string) => (json ? console.error(line) : console.log(line));
   const tty = Boolean(process.stderr.isTTY);
   const bars = tty
@@ -277,6 +315,13 @@ async function waitForRun(s: Services, runId: string, iterations: number, json: 
       try {
         const d = await handle.describe();
         closed = d.status.name !== 'RUNNING';
+        // Within a long stage: the heartbeat of its activity (SFT step, prompts sampled or scored, update step).
+        const live = liveProgress(d.raw.pendingActivities ?? []);
+        const total = live && stageItems(config, live.activity);
+        if (stageBar && live && total) {
+          stageBar.setTotal(total);
+          stageBar.update(Math.min(live.done, total), { label: `${label} · ${live.activity} ${live.done}/${total}` });
+        }
       } catch (err) {
         if (!(err instanceof WorkflowNotFoundError)) throw err;
         closed = true;
@@ -339,6 +384,8 @@ async function cmdWorker(args: Args): Promise<number> {
           // Compute activities hold the CPU (ORT blocks the event loop): one rollout shard at a time; the
           // train queue also serves the quick status writes, so it takes a few.
           maxConcurrentActivityTaskExecutions: queue === TASK_QUEUES.train ? 4 : 1,
+          // Heartbeats reach the server every 2 s at most (not 0.8 × the timeout): `train --wait` shows them as progress.
+          maxHeartbeatThrottleInterval: '2 seconds',
           ...(queue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
         }),
       ),
