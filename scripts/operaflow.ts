@@ -36,11 +36,13 @@ import {
   type RunSummary,
 } from '../db/queries';
 import type { Run } from '../db/schema';
+import { modelPresets } from '../engine/config';
 import { configHash, loadRunConfig, runConfigSchema, type RunConfig } from '../opera/config';
 import {
   TASK_QUEUES,
   cancelSignal,
   pauseSignal,
+  progressQuery,
   resumeSignal,
   retryStageSignal,
   trainingRun,
@@ -187,10 +189,28 @@ async function startWorkflow(s: Services, runId: string, input: TrainingRunInput
   });
 }
 
+/** Limits that zod cannot see because they span sections: every sequence must fit the model's positions. */
+function checkFits(config: RunConfig, file: string): void {
+  const maxPositions = config.model.config?.max_position_embeddings ?? modelPresets[config.model.preset].max_position_embeddings;
+  const problems: string[] = [];
+  for (const [key, newTokens] of [['grpo.maxNewTokens', config.grpo.maxNewTokens], ['eval.maxNewTokens', config.eval.maxNewTokens]] as const) {
+    // +1: the BOS token in front of every prompt.
+    if (config.data.maxPromptTokens + 1 + newTokens > maxPositions) {
+      problems.push(`${file}: ${key}: data.maxPromptTokens (${config.data.maxPromptTokens}) + 1 + ${key} (${newTokens}) exceeds the model's max_position_embeddings (${maxPositions}); lower them or raise model.config.max_position_embeddings`);
+    }
+  }
+  if (config.grpo.promptsPerIteration < config.runtime.rolloutShards) {
+    problems.push(`${file}: runtime.rolloutShards: ${config.runtime.rolloutShards} shards for ${config.grpo.promptsPerIteration} prompts per iteration would leave shards empty; use at most grpo.promptsPerIteration`);
+  }
+  if (problems.length) throw new Error(problems.join('\n'));
+}
+
 async function cmdTrain(args: Args): Promise<number> {
   const file = args.positional[0];
   if (!file) throw new UsageError('train needs a config file');
-  const config = resolvePaths(loadRunConfig(file));
+  const parsed = loadRunConfig(file);
+  checkFits(parsed, file);
+  const config = resolvePaths(parsed);
   const json = args.flags.has('json');
   const s = await connect();
   try {
@@ -444,6 +464,17 @@ async function cmdShow(args: Args): Promise<number> {
     console.log('latest metrics:');
     for (const [name, m] of Object.entries(summary.metrics)) console.log(`  ${name.padEnd(28)} ${m.value.toFixed(5).padStart(12)}  (step ${m.step})`);
     console.log(`rows: ${summary.counts.samples} samples, ${summary.counts.metrics} metrics, ${summary.counts.artifacts} artifacts, ${summary.counts.stageAttempts} stage attempts`);
+    if (await workflowRunning(s, runId)) {
+      // The workflow's own view (answered by a worker; skipped if none answers within a few seconds).
+      const progress = await Promise.race([
+        s.client.workflow.getHandle(runId).query(progressQuery).catch(() => undefined),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000).unref()),
+      ]);
+      if (progress) {
+        const blocked = progress.blocked.map((b) => `${b.stage} it${b.iteration} s${b.shard}: ${b.error}`).join('; ');
+        console.log(`live: ${progress.status} · ${progress.stage} iteration ${progress.iteration}/${progress.iterations} · ${progress.shardsDone}/${progress.shards} shards${progress.ema !== null ? ` · ema ${progress.ema.toFixed(4)}` : ''}${blocked ? ` · blocked on ${blocked}` : ''}`);
+      }
+    }
     printEvalComparison(summary, console.log);
     return 0;
   } finally {

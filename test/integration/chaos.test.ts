@@ -96,6 +96,7 @@ test('SIGKILL of the worker during an iteration: a new worker finishes the same 
     [victim.id],
   );
   const killed = attempts.find((a) => a.id === victim.id)!;
+  process.stderr.write(`chaos: attempts of the killed stage: ${attempts.map((a) => `#${a.attempt} ${a.status}`).join(', ')}\n`);
   if (killed.status !== 'completed') {
     expect(killed.status).toBe('failed');
     expect(killed.error).toMatch(/abandoned/);

@@ -12,12 +12,11 @@ import type { RunSummary } from '../../db/queries';
 jest.setTimeout(240_000);
 
 const env = testEnv(`smoke-${process.pid}-`);
-let worker: WorkerProcess;
+let worker: WorkerProcess | undefined;
 let db: pg.Pool;
 
-beforeAll(async () => {
+beforeAll(() => {
   db = pool();
-  worker = await startWorker(env);
 });
 
 afterAll(async () => {
@@ -26,6 +25,7 @@ afterAll(async () => {
 });
 
 test('the smoke run completes end to end via the CLI, with metrics, samples and artifacts in PostgreSQL', async () => {
+  worker = await startWorker(env);
   const artifactsDir = tmpDir();
   const config = writeConfig(smokeYaml({ name: 'smoke-e2e', artifactsDir }));
   const t0 = Date.now();
@@ -90,6 +90,7 @@ describe('train rejects bad configs with a message naming the key', () => {
     ['missing required key', 'seed: 3\n', /name/],
     ['bad enum', 'name: x\nmodel:\n  preset: huge\n', /model\.preset/],
     ['missing dataset file', 'name: x\ndata:\n  source: /nonexistent/rows.jsonl\n', /data\.source: file not found/],
+    ['sequences longer than the model', 'name: x\nmodel:\n  preset: tiny\ngrpo:\n  maxNewTokens: 512\n', /grpo\.maxNewTokens: .*max_position_embeddings/],
   ];
   test.each(cases)('%s', async (_label, yaml, message) => {
     const res = await runCli(['train', writeConfig(yaml)], env, 60_000);
