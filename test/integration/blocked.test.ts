@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { syntheticTasks } from '../../opera/synthetic';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
 
 jest.setTimeout(240_000);
 
@@ -25,6 +25,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await db?.end();
+  removeTmpDirs();
 });
 
 test('a non-retryable stage failure blocks the run; retry continues it after the fix', async () => {

@@ -5,7 +5,7 @@
  * an uninterrupted run of the same config.
  */
 import type pg from 'pg';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(300_000);
@@ -22,6 +22,7 @@ beforeAll(() => {
 afterAll(async () => {
   for (const w of workers) await w.stop();
   await db?.end();
+  removeTmpDirs();
 });
 
 const config = (name: string) =>

@@ -5,7 +5,7 @@
  * one Temporal server never hand work to each other's workers (which use other databases).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
@@ -90,14 +90,22 @@ export async function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): P
 
 /** A copy of a config with overrides appended as YAML (later keys of a document win only if unique, so whole sections are replaced). */
 export function writeConfig(yaml: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'operaflow-test-'));
-  const file = join(dir, 'config.yaml');
+  const file = join(tmpDir(), 'config.yaml');
   writeFileSync(file, yaml);
   return file;
 }
 
+const tmpDirs: string[] = [];
+
+/** A fresh temporary directory, removed by `removeTmpDirs()` (call it in afterAll). */
 export function tmpDir(): string {
-  return mkdtempSync(join(tmpdir(), 'operaflow-test-'));
+  const dir = mkdtempSync(join(tmpdir(), 'operaflow-test-'));
+  tmpDirs.push(dir);
+  return dir;
+}
+
+export function removeTmpDirs(): void {
+  for (const dir of tmpDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** The smoke config's settings, with artifacts under `artifactsDir` and optional section overrides. */

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
 
 jest.setTimeout(300_000);
 
@@ -22,6 +22,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await db?.end();
+  removeTmpDirs();
 });
 
 async function status(runId: string): Promise<{ status: string; current_iteration: number }> {

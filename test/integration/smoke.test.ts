@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess } from './helpers';
+import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess, removeTmpDirs } from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(240_000);
@@ -22,6 +22,7 @@ beforeAll(() => {
 afterAll(async () => {
   await worker?.stop();
   await db?.end();
+  removeTmpDirs();
 });
 
 test('the smoke run completes end to end via the CLI, with metrics, samples and artifacts in PostgreSQL', async () => {

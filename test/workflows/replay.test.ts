@@ -15,7 +15,7 @@ import { createDb, type DbHandle } from '../../db/client';
 import { createRun, getRun } from '../../db/queries';
 import { configHash, parseRunConfig } from '../../opera/config';
 import { pauseSignal, resumeSignal, trainingRun, type RunPlan } from '../../workflows/trainingRun';
-import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess } from '../integration/helpers';
+import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess, removeTmpDirs } from '../integration/helpers';
 
 jest.setTimeout(240_000);
 
@@ -32,8 +32,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await db?.close();
   await worker?.stop();
+  await db?.close();
+  removeTmpDirs();
 });
 
 async function waitForStatus(runId: string, status: string, timeoutMs: number): Promise<void> {
