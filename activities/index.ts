@@ -150,8 +150,12 @@ export function createActivities(deps: ActivityDeps) {
     return d;
   }
 
+  /** The latest details per running activity, re-sent by the keep-alive in `stage`. */
+  const lastDetails = new WeakMap<Context, unknown>();
+
   function heartbeat(details: Record<string, unknown>): void {
     const ctx = Context.current();
+    lastDetails.set(ctx, details);
     ctx.heartbeat(details);
     if (ctx.cancellationSignal.aborted) throw new CancelledFailure('activity cancelled');
   }
@@ -175,6 +179,11 @@ export function createActivities(deps: ActivityDeps) {
     if (done) return done.output as T;
     const attempt = await startStageAttempt(db, key, worker);
     deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
+    // Keep-alive: a long engine call between two progress heartbeats (a whole batch of generations) must
+    // not look like a dead worker. The engine yields between forwards, so this timer gets to run; it
+    // repeats the latest details (or the previous attempt's, so a resume point is never overwritten).
+    const ctx = Context.current();
+    const keepAlive = setInterval(() => ctx.heartbeat(lastDetails.get(ctx) ?? ctx.info.heartbeatDetails), 1000);
     try {
       const output = await body();
       await finishStageAttempt(db, attempt.id, { status: 'completed', output });
@@ -184,6 +193,8 @@ export function createActivities(deps: ActivityDeps) {
       await finishStageAttempt(db, attempt.id, { status: 'failed', error: message }).catch(() => {});
       if (err instanceof Error && err.message !== message) throw new Error(message, { cause: err });
       throw toFailure(err);
+    } finally {
+      clearInterval(keepAlive);
     }
   }
 
