@@ -46,11 +46,12 @@ export interface LlamaInputs {
   sin: Value; // [B, T, 1, D]
   bias: Value; // [B, T, L] additive attention bias, L = P + T
   past?: { keys: Value; values: Value }[]; // per layer [B, Hkv, P, D]
+  pastSplit?: Value; // [2] int64 = [P, T], required with past: splits the attention probabilities
 }
 
 export interface LlamaOutputs {
   logits: Value; // [N, V]
-  presents: { keys: Value; values: Value }[]; // per layer [B, Hkv, L, D]
+  presents: { keys: Value; values: Value }[]; // per layer [B, Hkv, T, D]: this call's keys/values only (the caller appends them to its cache)
 }
 
 /** Declares the parameters as graph inputs named by their HF names. */
@@ -76,6 +77,7 @@ export function forwardInputs(g: Graph, config: LlamaConfig, B: number, withPast
           values: g.input(`past_value_${l}`, ft, [B, Hkv, 'P', D]),
         }))
       : undefined,
+    pastSplit: withPast ? g.input('past_split', 'int64', [2]) : undefined,
   };
 }
 
@@ -138,13 +140,8 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
       : rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
     const k = rope(g, proj('k_proj'), inp.cos, inp.sin, R, B, Hkv, D); // [B, T, Hkv, D]
     const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
-    let keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
-    let values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
-    const past = inp.past?.[l];
-    if (past) {
-      keys = g.concat([past.keys, keys], 2); // [B, Hkv, L, D]
-      values = g.concat([past.values, values], 2); // [B, Hkv, L, D]
-    }
+    const keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
+    const values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
     presents.push({ keys, values });
     // Grouped heads use a 5-D [B, Hkv, G, T, D] layout so K/V broadcast over G without copies; plain
     // multi-head attention stays 4-D, where ORT's broadcast Add of the bias is markedly faster.
@@ -152,11 +149,23 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const qa = grouped
       ? g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]) // [B, Hkv, G, T, D]
       : g.transpose(q, [0, 2, 1, 3]); // [B, H, T, D]
-    const kT = g.transpose(keys, [0, 1, 3, 2]); // [B, Hkv, D, L]
-    const biasT = trim ? pickRows(inp.bias) : inp.bias; // [B, T, L]
-    const scores = g.add(g.matmul(qa, grouped ? g.unsqueeze(kT, [2]) : kT), g.unsqueeze(biasT, grouped ? [1, 2] : [1])); // [B, Hkv, (G,) T, L]
-    const probs = g.softmax(scores, -1);
-    const ctx = g.matmul(probs, grouped ? g.unsqueeze(values, [2]) : values); // [B, Hkv, (G,) T, D]
+    const kv = (x: Value) => (grouped ? g.unsqueeze(x, [2]) : x); // broadcast over G
+    const qk = (ks: Value) => g.matmul(qa, kv(g.transpose(ks, [0, 1, 3, 2]))); // [B, Hkv, (G,) T, ·] (ORT folds the transpose into FusedMatMul)
+    const biasT = g.unsqueeze(trim ? pickRows(inp.bias) : inp.bias, grouped ? [1, 2] : [1]); // [B, 1, (1,) T, L]
+    const past = inp.past?.[l];
+    let ctx: Value; // [B, Hkv, (G,) T, D]
+    if (past) {
+      // Scores against the cache and against this call's keys are computed apart and only the small
+      // score/probability tensors are concatenated and split: concatenating the cache itself would copy
+      // all of it on every decode step (and hand it back as an output, a second copy).
+      const probs = g.softmax(g.add(g.concat([qk(past.keys), qk(keys)], -1), biasT), -1); // [B, Hkv, (G,) T, P+T]
+      const axis = probs.shape.length - 1;
+      const shapes = [past.keys.shape[2]!, keys.shape[2]!].map((d) => ({ dtype: probs.dtype, shape: probs.shape.map((x, a) => (a === axis ? d : x)) }));
+      const [pPast, pNew] = g.emit('Split', [probs, inp.pastSplit!], { axis: { type: 'int', value: axis } }, shapes) as [Value, Value];
+      ctx = g.add(g.matmul(pPast, kv(past.values)), g.matmul(pNew, kv(values)));
+    } else {
+      ctx = g.matmul(g.softmax(g.add(qk(keys), biasT), -1), kv(values));
+    }
     const merged = g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [N, H·D]
     if (trim) x = pickFlat(x); // [B·R, C]
     x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]

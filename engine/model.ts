@@ -13,6 +13,24 @@ export type Weights = Map<string, Float32Array>;
 
 export interface KVCache { keys: Float32Array[]; values: Float32Array[]; batch: number; length: number } // per layer [B, Hkv, P, D]
 
+/**
+ * Where forward keeps a cache between decode steps: per layer [B, Hkv, capacity, D], of which the first
+ * `filled` columns are written. Decoding appends each step's keys/values in place and feeds the whole
+ * buffer (the columns past the cache length are masked out), so a step copies only its own new columns
+ * instead of the whole cache (once into a Concat, once out as an output).
+ */
+interface CacheStore { keys: Float32Array[]; values: Float32Array[]; batch: number; capacity: number; filled: number }
+
+/** Capacity grows in blocks: masked spare columns cost a little attention, regrowing copies the cache. */
+const CACHE_BLOCK = 64;
+
+/** Copies per-layer [B, Hkv, from, D] blocks (the first `n` columns) into [B, Hkv, to, D] buffers. */
+function restride(src: Float32Array, rows: number, from: number, to: number, n: number, D: number): Float32Array {
+  const dst = new Float32Array(rows * to * D);
+  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * from * D, (r * from + n) * D), r * to * D);
+  return dst;
+}
+
 export interface ForwardInput {
   tokens: number[][]; // [B][S]
   positions: number[][]; // [B][S]
@@ -171,6 +189,40 @@ export class LlamaModel {
     });
   }
 
+  /** Caches returned by forward, mapped to the buffers they view (their keys/values materialise on first read). */
+  private readonly stores = new WeakMap<KVCache, CacheStore>();
+
+  private cacheView(store: CacheStore, length: number): KVCache {
+    const { Hkv, D } = dims(this.config);
+    const rows = store.batch * Hkv;
+    let keys: Float32Array[] | undefined;
+    let values: Float32Array[] | undefined;
+    // Later steps may write columns ≥ length of the shared buffers, never the first `length` ones, so a
+    // view stays valid; a dense copy is made only when a caller reads keys/values (e.g. to compact rows).
+    const cache: KVCache = {
+      batch: store.batch,
+      length,
+      get keys() { return (keys ??= store.keys.map((k) => (store.capacity === length ? k : restride(k, rows, store.capacity, length, length, D)))); },
+      get values() { return (values ??= store.values.map((v) => (store.capacity === length ? v : restride(v, rows, store.capacity, length, length, D)))); },
+    };
+    this.stores.set(cache, store);
+    return cache;
+  }
+
+  /** A store that `past` can be extended in by S columns: its own when it is the latest view of it and has room, else a copy. */
+  private storeFor(past: KVCache, S: number): CacheStore {
+    const { Hkv, D } = dims(this.config);
+    const P = past.length;
+    const own = this.stores.get(past);
+    if (own && own.filled === P && own.capacity >= P + S) return own;
+    const capacity = Math.ceil((P + S) / CACHE_BLOCK) * CACHE_BLOCK;
+    const rows = past.batch * Hkv;
+    const from = own ? own.capacity : P;
+    const keys = (own ? own.keys : past.keys).map((k) => restride(k, rows, from, capacity, P, D));
+    const values = (own ? own.values : past.values).map((v) => restride(v, rows, from, capacity, P, D));
+    return { keys, values, batch: past.batch, capacity, filled: P };
+  }
+
   async forward(input: ForwardInput): Promise<{ logits: Float32Array; cache: KVCache }> {
     const { Hkv, D, L } = dims(this.config);
     const B = input.tokens.length;
@@ -188,21 +240,42 @@ export class LlamaModel {
       sin: { data: rot.sin, dims: rot.dims },
       bias: { data: input.attnBias, dims: [B, S, P + S] },
     };
-    const past = input.past && P > 0 ? input.past : undefined;
-    if (past) {
+    const store = input.past && P > 0 ? this.storeFor(input.past, S) : undefined;
+    if (store) {
+      const Cap = store.capacity;
+      // The bias widened to the buffer: columns P..Cap-1 are unwritten (or belong to another branch) and masked.
+      const bias = new Float32Array(B * S * (Cap + S)).fill(MASKED);
+      for (let r = 0; r < B * S; r++) {
+        bias.set(input.attnBias.subarray(r * (P + S), r * (P + S) + P), r * (Cap + S));
+        bias.set(input.attnBias.subarray(r * (P + S) + P, (r + 1) * (P + S)), r * (Cap + S) + Cap);
+      }
+      feeds.bias = { data: bias, dims: [B, S, Cap + S] };
+      feeds.past_split = { data: new BigInt64Array([BigInt(Cap), BigInt(S)]), dims: [2] };
       for (let l = 0; l < L; l++) {
-        feeds[`past_key_${l}`] = { data: past.keys[l]!, dims: [B, Hkv, P, D] };
-        feeds[`past_value_${l}`] = { data: past.values[l]!, dims: [B, Hkv, P, D] };
+        feeds[`past_key_${l}`] = { data: store.keys[l]!, dims: [B, Hkv, Cap, D] };
+        feeds[`past_value_${l}`] = { data: store.values[l]!, dims: [B, Hkv, Cap, D] };
       }
     }
-    const out = await (await this.forwardSession(B, !!past)).run(feeds);
-    const keys: Float32Array[] = [];
-    const values: Float32Array[] = [];
-    for (let l = 0; l < L; l++) {
-      keys.push(out[`present_key_${l}`]!.data as Float32Array);
-      values.push(out[`present_value_${l}`]!.data as Float32Array);
+    const out = await (await this.forwardSession(B, !!store)).run(feeds);
+    const logits = out.logits!.data as Float32Array;
+    if (!store) {
+      const keys: Float32Array[] = [];
+      const values: Float32Array[] = [];
+      for (let l = 0; l < L; l++) {
+        keys.push(out[`present_key_${l}`]!.data as Float32Array);
+        values.push(out[`present_value_${l}`]!.data as Float32Array);
+      }
+      return { logits, cache: this.cacheView({ keys, values, batch: B, capacity: S, filled: S }, S) };
     }
-    return { logits: out.logits!.data as Float32Array, cache: { keys, values, batch: B, length: P + S } };
+    // Append this step's columns: [B, Hkv, S, D] into columns P..P+S-1 of [B, Hkv, Cap, D].
+    const Cap = store.capacity;
+    for (let l = 0; l < L; l++) {
+      for (const [src, dst] of [[out[`present_key_${l}`]!.data as Float32Array, store.keys[l]!], [out[`present_value_${l}`]!.data as Float32Array, store.values[l]!]] as const) {
+        for (let r = 0; r < B * Hkv; r++) dst.set(src.subarray(r * S * D, (r + 1) * S * D), (r * Cap + P) * D);
+      }
+    }
+    store.filled = P + S;
+    return { logits, cache: this.cacheView(store, P + S) };
   }
 
   /**
