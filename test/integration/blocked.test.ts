@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { syntheticTasks } from '../../opera/synthetic';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from './helpers';
 
 jest.setTimeout(240_000);
 
@@ -22,7 +22,10 @@ beforeAll(async () => {
   worker = await startWorker(env);
 });
 
+const started: string[] = [];
+
 afterAll(async () => {
+  await terminateOpenRuns(started);
   await worker?.stop();
   await db?.end();
   removeTmpDirs();
@@ -47,6 +50,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   const first = await runCli(['train', config, '--wait', '--json'], env);
   expect(first.code).toBe(2);
   const blocked = JSON.parse(lastLine(first.stdout)) as RunSummary;
+  started.push(blocked.id);
   expect(blocked.status).toBe('blocked');
   expect(blocked.error).toContain(`${dataset}:5`);
   expect(blocked.error).toMatch(/reference/);

@@ -5,7 +5,7 @@
  * an uninterrupted run of the same config.
  */
 import type pg from 'pg';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns, runIdOf } from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(300_000);
@@ -19,7 +19,10 @@ beforeAll(() => {
   db = pool();
 });
 
+const started: string[] = [];
+
 afterAll(async () => {
+  await terminateOpenRuns(started);
   for (const w of workers) await w.stop();
   await db?.end();
   removeTmpDirs();
@@ -55,12 +58,14 @@ test('SIGKILL of the worker during an iteration: a new worker finishes the same 
 
   // Reference: the same config, uninterrupted.
   const reference = await runCli(['train', config('chaos-reference'), '--wait', '--json'], env);
+  const referenceRun = runIdOf(reference.stdout);
+  started.push(referenceRun);
   expect(reference.code).toBe(0);
-  const referenceRun = (JSON.parse(lastLine(reference.stdout)) as RunSummary).id;
 
-  const started = await runCli(['train', config('chaos'), '--json'], env);
-  expect(started.code).toBe(0);
-  const runId = (JSON.parse(lastLine(started.stdout)) as RunSummary).id;
+  const launched = await runCli(['train', config('chaos'), '--json'], env);
+  expect(launched.code).toBe(0);
+  const runId = runIdOf(launched.stdout);
+  started.push(runId);
 
   // Kill the worker while a compute stage of iteration 2 runs on it (after one continue-as-new-free iteration).
   const victim = await waitFor(

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 
 export const ROOT = resolve(__dirname, '..', '..');
@@ -138,3 +139,32 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 }
 
 export const lastLine = (text: string): string => text.trim().split('\n').pop() ?? '';
+
+/**
+ * Terminates the workflows of runs a test started that are still open (a failed assertion, a blocked
+ * run): the Temporal server outlives the test run and its database, and an open workflow would
+ * otherwise wait there forever.
+ */
+export async function terminateOpenRuns(runIds: Iterable<string>): Promise<void> {
+  const ids = [...runIds];
+  if (ids.length === 0 || !process.env.TEMPORAL_ADDRESS) return;
+  const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
+  try {
+    const client = new Client({ connection });
+    for (const id of ids) {
+      const handle = client.workflow.getHandle(id);
+      try {
+        if ((await handle.describe()).status.name === 'RUNNING') await handle.terminate('test cleanup');
+      } catch {
+        // not found or already closed
+      }
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
+/** The run id in the last line of `train --json` / `show --json` output. */
+export function runIdOf(stdout: string): string {
+  return (JSON.parse(lastLine(stdout)) as { id: string }).id;
+}

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs } from './helpers';
+import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from './helpers';
 
 jest.setTimeout(300_000);
 
@@ -19,15 +19,21 @@ beforeAll(async () => {
   worker = await startWorker(env);
 });
 
+const runIds: string[] = [];
+
 afterAll(async () => {
+  await terminateOpenRuns(runIds);
   await worker?.stop();
   await db?.end();
   removeTmpDirs();
 });
 
+/** The run's row; a run that blocked or failed fails the test at once, with its error. */
 async function status(runId: string): Promise<{ status: string; current_iteration: number }> {
-  const { rows } = await db.query<{ status: string; current_iteration: number }>('select status, current_iteration from runs where id = $1', [runId]);
-  return rows[0]!;
+  const { rows } = await db.query<{ status: string; current_iteration: number; error: string | null }>('select status, current_iteration, error from runs where id = $1', [runId]);
+  const row = rows[0]!;
+  if (row.status === 'blocked' || row.status === 'failed') throw new Error(`run ${runId} is ${row.status}: ${row.error}\n${worker.output()}`);
+  return row;
 }
 
 test('pause, resume, cancel, then resume the cancelled run from its last completed iteration', async () => {
@@ -38,7 +44,8 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
       grpo: '{ iterations: 4, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
     }),
   );
-  const runId = `operator-${process.pid}`;
+  const runId = `operator-${process.pid}-${Date.now()}`;
+  runIds.push(runId);
   const started = await runCli(['train', config, '--id', runId], env);
   expect(started.code).toBe(0);
   expect(started.stdout).toContain(`started run ${runId}`);
@@ -72,7 +79,6 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   expect(from).toBeGreaterThanOrEqual(cancelledAt);
   const done = await waitFor('completed', async () => {
     const s = await status(runId);
-    if (s.status === 'failed' || s.status === 'blocked') throw new Error(`run ended ${s.status}\n${worker.output()}`);
     return s.status === 'completed' ? s : undefined;
   }, 150_000);
   expect(done.current_iteration).toBe(4);

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess, removeTmpDirs } from './helpers';
+import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess, removeTmpDirs, terminateOpenRuns, runIdOf } from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(240_000);
@@ -19,7 +19,10 @@ beforeAll(() => {
   db = pool();
 });
 
+const started: string[] = [];
+
 afterAll(async () => {
+  await terminateOpenRuns(started);
   await worker?.stop();
   await db?.end();
   removeTmpDirs();
@@ -32,6 +35,11 @@ test('the smoke run completes end to end via the CLI, with metrics, samples and 
   const t0 = Date.now();
   const res = await runCli(['train', config, '--wait', '--json'], env);
   const seconds = (Date.now() - t0) / 1000;
+  try {
+    started.push(runIdOf(res.stdout));
+  } catch {
+    // no summary line: the run was never started
+  }
   if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\n${res.stdout}\nworker:\n${worker.output()}`);
   const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
   process.stderr.write(`smoke run ${summary.id}: ${seconds.toFixed(1)} s\n`);

@@ -15,7 +15,7 @@ import { createDb, type DbHandle } from '../../db/client';
 import { createRun, getRun } from '../../db/queries';
 import { configHash, parseRunConfig } from '../../opera/config';
 import { pauseSignal, resumeSignal, trainingRun, type RunPlan } from '../../workflows/trainingRun';
-import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess, removeTmpDirs } from '../integration/helpers';
+import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from '../integration/helpers';
 
 jest.setTimeout(240_000);
 
@@ -31,7 +31,10 @@ beforeAll(async () => {
   db = createDb();
 });
 
+const runIds: string[] = [];
+
 afterAll(async () => {
+  await terminateOpenRuns(runIds);
   await worker?.stop();
   await db?.close();
   removeTmpDirs();
@@ -50,6 +53,7 @@ test('histories of a real run (signals, continue-as-new) replay deterministicall
   const queues = { rollout: `${prefix}rollout`, train: `${prefix}train` };
   const config = parseRunConfig(smokeYaml({ name: 'replay', artifactsDir: tmpDir() }), 'replay.yaml');
   const runId = `replay-${process.pid}-${Date.now()}`;
+  runIds.push(runId);
   await createRun(db.db, { id: runId, name: config.name, status: 'pending', config, configHash: configHash(config), codeVersion: 'test', seed: config.seed, workflowId: runId });
   const plan: RunPlan = { iterations: 2, rolloutShards: 2, continueAsNewEvery: 1, evalEvery: 1, maxStageAttempts: 2, taskQueues: queues };
 
