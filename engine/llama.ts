@@ -47,6 +47,12 @@ export interface LlamaInputs {
   bias: Value; // [B, T, L] additive attention bias, L = P + T
   past?: { keys: Value; values: Value }[]; // per layer [B, Hkv, P, D]
   pastSplit?: Value; // [2] int64 = [P, T], required with past: splits the attention probabilities
+  /**
+   * Block-sparse scoring layout: each row is N context tokens then S continuation tokens. `bias` is then
+   * the context's [B, N, N] and `copyBias` the continuations' [B, S, T] over all T = N + S columns; the
+   * context rows never score against continuation keys, and the last layer computes only the S rows.
+   */
+  tree?: { split: Value; copyBias: Value }; // split: [2] int64 = [N, S]
 }
 
 export interface LlamaOutputs {
@@ -62,7 +68,7 @@ export function parameterInputs(g: Graph, config: LlamaConfig): Map<string, Valu
 }
 
 /** Declares the standard forward inputs for a batch of B rows (T and the past length P stay symbolic). */
-export function forwardInputs(g: Graph, config: LlamaConfig, B: number, withPast: boolean): LlamaInputs {
+export function forwardInputs(g: Graph, config: LlamaConfig, B: number, withPast: boolean, pastBatch = B): LlamaInputs {
   const { Hkv, D, L } = dims(config);
   const ft: FloatType = g.floatType;
   const Lk: Dim = withPast ? '(P+T)' : 'T'; // the name Graph.concat gives P + T
@@ -73,8 +79,8 @@ export function forwardInputs(g: Graph, config: LlamaConfig, B: number, withPast
     bias: g.input('bias', ft, [B, 'T', Lk]),
     past: withPast
       ? Array.from({ length: L }, (_, l) => ({
-          keys: g.input(`past_key_${l}`, ft, [B, Hkv, 'P', D]),
-          values: g.input(`past_value_${l}`, ft, [B, Hkv, 'P', D]),
+          keys: g.input(`past_key_${l}`, ft, [pastBatch, Hkv, 'P', D]), // pastBatch 1: rows share one cache (broadcast)
+          values: g.input(`past_value_${l}`, ft, [pastBatch, Hkv, 'P', D]),
         }))
       : undefined,
     pastSplit: withPast ? g.input('past_split', 'int64', [2]) : undefined,
@@ -110,6 +116,19 @@ function rope(g: Graph, x2: Value, cos: Value, sin: Value, R: Value, B: number, 
  * and values): scoring reads few positions, which makes tree-masked scoring markedly cheaper.
  */
 export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows?: Value): LlamaOutputs {
+  const out = decoder(g, config, params, inp, rows, false);
+  return { logits: out.logits!, presents: out.presents };
+}
+
+/**
+ * Only the keys/values of every layer (a prefill whose logits nobody reads): the last layer stops after
+ * its key/value projections, skipping its queries, attention, MLP and the LM head.
+ */
+export function buildLlamaPresents(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs): LlamaOutputs['presents'] {
+  return decoder(g, config, params, inp, undefined, true).presents;
+}
+
+function decoder(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows: Value | undefined, presentsOnly: boolean): { logits?: Value; presents: LlamaOutputs['presents'] } {
   const { H, Hkv, D, G, L } = dims(config);
   const B = inp.tokens.shape[0] as number;
   const w = (name: string) => {
@@ -135,14 +154,20 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const trim = rowIdx !== undefined && l === L - 1;
     const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
     const proj = (name: string, from = h) => g.gemm(from, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
-    const q = trim
-      ? rope(g, proj('q_proj', pickFlat(h)), pickRows(cosQ), pickRows(sinQ), R, B, H, D) // [B, R, H, D]
-      : rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
     const k = rope(g, proj('k_proj'), inp.cos, inp.sin, R, B, Hkv, D); // [B, T, Hkv, D]
     const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
     const keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
     const values = g.transpose(v, [0, 2, 1, 3]); // [B, Hkv, T, D]
     presents.push({ keys, values });
+    if (presentsOnly && l === L - 1) return { presents };
+    if (inp.tree) {
+      x = treeAttention(g, config, inp, inp.tree, x, h, keys, values, l === L - 1, cosQ, sinQ, R, w(`${p}.self_attn.q_proj.weight`), w(`${p}.self_attn.o_proj.weight`));
+      x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
+      continue;
+    }
+    const q = trim
+      ? rope(g, proj('q_proj', pickFlat(h)), pickRows(cosQ), pickRows(sinQ), R, B, H, D) // [B, R, H, D]
+      : rope(g, proj('q_proj'), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
     // Grouped heads use a 5-D [B, Hkv, G, T, D] layout so K/V broadcast over G without copies; plain
     // multi-head attention stays 4-D, where ORT's broadcast Add of the bias is markedly faster.
     const grouped = G > 1;
@@ -169,17 +194,59 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
     const merged = g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [N, H·D]
     if (trim) x = pickFlat(x); // [B·R, C]
     x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
-
-    const h2 = rmsNorm(g, x, w(`${p}.post_attention_layernorm.weight`), eps); // [N, C]
-    const gate = g.gemm(h2, w(`${p}.mlp.gate_proj.weight`), { transB: true }); // [N, I]
-    const up = g.gemm(h2, w(`${p}.mlp.up_proj.weight`), { transB: true }); // [N, I]
-    const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
-    x = g.add(x, g.gemm(act, w(`${p}.mlp.down_proj.weight`), { transB: true })); // [N, C]
+    x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
   }
   const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C] (or [B·R, C])
   const head = config.tie_word_embeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
   const logits = g.gemm(hf, head, { transB: true }); // [N, V]
   return { logits, presents };
+}
+
+/** The post-attention half of a layer: x + MLP(norm(x)). */
+function mlp(g: Graph, x: Value, w: (name: string) => Value, eps: number): Value {
+  const h2 = rmsNorm(g, x, w('post_attention_layernorm'), eps); // [N, C]
+  const gate = g.gemm(h2, w('mlp.gate_proj'), { transB: true }); // [N, I]
+  const up = g.gemm(h2, w('mlp.up_proj'), { transB: true }); // [N, I]
+  const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
+  return g.add(x, g.gemm(act, w('mlp.down_proj'), { transB: true })); // [N, C]
+}
+
+/**
+ * Attention (plus residual) of the block-sparse scoring layout: context queries against context keys,
+ * continuation queries against all keys. In the last layer only the continuation rows go on, so x
+ * shrinks to [B·S, C].
+ */
+function treeAttention(g: Graph, config: LlamaConfig, inp: LlamaInputs, tree: NonNullable<LlamaInputs['tree']>, x: Value, h: Value, keys: Value, values: Value, last: boolean, cosQ: Value, sinQ: Value, R: Value, wq: Value, wo: Value): Value {
+  const { H, Hkv, D, G } = dims(config);
+  const C = config.hidden_size;
+  const B = inp.tokens.shape[0] as number;
+  const grouped = G > 1;
+  const split = (t: Value, axis: number): [Value, Value] => {
+    const shapes = ['N', 'S'].map((d) => ({ dtype: t.dtype, shape: t.shape.map((x, a) => (a === axis ? d : x)) }));
+    return g.emit('Split', [t, tree.split], { axis: { type: 'int', value: axis } }, shapes) as [Value, Value];
+  };
+  const kv = (t: Value) => (grouped ? g.unsqueeze(t, [2]) : t);
+  const heads = (q: Value) => (grouped
+    ? g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]) // [B, Hkv, G, t, D]
+    : g.transpose(q, [0, 2, 1, 3])); // [B, H, t, D]
+  const attend = (qa: Value, ks: Value, vs: Value, bias: Value) =>
+    g.matmul(g.softmax(g.add(g.matmul(qa, kv(g.transpose(ks, [0, 1, 3, 2]))), g.unsqueeze(bias, grouped ? [1, 2] : [1])), -1), kv(vs));
+  const merge = (ctx: Value) => g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [rows, H·D]
+  const gemmT = (a: Value, b: Value) => g.gemm(a, b, { transB: true });
+  if (last) {
+    const copyRows = (t: Value) => g.reshape(split(g.reshape(t, [B, -1, C]), 1)[1], [-1, C]); // [B·T, C] → [B·S, C]
+    const q = rope(g, gemmT(copyRows(h), wq), split(cosQ, 1)[1], split(sinQ, 1)[1], R, B, H, D); // [B, S, H, D]
+    const ctx = attend(heads(q), keys, values, tree.copyBias);
+    return g.add(copyRows(x), gemmT(merge(ctx), wo)); // [B·S, C]
+  }
+  const q = rope(g, gemmT(h, wq), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
+  const [qC, qS] = split(heads(q), grouped ? 3 : 2);
+  const ctxC = attend(qC, split(keys, 2)[0], split(values, 2)[0], inp.bias); // [B, Hkv, (G,) N, D]
+  const ctxS = attend(qS, keys, values, tree.copyBias); // [B, Hkv, (G,) S, D]
+  const axis = grouped ? 3 : 2;
+  const ctxShape = ctxS.shape.map((d, a) => (a === axis ? keys.shape[2]! : d)); // N + S = T again (Graph.concat would name it N+S)
+  const ctx = g.emit('Concat', [ctxC, ctxS], { axis: { type: 'int', value: axis } }, [{ dtype: ctxS.dtype, shape: ctxShape }])[0]!;
+  return g.add(x, gemmT(merge(ctx), wo)); // [B·T, C]
 }
 
 /** log p(targets) per position: [N, V] logits with [B, T] targets → [B, T]; [R, V] with [R] → [R]. */

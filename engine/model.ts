@@ -4,7 +4,7 @@
 import type { LlamaConfig } from './config';
 import { dims } from './config';
 import { Graph, type Value } from './graph';
-import { buildLlama, forwardInputs, parameterInputs, parameterNames, parameterShapes, rotaryTables, targetLogps } from './llama';
+import { type LlamaInputs, buildLlama, forwardInputs, parameterInputs, parameterNames, parameterShapes, rotaryTables, targetLogps } from './llama';
 import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders, int64 } from './ort';
 
 export { parameterShapes, parameterNames };
@@ -126,12 +126,21 @@ export class LlamaModel {
     return bytes <= this.bakeLimitBytes;
   }
 
-  /** Parameters for an inference graph: constants when baking, else graph inputs. */
+  /**
+   * Parameters for an inference graph: constants when baking, else graph inputs. Baked constants are
+   * made on first use, so a graph that skips some weights (a presents-only prefill) does not carry them.
+   */
   private inferenceParams(g: Graph): Map<string, Value> {
     if (!this.bakes) return parameterInputs(g, this.config);
-    const params = new Map<string, Value>();
-    for (const [name, shape] of parameterShapes(this.config)) params.set(name, g.constant(this._weights.get(name)!, 'float32', shape));
-    return params;
+    const shapes = parameterShapes(this.config);
+    const weights = this._weights;
+    return new (class extends Map<string, Value> {
+      override get(name: string): Value | undefined {
+        const shape = shapes.get(name);
+        if (!super.has(name) && shape) super.set(name, g.constant(weights.get(name)!, 'float32', shape));
+        return super.get(name);
+      }
+    })();
   }
 
   /** Weight feeds for inference graphs (none when the weights are baked in). */
@@ -221,6 +230,24 @@ export class LlamaModel {
     const keys = (own ? own.keys : past.keys).map((k) => restride(k, rows, from, capacity, P, D));
     const values = (own ? own.values : past.values).map((v) => restride(v, rows, from, capacity, P, D));
     return { keys, values, batch: past.batch, capacity, filled: P };
+  }
+
+  /** Block-sparse checkpoint scoring (see scoreCheckpoints): log p of the S continuation rows of B rows. */
+  private treeSession(B: number): Promise<Session> {
+    return this.inferenceSession(`tree|${B}`, () => {
+      const g = new Graph('float32');
+      const { D } = dims(this.config);
+      const inp: LlamaInputs = {
+        tokens: g.input('tokens', 'int64', [B, 'T']),
+        cos: g.input('cos', 'float32', [B, 'T', 1, D]),
+        sin: g.input('sin', 'float32', [B, 'T', 1, D]),
+        bias: g.input('bias', 'float32', [B, 'N', 'N']),
+        tree: { split: g.input('split', 'int64', [2]), copyBias: g.input('copy_bias', 'float32', [B, 'S', 'T']) },
+      };
+      const targets: Value = g.input('targets', 'int64', [B, 'S']);
+      g.output(targetLogps(g, buildLlama(g, this.config, this.inferenceParams(g), inp).logits, targets), 'logp'); // [B, S]
+      return g;
+    });
   }
 
   async forward(input: ForwardInput): Promise<{ logits: Float32Array; cache: KVCache }> {
@@ -340,23 +367,72 @@ export class LlamaModel {
     return result;
   }
 
+  /**
+   * Mean log p(target) after each checkpoint (a prefix length) of each item's context, equal to one
+   * tokenLogps forward per prefix. One forward per chunk of items; each row holds the context once
+   * (up to the last checkpoint - 1), then one copy per checkpoint c of [context[c-1], target[0..m-2]] at
+   * positions c-1.., which sees context[0 : c-1] and itself causally; its rows give log p(target[0..m-1]).
+   * Attention is block-sparse (see treeAttention in llama.ts): context rows score only context keys,
+   * so the dense (context + copies)² score matrix of a plain tree mask is never formed, and the last
+   * layer runs queries, MLP and LM head on the copy rows only.
+   */
   async scoreCheckpoints(items: { context: number[]; checkpoints: number[]; target: number[] }[], maxRows = 8): Promise<number[][]> {
+    for (const { context, checkpoints, target } of items) {
+      if (target.length === 0) throw new Error('scoreCheckpoints: empty target');
+      for (const cp of checkpoints) if (!Number.isInteger(cp) || cp < 1 || cp > context.length) throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${context.length}]`);
+    }
     const result: number[][] = [];
     for (let c = 0; c < items.length; c += maxRows) {
-      const trees = items.slice(c, c + maxRows).map(checkpointTree);
-      const T = Math.max(...trees.map((t) => t.tokens.length));
-      const B = trees.length;
-      const bias = new Float32Array(B * T * T).fill(MASKED);
-      trees.forEach((t, b) => t.visible.forEach((spans, q) => spans.forEach(([from, to]) => bias.fill(0, (b * T + q) * T + from, (b * T + q) * T + to))));
-      for (let b = 0; b < B; b++) for (let q = trees[b]!.tokens.length; q < T; q++) bias[(b * T + q) * T + q] = 0; // padding rows see themselves
-      const picks: [number, number][] = [];
-      trees.forEach((t, b) => t.readout.forEach((rowsOf) => rowsOf.forEach((r) => picks.push([b * T + r, t.targets[r]!]))));
-      const logp = await this.rowLogps(trees, bias, T, picks);
-      let at = 0;
-      trees.forEach((t) => result.push(t.readout.map((rowsOf) => {
+      const chunk = items.slice(c, c + maxRows);
+      const B = chunk.length;
+      if (chunk.every((it) => it.checkpoints.length === 0)) {
+        chunk.forEach(() => result.push([]));
+        continue;
+      }
+      // Columns 0..n-1: context[0 : max checkpoint - 1] (at least one token), right-padded.
+      const lens = chunk.map((it) => Math.max(1, Math.max(1, ...it.checkpoints) - 1));
+      const n = Math.max(...lens);
+      // Columns n..n+S-1: copy j of an item fills j·M .. j·M + m - 1 (M = longest target).
+      const M = Math.max(...chunk.map((it) => it.target.length));
+      const S = M * Math.max(...chunk.map((it) => it.checkpoints.length));
+      const T = n + S;
+      const tokens = new BigInt64Array(B * T);
+      const targets = new BigInt64Array(B * S);
+      const positions = chunk.map(() => new Array<number>(T).fill(0));
+      const copyBias = new Float32Array(B * S * T).fill(MASKED);
+      for (let r = 0; r < B * S; r++) copyBias[r * T + n + (r % S)] = 0; // unused rows see themselves (no NaN)
+      chunk.forEach(({ context, checkpoints, target }, b) => {
+        for (let k = 0; k < lens[b]!; k++) {
+          tokens[b * T + k] = BigInt(context[k]!);
+          positions[b]![k] = k;
+        }
+        checkpoints.forEach((cp, j) => {
+          for (let k = 0; k < target.length; k++) {
+            const s = j * M + k;
+            tokens[b * T + n + s] = BigInt(k === 0 ? context[cp - 1]! : target[k - 1]!);
+            targets[b * S + s] = BigInt(target[k]!);
+            positions[b]![n + s] = cp - 1 + k;
+            const row = (b * S + s) * T;
+            copyBias.fill(0, row, row + cp - 1);
+            copyBias.fill(0, row + n + j * M, row + n + s + 1);
+          }
+        });
+      });
+      const rot = rotaryTables(this.config, positions, T);
+      const logp = (await (await this.treeSession(B)).run({
+        ...this.inferenceFeeds(),
+        tokens: { data: tokens, dims: [B, T] },
+        targets: { data: targets, dims: [B, S] },
+        cos: { data: rot.cos, dims: rot.dims },
+        sin: { data: rot.sin, dims: rot.dims },
+        bias: { data: causalBias(lens, n), dims: [B, n, n] },
+        copy_bias: { data: copyBias, dims: [B, S, T] },
+        split: { data: new BigInt64Array([BigInt(n), BigInt(S)]), dims: [2] },
+      })).logp!.data as Float32Array;
+      chunk.forEach(({ checkpoints, target }, b) => result.push(checkpoints.map((_, j) => {
         let sum = 0;
-        for (let k = 0; k < rowsOf.length; k++) sum += logp[at++]!;
-        return sum / rowsOf.length;
+        for (let k = 0; k < target.length; k++) sum += logp[b * S + j * M + k]!;
+        return sum / target.length;
       })));
     }
     return result;
