@@ -466,16 +466,36 @@ export function createActivities(deps: ActivityDeps) {
       const seqs = sequences.map((s) => ({ tokens: [...s.promptTokens, ...s.tokens], start: s.promptTokens.length }));
       const usable = seqs.map((s, k) => ({ s, k })).filter(({ s }) => s.tokens.length > s.start);
       const oldLogp = await model.tokenLogps(usable.map(({ s }) => s));
-      heartbeat({ step: 0, phase: 'old-logps' });
       const refLogp = await reference.tokenLogps(usable.map(({ s }) => s));
-      heartbeat({ step: 0, phase: 'ref-logps' });
-      const trainer = new Trainer(model, {}, ckpt.optimizer);
-      const stats = { loss: [] as number[], pgLoss: [] as number[], klLoss: [] as number[], clipFraction: [] as number[], gradNorm: [] as number[] };
+      let trainer = new Trainer(model, {}, ckpt.optimizer);
+      let stats = { loss: [] as number[], pgLoss: [] as number[], klLoss: [] as number[], clipFraction: [] as number[], gradNorm: [] as number[] };
+      // Partial checkpoints (weights, AdamW state, stats so far) about four times per update: a retry
+      // after a crash skips the mini-batches already applied. Old and reference log-probs above come
+      // from the input checkpoints, so they are the same either way; the mini-batch order is seeded.
+      const totalSteps = g.epochs * Math.ceil(usable.length / g.miniBatchSize);
+      const every = Math.max(1, Math.ceil(totalSteps / 4));
+      const partialDir = (n: number) => join(runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
+      let startStep = 0;
+      let partialStep: number | undefined;
+      const resumed = resumeDetails<{ step: number; partialStep?: number }>();
+      if (resumed?.partialStep !== undefined) {
+        const partial = await loadCheckpoint(partialDir(resumed.partialStep), ckpt.config).catch(() => undefined);
+        if (partial?.optimizer && Number(partial.extra?.step) === resumed.partialStep) {
+          model.setWeights(partial.weights);
+          trainer = new Trainer(model, {}, partial.optimizer);
+          stats = partial.extra?.stats as typeof stats;
+          startStep = partialStep = resumed.partialStep;
+        }
+      }
       let lr = g.lr;
       let step = 0;
       for (let epoch = 0; epoch < g.epochs; epoch++) {
         const order = permutation(usable.length, (config.seed ^ (iteration * 7919) ^ (epoch * 104729)) >>> 0);
         for (let b = 0; b < order.length; b += g.miniBatchSize) {
+          if (step < startStep) {
+            step++;
+            continue;
+          }
           const batch = order.slice(b, b + g.miniBatchSize).map((u) => {
             const { s, k } = usable[u]!;
             return { tokens: s.tokens, responseStart: s.start, advantage: sequences[k]!.advantage, oldLogp: oldLogp[u]!, refLogp: refLogp[u]! };
@@ -498,7 +518,12 @@ export function createActivities(deps: ActivityDeps) {
           stats.clipFraction.push(out.clipFraction);
           stats.gradNorm.push(out.gradNorm);
           step++;
-          heartbeat({ step });
+          if (step % every === 0 && step < totalSteps) {
+            await saveCheckpoint(partialDir(step), { config: ckpt.config, weights: model.weights, optimizer: trainer.state(), extra: { step, stats } });
+            if (partialStep !== undefined && partialStep - every > 0) await rm(partialDir(partialStep - every), { recursive: true, force: true });
+            partialStep = step;
+          }
+          heartbeat({ step, ...(partialStep !== undefined ? { partialStep } : {}) });
         }
       }
       const saved = await saveCheckpointRecorded(db, runId, iteration, join(runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`), {
