@@ -171,6 +171,21 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   /**
+   * The partial log of this attempt of a sharded stage, holding the items a previous attempt finished
+   * (as many as its last heartbeat reported). One file per attempt: an attempt presumed dead may still
+   * be running, and two writers must never share a file.
+   */
+  async function openPartialLog<T>(dir: string, shard: number) {
+    const info = activityInfo();
+    const log = new PartialLog<T>(join(dir, `shard-${shard}.attempt-${info.attempt}.partial.jsonl`));
+    const resumed = resumeDetails<{ item: number; log?: string }>();
+    const previous = resumed?.log && resumed.log !== log.name ? new PartialLog<T>(join(dir, resumed.log)) : undefined;
+    const items = previous && resumed ? await previous.read(resumed.item) : [];
+    await log.reset(items);
+    return { log, previous, items, done: items };
+  }
+
+  /**
    * Runs a stage once: returns the recorded output if an attempt already completed, otherwise records
    * the attempt (worker, timing, output or error) around `body`.
    */
@@ -319,10 +334,7 @@ export function createActivities(deps: ActivityDeps) {
       const data = await loadDataset(input.dataset);
       const prompts = batchPrompts(data, config, input.dataPosition, shard, input.shards);
       const dir = join(runDir(config, runId), 'rollouts', `iter-${pad(iteration)}`);
-      const log = new PartialLog<RolloutItem>(join(dir, `shard-${shard}.partial.jsonl`));
-      const resumed = resumeDetails<{ item: number }>();
-      const items = resumed ? await log.read(resumed.item) : [];
-      await log.reset(items);
+      const { log, previous, items } = await openPartialLog<RolloutItem>(dir, shard);
       const g = config.grpo;
       for (const { index, row } of prompts.slice(items.length)) {
         const p = promptTokens(tok, row.prompt);
@@ -345,10 +357,11 @@ export function createActivities(deps: ActivityDeps) {
         };
         items.push(item);
         await log.append(item);
-        heartbeat({ item: items.length });
+        heartbeat({ item: items.length, log: log.name });
       }
       const artifact = await putJson(db, { runId, kind: 'rollouts', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items });
       await log.remove();
+      await previous?.remove();
       const lengths = items.flatMap((it) => it.samples.map((s) => s.tokens.length));
       return { artifact, prompts: items.length, samples: lengths.length, meanResponseTokens: mean(lengths) };
     });
@@ -362,10 +375,7 @@ export function createActivities(deps: ActivityDeps) {
       const model = await inferenceModel(input.checkpoint, config.runtime.providers);
       const { items } = await getJson<{ items: RolloutItem[] }>(input.rollout.artifact);
       const dir = join(runDir(config, runId), 'scores', `iter-${pad(iteration)}`);
-      const log = new PartialLog<ScoredResponse[]>(join(dir, `shard-${shard}.partial.jsonl`));
-      const resumed = resumeDetails<{ item: number }>();
-      const done = resumed ? await log.read(resumed.item) : [];
-      await log.reset(done);
+      const { log, previous, done } = await openPartialLog<ScoredResponse[]>(dir, shard);
       for (const item of items.slice(done.length)) {
         const scores = await scoreResponses(
           model,
@@ -374,11 +384,12 @@ export function createActivities(deps: ActivityDeps) {
         );
         done.push(scores);
         await log.append(scores);
-        heartbeat({ item: done.length });
+        heartbeat({ item: done.length, log: log.name });
       }
       const scored: ScoredItem[] = items.map((item, k) => ({ ...item, scores: done[k]! }));
       const artifact = await putJson(db, { runId, kind: 'scores', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items: scored });
       await log.remove();
+      await previous?.remove();
       return { artifact, samples: scored.reduce((n, it) => n + it.samples.length, 0) };
     });
   }

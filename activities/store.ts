@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFile, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';
@@ -65,6 +65,11 @@ export async function getJson<T>(ref: ArtifactRef): Promise<T> {
  */
 export class PartialLog<T> {
   constructor(readonly path: string) {}
+
+  /** The file name, which heartbeat details carry so the next attempt can find it. */
+  get name(): string {
+    return basename(this.path);
+  }
 
   async read(limit: number): Promise<T[]> {
     let text: string;

@@ -10,8 +10,9 @@ import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(300_000);
 
-// A short heartbeat timeout, so the killed worker's activity is handed to the new worker in seconds.
-const env = testEnv(`chaos-${process.pid}-`, { OPERAFLOW_HEARTBEAT_TIMEOUT: '4' });
+// A short heartbeat timeout, so the killed worker's activity is handed to the new worker in seconds
+// (with margin: on a loaded 2-core machine a live worker must not look dead).
+const env = testEnv(`chaos-${process.pid}-`, { OPERAFLOW_HEARTBEAT_TIMEOUT: '8' });
 let db: pg.Pool;
 const workers: WorkerProcess[] = [];
 
@@ -103,6 +104,7 @@ test('SIGKILL of the worker during an iteration: a new worker finishes the same 
   );
   const killed = attempts.find((a) => a.id === victim.id)!;
   process.stderr.write(`chaos: attempts of the killed stage: ${attempts.map((a) => `#${a.attempt} ${a.status}`).join(', ')}\n`);
+  for (const line of second.output().split('\n').filter((l) => l.includes('resumes from'))) process.stderr.write(`chaos: ${line}\n`);
   if (killed.status !== 'completed') {
     expect(killed.status).toBe('failed');
     expect(killed.error).toMatch(/abandoned/);
