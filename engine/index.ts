@@ -3,5 +3,5 @@ export { llamaConfigSchema, modelPresets, type LlamaConfig } from './config';
 export { Graph, type Value, type Dim, type DType, type FloatType } from './graph';
 export { gradients, gradRules, type GradRule } from './autodiff';
 export { Session, checkProviders, clearSessionCache, DEFAULT_PROVIDERS, type Feeds, type TensorData } from './ort';
-export { LlamaModel, initWeights, parameterShapes, parameterNames, causalBias, checkpointTree, MASKED, type Weights, type KVCache, type ForwardInput } from './model';
+export { LlamaModel, initWeights, parameterShapes, parameterNames, causalBias, MASKED, type Weights, type KVCache, type ForwardInput } from './model';
 export { Trainer, adamwDefaults, policyLossDefaults, type OptimizerState, type AdamWOptions, type PolicyLossOptions } from './trainer';

@@ -438,35 +438,3 @@ export class LlamaModel {
     return result;
   }
 }
-
-/**
- * One packed sequence per scoring item: the context once, then per checkpoint c a copy of target[0..m-2]
- * at positions c.. that sees context[0:c] and itself causally. log p(target[0] | context[0:c]) is read at
- * context row c-1 (whose target is set to target[0]); the copy's rows give target[1..].
- */
-export function checkpointTree(item: { context: number[]; checkpoints: number[]; target: number[] }) {
-  const { context, checkpoints, target } = item;
-  const n = context.length;
-  const m = target.length;
-  if (m === 0) throw new Error('scoreCheckpoints: empty target');
-  const tokens = [...context];
-  const positions = context.map((_, k) => k);
-  const targets = context.map((_, k) => context[k + 1] ?? 0);
-  const visible: [number, number][][] = context.map((_, q) => [[0, q + 1]]); // per row: visible key ranges [from, to)
-  const readout: number[][] = [];
-  for (const cp of checkpoints) {
-    if (!Number.isInteger(cp) || cp < 1 || cp > n) throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${n}]`);
-    targets[cp - 1] = target[0]!;
-    const rows = [cp - 1];
-    const start = tokens.length;
-    for (let k = 0; k < m - 1; k++) {
-      tokens.push(target[k]!);
-      positions.push(cp + k);
-      targets.push(target[k + 1]!);
-      visible.push([[0, cp], [start, start + k + 1]]);
-      rows.push(start + k);
-    }
-    readout.push(rows);
-  }
-  return { tokens, positions, targets, visible, readout };
-}
