@@ -17,6 +17,7 @@ import {
   appendEvent,
   completedStageOutput,
   finishStageAttempt,
+  getArtifact,
   requireRun,
   setRunStatus,
   startStageAttempt,
@@ -26,8 +27,9 @@ import {
   type StageKey,
 } from '../db/queries';
 import type { NewSample } from '../db/schema';
-import { initWeights } from '../engine/model';
-import { LlamaModel } from '../engine/model';
+import { LlamaModel, initWeights, type Weights } from '../engine/model';
+import type { LlamaConfig } from '../engine/config';
+import type { Tokenizer } from '../engine/tokenizer';
 import { loadCheckpoint, saveCheckpoint } from '../engine/checkpoint';
 import { sample } from '../engine/sampler';
 import { Trainer } from '../engine/trainer';
@@ -35,7 +37,8 @@ import { runConfigSchema, type RunConfig } from '../opera/config';
 import { prepareDataset as prepareOperaDataset, type DatasetRow } from '../opera/dataset';
 import { grpoAdvantages } from '../opera/grpo';
 import { operaRewards, type OperaGroup } from '../opera/reward';
-import { coldStartSet } from '../opera/synthetic';
+import { applyStops, synthesizeRows, type TeacherGenerator } from '../opera/coldstart';
+import { coldStartSet, type SftRow } from '../opera/synthetic';
 import {
   getTokenizer,
   inferenceModel,
@@ -263,9 +266,8 @@ export function createActivities(deps: ActivityDeps) {
       let steps = 0;
       let finalLoss: number | null = null;
       if (cs.enabled && cs.steps > 0) {
-        if (cs.synthesize) throw new PermanentError('coldStart.synthesize (teacher synthesis) is not available in this build; set coldStart.synthesize: false');
         const data = await loadDataset(input.dataset);
-        const sft = coldStartSet(data.train, config.seed);
+        const sft = cs.synthesize ? await synthesizeColdStart(config, runId, data, tok, modelConfig, weights) : coldStartSet(data.train, config.seed);
         if (sft.length === 0) throw new PermanentError('cold start: the dataset yields no SFT examples');
         const examples = sft.map((ex) => {
           const p = promptTokens(tok, ex.prompt);
@@ -314,6 +316,67 @@ export function createActivities(deps: ActivityDeps) {
       });
       return { checkpoint, steps, finalLoss };
     });
+  }
+
+  /**
+   * Cold-start synthesis (OPERA.md): the teacher writes each training prompt's reasoning step by step
+   * (opera/coldstart.ts). Resumable per prompt: finished rows go to a per-attempt partial log named in
+   * the heartbeat, and the finished set is an artifact that a retried SFT reuses.
+   */
+  async function synthesizeColdStart(
+    config: RunConfig,
+    runId: string,
+    data: DatasetFile,
+    tok: Tokenizer,
+    modelConfig: LlamaConfig,
+    initialWeights: Weights,
+  ): Promise<SftRow[]> {
+    const key = { runId, kind: 'coldstart', iteration: 0, name: 'sft.json' };
+    const recorded = await getArtifact(db, key);
+    if (recorded) return getJson<SftRow[]>(recorded);
+    const t = config.coldStart.teacher;
+    const teacher = t.checkpoint
+      ? await loadCheckpoint(t.checkpoint).then((c) => new LlamaModel(c.config, c.weights, { providers: config.runtime.providers }))
+      : new LlamaModel(modelConfig, initialWeights, { providers: config.runtime.providers });
+    const maxPositions = teacher.config.max_position_embeddings;
+    const gen: TeacherGenerator = {
+      async generate(context, opts) {
+        const prompt = promptTokens(tok, context);
+        const budget = Math.min(opts.maxNewTokens, maxPositions - prompt.length);
+        // A context that fills the model's positions ends the step empty (the trace cannot grow further).
+        if (budget <= 0) return { text: '', stoppedBy: null, logps: [] };
+        // Stops are applied here, not by the sampler, because synthesis must know which one matched.
+        const [r] = await sample(teacher, tok, [{ prompt, key: opts.key }], {
+          temperature: opts.temperature,
+          topK: opts.topK,
+          topP: opts.topP,
+          maxNewTokens: budget,
+          seed: config.seed,
+        });
+        const cut = applyStops(r!.text, opts.stop);
+        return { ...cut, logps: r!.logps.slice(0, tok.encode(cut.text).length) };
+      },
+      async contextLogps(text) {
+        const tokens = promptTokens(tok, text);
+        if (tokens.length < 3) return [];
+        const [logps] = await teacher.tokenLogps([{ tokens, start: 2 }]);
+        return logps!;
+      },
+    };
+    const dir = join(runDir(config, runId), 'coldstart');
+    const { log, previous, items } = await openPartialLog<SftRow>(dir, 0);
+    const options = { temperature: t.temperature, topP: t.topP, topK: t.topK, candidates: t.candidates, maxReflections: t.maxReflections, maxStepTokens: t.maxStepTokens };
+    for await (const row of synthesizeRows(data.train, gen, options, [config.seed], new Set(items.map((i) => i.id)))) {
+      const item: SftRow = { id: row.id, prompt: row.prompt, response: row.output };
+      items.push(item);
+      await log.append(item);
+      heartbeat({ item: items.length, log: log.name });
+    }
+    await putJson(db, key, join(dir, 'sft.json'), items);
+    await upsertMetrics(db, runId, 0, { 'coldstart/rows': items.length });
+    await log.remove();
+    await previous?.remove();
+    return items;
   }
 
   /** The prompts of iteration `i`'s batch that belong to `shard` (round-robin), with their batch index. */
