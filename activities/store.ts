@@ -4,11 +4,12 @@
  * file is recorded in `artifacts` with its sha256, and reads verify it.
  * URIs are `file://` absolute paths; with workers on several machines the directory must be shared.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { appendFile, readFile, rm } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Db } from '../db/client';
+import { writeFileAtomic } from '../engine/checkpoint';
 import { recordArtifact } from '../db/queries';
 import type { ArtifactRef } from './types';
 
@@ -17,23 +18,6 @@ export const pathToUri = (path: string): string => pathToFileURL(resolve(path)).
 
 export const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
-export async function writeAtomic(path: string, bytes: Buffer): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const handle = await open(tmp, 'w');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}
 
 export interface ArtifactKey {
   runId: string;
@@ -45,7 +29,7 @@ export interface ArtifactKey {
 /** Writes `data` as JSON at `path` and records it; returns the reference the workflow passes on. */
 export async function putJson(db: Db, key: ArtifactKey, path: string, data: unknown): Promise<ArtifactRef> {
   const bytes = Buffer.from(JSON.stringify(data));
-  await writeAtomic(path, bytes);
+  await writeFileAtomic(path, bytes);
   const ref: ArtifactRef = { uri: pathToUri(path), sha256: sha256(bytes), bytes: bytes.length };
   await recordArtifact(db, { ...key, ...ref });
   return ref;
@@ -92,7 +76,7 @@ export class PartialLog<T> {
 
   /** Rewrites the log to exactly `items` (drops lines past the heartbeat's count), then appends. */
   async reset(items: T[]): Promise<void> {
-    await writeAtomic(this.path, Buffer.from(items.map((i) => `${JSON.stringify(i)}\n`).join('')));
+    await writeFileAtomic(this.path, Buffer.from(items.map((i) => `${JSON.stringify(i)}\n`).join('')));
   }
 
   async append(item: T): Promise<void> {

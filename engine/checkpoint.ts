@@ -9,7 +9,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { llamaConfigSchema, type LlamaConfig } from './config';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
@@ -34,7 +34,9 @@ export const CHECKPOINT_FILES = {
   trainerState: 'trainer_state.json',
 } as const;
 
-async function writeAtomic(path: string, bytes: Buffer): Promise<CheckpointFile> {
+/** Temp file + fsync + rename: a crash leaves the old file or the new one, never a torn one. */
+export async function writeFileAtomic(path: string, bytes: Buffer): Promise<CheckpointFile> {
+  await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const handle = await open(tmp, 'w');
   try {
@@ -87,19 +89,19 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
   if (problems.length > 0) throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
   await mkdir(dir, { recursive: true });
   const files: CheckpointFile[] = [];
-  files.push(await writeAtomic(join(dir, CHECKPOINT_FILES.model), encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' })));
+  files.push(await writeFileAtomic(join(dir, CHECKPOINT_FILES.model), encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' })));
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
   if (ckpt.optimizer !== undefined) {
     const { step, m, v } = ckpt.optimizer;
     const tensors = new Map([...shapedTensors(m, shapes, 'm.'), ...shapedTensors(v, shapes, 'v.')]);
-    files.push(await writeAtomic(optimizerPath, encodeSafetensors(tensors, { step: String(step) })));
+    files.push(await writeFileAtomic(optimizerPath, encodeSafetensors(tensors, { step: String(step) })));
   } else {
     await rm(optimizerPath, { force: true }); // a stale file from an earlier save would resurrect old moments
   }
-  files.push(await writeAtomic(join(dir, CHECKPOINT_FILES.config), Buffer.from(`${JSON.stringify(hfConfigJson(ckpt.config), null, 2)}\n`)));
+  files.push(await writeFileAtomic(join(dir, CHECKPOINT_FILES.config), Buffer.from(`${JSON.stringify(hfConfigJson(ckpt.config), null, 2)}\n`)));
   const statePath = join(dir, CHECKPOINT_FILES.trainerState);
   if (ckpt.extra !== undefined) {
-    files.push(await writeAtomic(statePath, Buffer.from(`${JSON.stringify(ckpt.extra, null, 2)}\n`)));
+    files.push(await writeFileAtomic(statePath, Buffer.from(`${JSON.stringify(ckpt.extra, null, 2)}\n`)));
   } else {
     await rm(statePath, { force: true });
   }
