@@ -97,7 +97,6 @@ function codeVersion(): string {
   try {
     return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   } catch {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return `v${(require('../package.json') as { version: string }).version}`;
   }
 }
@@ -384,7 +383,6 @@ async function cmdWorker(args: Args): Promise<number> {
   const names = taskQueues();
   // Loaded here, not at the top: the engine (onnxruntime) and the worker SDK are heavy, other commands need neither.
   const { DefaultLogger, NativeConnection, Runtime, Worker } = await import('@temporalio/worker');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createActivities } = require('../activities') as typeof import('../activities');
   // The SDK logs every bundling detail at INFO; operators need warnings and our own stage lines.
   Runtime.install({ logger: new DefaultLogger((process.env.OPERAFLOW_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
