@@ -4,7 +4,8 @@
  * adding a second copy. Stage attempts are the one append-only exception, by design: each execution of a
  * stage is a fact worth keeping, and its number is allocated here under the unique key.
  */
-import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, inArray, sql, type SQL } from 'drizzle-orm';
+import type { PgTable } from 'drizzle-orm/pg-core';
 import type { Db } from './client';
 import {
   artifacts,
@@ -207,6 +208,18 @@ export async function metricSeries(db: Db, runId: string, names?: string[]): Pro
     .orderBy(asc(metrics.step), asc(metrics.name));
 }
 
+/**
+ * `SET col = excluded.col` for every column of `table` but `keep`: a retried write replaces the row's
+ * values, and a column added to the schema is covered without touching the upsert.
+ */
+function overwriteFromExcluded<T extends PgTable>(table: T, keep: (keyof T['$inferInsert'] & string)[]): Record<string, SQL> {
+  return Object.fromEntries(
+    Object.entries(getTableColumns(table))
+      .filter(([key]) => !(keep as string[]).includes(key))
+      .map(([key, column]) => [key, sql.raw(`excluded.${column.name}`)]),
+  );
+}
+
 /** Upserts in chunks (PostgreSQL caps a statement at 65535 parameters). */
 export async function upsertSamples(db: Db, rows: NewSample[]): Promise<void> {
   for (let i = 0; i < rows.length; i += 500) {
@@ -216,21 +229,7 @@ export async function upsertSamples(db: Db, rows: NewSample[]): Promise<void> {
       .values(chunk)
       .onConflictDoUpdate({
         target: [samples.runId, samples.split, samples.iteration, samples.promptId, samples.sampleIndex],
-        set: {
-          prompt: sql`excluded.prompt`,
-          reference: sql`excluded.reference`,
-          taskType: sql`excluded.task_type`,
-          response: sql`excluded.response`,
-          reward: sql`excluded.reward`,
-          ppl: sql`excluded.ppl`,
-          reflection: sql`excluded.reflection`,
-          reflectionCount: sql`excluded.reflection_count`,
-          correct: sql`excluded.correct`,
-          advantage: sql`excluded.advantage`,
-          logpFull: sql`excluded.logp_full`,
-          logpInitial: sql`excluded.logp_initial`,
-          logpSegments: sql`excluded.logp_segments`,
-        },
+        set: overwriteFromExcluded(samples, ['id', 'runId', 'split', 'iteration', 'promptId', 'sampleIndex', 'createdAt']),
       });
   }
 }

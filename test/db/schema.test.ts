@@ -4,6 +4,7 @@
  */
 import { and, eq, sql } from 'drizzle-orm';
 import { createDb, type DbHandle } from '../../db/client';
+import { upsertSamples } from '../../db/queries';
 import { artifacts, events, metrics, runs, samples, stageAttempts, type NewSample, type Run } from '../../db/schema';
 
 let h: DbHandle;
@@ -62,6 +63,20 @@ test('samples are unique per (run, split, iteration, prompt, sample index); retr
   expect(rows[1]!.logpSegments).toEqual([-1.5, -0.25]);
   expect(await sqlState(h.db.insert(samples).values(sample))).toBe('23505');
   expect(await sqlState(h.db.insert(samples).values({ ...sample, promptId: 'p2', split: 'test' as 'train' }))).toBe('23514'); // check constraint
+});
+
+test('upsertSamples: a retried write replaces the row\'s values and never adds a row', async () => {
+  const first: NewSample = {
+    runId, split: 'train', iteration: 7, promptId: 'q', sampleIndex: 2, prompt: 'Q', reference: 'A', taskType: 'writing',
+    response: 'first', reward: 0.1, ppl: 0.2, reflection: 0.3, reflectionCount: 0, logpSegments: [-2],
+  };
+  await upsertSamples(h.db, [first]);
+  const [before] = await h.db.select().from(samples).where(and(eq(samples.runId, runId), eq(samples.iteration, 7)));
+  await upsertSamples(h.db, [{ ...first, response: 'second', reward: 0.9, correct: false, advantage: -1, logpFull: -3, logpSegments: [-1, -0.5] }]);
+  const rows = await h.db.select().from(samples).where(and(eq(samples.runId, runId), eq(samples.iteration, 7)));
+  expect(rows).toHaveLength(1);
+  expect(rows[0]).toMatchObject({ id: before!.id, response: 'second', reward: 0.9, correct: false, advantage: -1, logpFull: -3, logpSegments: [-1, -0.5] });
+  expect(rows[0]!.createdAt).toEqual(before!.createdAt);
 });
 
 test('stage attempts are unique per (run, stage, iteration, shard, attempt) and statuses are checked', async () => {
