@@ -89,6 +89,21 @@ async function createSession(bytes: Uint8Array, providers: readonly string[]): P
   }
 }
 
+/**
+ * Work done by ONNX Runtime in this process: session runs and the wall time inside them. Activities
+ * report it per stage (how much of a stage was compute), and tests use it to prove a stage did no work.
+ */
+export interface EngineStats {
+  runs: number;
+  ms: number;
+}
+const stats: EngineStats = { runs: 0, ms: 0 };
+
+/** A snapshot of the process-wide counters (subtract two snapshots to measure a span of work). */
+export function engineStats(): EngineStats {
+  return { ...stats };
+}
+
 export class Session {
   private constructor(private readonly session: ort.InferenceSession, readonly hash: string) {}
 
@@ -122,7 +137,10 @@ export class Session {
       const kind = kindOf(t.data);
       inputs[name] = new ort.Tensor(kind, view(t.data, kind, kind === 'bool' ? localArray : mainArray) as never, [...t.dims]);
     }
+    const t0 = performance.now();
     const out = await this.session.run(inputs);
+    stats.runs++;
+    stats.ms += performance.now() - t0;
     const result: Record<string, TensorData> = {};
     for (const [name, t] of Object.entries(out)) {
       const data = t.data as Typed;
