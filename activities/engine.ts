@@ -4,8 +4,8 @@
  * the OPERA scoring of responses (reference log-probs at every checkpoint, one tree-masked forward each).
  */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { CHECKPOINT_FILES, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
+import { basename, join } from 'node:path';
+import { CHECKPOINT_FILES, loadCheckpoint, saveCheckpoint, type Checkpoint, type CheckpointFile } from '../engine/checkpoint';
 import { llamaConfigSchema, modelPresets, type LlamaConfig } from '../engine/config';
 import { LlamaModel } from '../engine/model';
 import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
@@ -80,11 +80,41 @@ export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise
   return m;
 }
 
-/** Loads a checkpoint after checking its weights file against the recorded sha256. */
+/** name → sha256 of the files a save wrote (what a CheckpointRef or a partial-checkpoint heartbeat records). */
+export const fileHashes = (files: CheckpointFile[]): Record<string, string> => Object.fromEntries(files.map((f) => [basename(f.path), f.sha256]));
+
+/**
+ * Checks a checkpoint directory against the hashes recorded when it was written: every checkpoint file
+ * present must be recorded and match (a stray optimizer file would otherwise be loaded as state), and
+ * every recorded file must be present.
+ */
+export async function verifyCheckpointFiles(dir: string, files: Record<string, string>): Promise<void> {
+  const problems: string[] = [];
+  for (const name of Object.values(CHECKPOINT_FILES)) {
+    const recorded = files[name];
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await readFile(join(dir, name));
+    } catch {
+      if (recorded !== undefined) problems.push(`${name} is missing`);
+      continue;
+    }
+    if (recorded === undefined) problems.push(`${name} is present but was not recorded`);
+    else if (sha256(bytes) !== recorded) problems.push(`${name} has sha256 ${sha256(bytes)}, recorded ${recorded}`);
+  }
+  for (const name of Object.keys(files)) {
+    if (!(Object.values(CHECKPOINT_FILES) as string[]).includes(name)) problems.push(`${name} is recorded but is not a checkpoint file`);
+  }
+  if (problems.length > 0) throw new Error(`checkpoint ${dir} does not match its recorded hashes: ${problems.join('; ')}`);
+}
+
+/** Loads a checkpoint after checking every one of its files against the recorded sha256. */
 export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
   const dir = uriToPath(ref.uri);
-  const digest = sha256(await readFile(join(dir, CHECKPOINT_FILES.model)));
-  if (digest !== ref.sha256) throw new Error(`checkpoint ${ref.uri}: model sha256 ${digest} does not match the recorded ${ref.sha256}`);
+  if (!ref.files || ref.files[CHECKPOINT_FILES.model] !== ref.sha256) {
+    throw new Error(`checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`);
+  }
+  await verifyCheckpointFiles(dir, ref.files);
   return loadCheckpoint(dir);
 }
 
@@ -108,7 +138,7 @@ export async function saveCheckpointRecorded(
     if (kind === 'optimizer') optimizer = ref;
   }
   if (!modelSha) throw new Error(`saveCheckpoint wrote no ${CHECKPOINT_FILES.model} in ${dir}`);
-  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: modelSha }, optimizer };
+  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: modelSha, files: fileHashes(files) }, optimizer };
 }
 
 export interface ScoredResponse {

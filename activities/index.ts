@@ -30,7 +30,7 @@ import type { NewSample } from '../db/schema';
 import { LlamaModel, initWeights, type Weights } from '../engine/model';
 import type { LlamaConfig } from '../engine/config';
 import type { Tokenizer } from '../engine/tokenizer';
-import { loadCheckpoint, saveCheckpoint } from '../engine/checkpoint';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
 import { sample } from '../engine/sampler';
 import { Trainer } from '../engine/trainer';
 import { runConfigSchema, type RunConfig } from '../opera/config';
@@ -48,6 +48,8 @@ import {
   promptTokens,
   saveCheckpointRecorded,
   scoreResponses,
+  verifyCheckpointFiles,
+  fileHashes,
   warmupLr,
   type ScoredResponse,
 } from './engine';
@@ -100,6 +102,12 @@ interface RolloutItem {
 }
 interface ScoredItem extends RolloutItem {
   scores: ScoredResponse[];
+}
+/** Heartbeat details of a training stage: its step, and the last partial checkpoint with its file hashes. */
+interface PartialProgress {
+  step: number;
+  partialStep?: number;
+  partialFiles?: Record<string, string>;
 }
 interface RewardFile {
   sequences: { promptTokens: number[]; tokens: number[]; advantage: number }[];
@@ -165,12 +173,50 @@ export function createActivities(deps: ActivityDeps) {
 
   /** Heartbeat details of the previous attempt (after a crash), if any. */
   function resumeDetails<T>(): T | undefined {
-    const details = activityInfo().heartbeatDetails as T | undefined;
-    if (details !== undefined) {
-      const info = activityInfo();
-      deps.log?.(`${info.activityType} attempt ${info.attempt} resumes from the last heartbeat ${JSON.stringify(details)}`);
+    return activityInfo().heartbeatDetails as T | undefined;
+  }
+
+  /** One line about what this attempt does with the previous attempt's progress. */
+  function logResume(what: string): void {
+    const info = activityInfo();
+    deps.log?.(`${info.activityType} attempt ${info.attempt}: ${what}`);
+  }
+
+  /**
+   * Where a long training stage (SFT, update) restarts after a crash: the partial checkpoint named by the
+   * previous attempt's last heartbeat, verified against the hashes that heartbeat recorded. Anything
+   * unusable (no partial saved yet, a file missing or changed, a different config) means step 0, and the
+   * log says which and why.
+   */
+  async function resumePartial(partialDir: (step: number) => string, config: LlamaConfig): Promise<{ step: number; checkpoint: Checkpoint } | undefined> {
+    const resumed = resumeDetails<PartialProgress>();
+    if (resumed === undefined) return undefined;
+    if (resumed.partialStep === undefined || resumed.partialFiles === undefined) {
+      logResume(`the previous attempt reached step ${resumed.step} but saved no partial checkpoint: restarting from step 0`);
+      return undefined;
     }
-    return details;
+    const dir = partialDir(resumed.partialStep);
+    try {
+      await verifyCheckpointFiles(dir, resumed.partialFiles);
+      const checkpoint = await loadCheckpoint(dir, config);
+      if (!checkpoint.optimizer) throw new Error('it has no optimizer state');
+      if (Number(checkpoint.extra?.step) !== resumed.partialStep) throw new Error(`its trainer state says step ${String(checkpoint.extra?.step)}`);
+      logResume(`resumes from the partial checkpoint at step ${resumed.partialStep} (the previous attempt reached step ${resumed.step})`);
+      return { step: resumed.partialStep, checkpoint };
+    } catch (err) {
+      logResume(`the partial checkpoint at step ${resumed.partialStep} is unusable (${(err as Error).message}): restarting from step 0`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Saves a partial checkpoint and returns the heartbeat details that point a later attempt at it. The
+   * previous partial is kept (the heartbeat naming this one may never reach the server); older ones go.
+   */
+  async function savePartial(partialDir: (step: number) => string, step: number, previous: PartialProgress | undefined, every: number, ckpt: Checkpoint): Promise<PartialProgress> {
+    const files = await saveCheckpoint(partialDir(step), ckpt);
+    if (previous?.partialStep !== undefined && previous.partialStep - every > 0) await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
+    return { step, partialStep: step, partialFiles: fileHashes(files) };
   }
 
   /**
@@ -280,18 +326,13 @@ export function createActivities(deps: ActivityDeps) {
         // One directory per saved step: the last heartbeat that reached the server may name an older one.
         const partialDir = (n: number) => join(runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
         let trainer = new Trainer(model, { weightDecay: cs.weightDecay });
-        let start = 0;
-        const resumed = resumeDetails<{ step: number; partialStep?: number }>();
-        if (resumed?.partialStep !== undefined) {
-          const partial = await loadCheckpoint(partialDir(resumed.partialStep), modelConfig).catch(() => undefined);
-          const savedStep = Number(partial?.extra?.step);
-          if (partial?.optimizer && savedStep === resumed.partialStep) {
-            model.setWeights(partial.weights);
-            trainer = new Trainer(model, { weightDecay: cs.weightDecay }, partial.optimizer);
-            start = savedStep;
-          }
+        const resumed = await resumePartial(partialDir, modelConfig);
+        if (resumed) {
+          model.setWeights(resumed.checkpoint.weights);
+          trainer = new Trainer(model, { weightDecay: cs.weightDecay }, resumed.checkpoint.optimizer);
         }
-        let partialStep: number | undefined = start > 0 ? start : undefined;
+        const start = resumed?.step ?? 0;
+        let progress: PartialProgress | undefined = resumed ? activityInfo().heartbeatDetails as PartialProgress : undefined;
         const order = permutation(examples.length, config.seed ^ 0x5f7);
         for (let step = start; step < cs.steps; step++) {
           const batch = Array.from({ length: Math.min(cs.batchSize, examples.length) }, (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!);
@@ -300,12 +341,9 @@ export function createActivities(deps: ActivityDeps) {
           finalLoss = out.loss;
           if (step % 5 === 0 || step === cs.steps - 1) await upsertMetrics(db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
           if ((step + 1) % every === 0 && step + 1 < cs.steps) {
-            await saveCheckpoint(partialDir(step + 1), { config: modelConfig, weights: model.weights, optimizer: trainer.state(), extra: { step: step + 1 } });
-            // Keep the previous one too, in case this step's heartbeat never reaches the server.
-            if (partialStep !== undefined && partialStep - every > 0) await rm(partialDir(partialStep - every), { recursive: true, force: true });
-            partialStep = step + 1;
+            progress = await savePartial(partialDir, step + 1, progress, every, { config: modelConfig, weights: model.weights, optimizer: trainer.state(), extra: { step: step + 1 } });
           }
-          heartbeat({ step: step + 1, ...(partialStep !== undefined ? { partialStep } : {}) });
+          heartbeat({ ...progress, step: step + 1 });
         }
         steps = cs.steps;
       }
@@ -487,6 +525,7 @@ export function createActivities(deps: ActivityDeps) {
           reference: item.reference,
           taskType: item.taskType,
           response: item.samples[j]!.text,
+          responseTokens: item.samples[j]!.tokens.length,
           reward: r.total,
           ppl: r.ppl,
           reflection: r.reflection,
@@ -549,18 +588,14 @@ export function createActivities(deps: ActivityDeps) {
       const totalSteps = g.epochs * Math.ceil(usable.length / g.miniBatchSize);
       const every = Math.max(1, Math.ceil(totalSteps / 4));
       const partialDir = (n: number) => join(runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
-      let startStep = 0;
-      let partialStep: number | undefined;
-      const resumed = resumeDetails<{ step: number; partialStep?: number }>();
-      if (resumed?.partialStep !== undefined) {
-        const partial = await loadCheckpoint(partialDir(resumed.partialStep), ckpt.config).catch(() => undefined);
-        if (partial?.optimizer && Number(partial.extra?.step) === resumed.partialStep) {
-          model.setWeights(partial.weights);
-          trainer = new Trainer(model, {}, partial.optimizer);
-          stats = partial.extra?.stats as typeof stats;
-          startStep = partialStep = resumed.partialStep;
-        }
+      const resumed = await resumePartial(partialDir, ckpt.config);
+      if (resumed) {
+        model.setWeights(resumed.checkpoint.weights);
+        trainer = new Trainer(model, {}, resumed.checkpoint.optimizer);
+        stats = resumed.checkpoint.extra?.stats as typeof stats;
       }
+      const startStep = resumed?.step ?? 0;
+      let progress: PartialProgress | undefined = resumed ? activityInfo().heartbeatDetails as PartialProgress : undefined;
       let lr = g.lr;
       let step = 0;
       for (let epoch = 0; epoch < g.epochs; epoch++) {
@@ -593,11 +628,9 @@ export function createActivities(deps: ActivityDeps) {
           stats.gradNorm.push(out.gradNorm);
           step++;
           if (step % every === 0 && step < totalSteps) {
-            await saveCheckpoint(partialDir(step), { config: ckpt.config, weights: model.weights, optimizer: trainer.state(), extra: { step, stats } });
-            if (partialStep !== undefined && partialStep - every > 0) await rm(partialDir(partialStep - every), { recursive: true, force: true });
-            partialStep = step;
+            progress = await savePartial(partialDir, step, progress, every, { config: ckpt.config, weights: model.weights, optimizer: trainer.state(), extra: { step, stats } });
           }
-          heartbeat({ step, ...(partialStep !== undefined ? { partialStep } : {}) });
+          heartbeat({ ...progress, step });
         }
       }
       const saved = await saveCheckpointRecorded(db, runId, iteration, join(runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`), {
@@ -661,6 +694,7 @@ export function createActivities(deps: ActivityDeps) {
           reference: row.reference,
           taskType: row.taskType,
           response: results[k]!.text,
+          responseTokens: results[k]!.tokens.length,
           reward: flat[k]!.total,
           ppl: flat[k]!.ppl,
           reflection: flat[k]!.reflection,

@@ -17,6 +17,8 @@ export interface CheckpointRef {
   iteration: number;
   /** sha256 of model.safetensors. */
   sha256: string;
+  /** sha256 of every file the directory holds, by file name: loading refuses any that differs, is missing or is extra. */
+  files: Record<string, string>;
 }
 
 export interface DatasetRef {

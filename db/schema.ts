@@ -120,6 +120,8 @@ export const samples = pgTable(
     reference: text('reference').notNull(),
     taskType: text('task_type').notNull(),
     response: text('response').notNull(),
+    /** Generated tokens, the final EOS included when the model chose to stop (null on rows from before 0001). */
+    responseTokens: integer('response_tokens'),
     reward: doublePrecision('reward').notNull(),
     ppl: doublePrecision('ppl').notNull(),
     reflection: doublePrecision('reflection').notNull(),

@@ -1,0 +1,1 @@
+ALTER TABLE "samples" ADD COLUMN "response_tokens" integer;
