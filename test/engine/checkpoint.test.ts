@@ -188,6 +188,30 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     await expect(loadCheckpoint(dir)).rejects.toThrow(`cannot read weight shard ${join(dir, 'model-00002-of-00002.safetensors')}`);
   });
 
+  // Catches: optimizer moments not validated on load (a resumed run would train with wrong or partial AdamW state).
+  it('refuses an optimizer file whose moments or step do not fit the config, naming each problem', async () => {
+    const weights = initWeights(config, 10);
+    await saveCheckpoint(dir, { config, weights, optimizer: { step: 4, m: weights, v: weights } });
+    const shapes = parameterShapes(config);
+    const moments = (prefix: string) => new Map([...weights].map(([n, d]) => [`${prefix}${n}`, { shape: shapes.get(n)!, data: d }]));
+    const path = join(dir, 'optimizer.safetensors');
+    const q = 'model.layers.0.self_attn.q_proj.weight';
+    const m = moments('m.');
+    const v = moments('v.');
+    v.delete('v.model.norm.weight');
+    m.set(`m.${q}`, { shape: [1, m.get(`m.${q}`)!.data.length], data: m.get(`m.${q}`)!.data });
+    await writeFile(path, encodeSafetensors(new Map([...m, ...v, ['w.stray', { shape: [1], data: new Float32Array(1) }]]), { step: '4' }));
+    const err = await loadCheckpoint(dir).then(() => undefined, (e: Error) => e.message);
+    expect(err).toContain(`${path} does not match config.json`);
+    expect(err).toContain('missing: v.model.norm.weight');
+    expect(err).toContain(`m.${q}: expected [${shapes.get(q)!.join(', ')}] got [1, `);
+    expect(err).toContain('unexpected: w.stray');
+    for (const step of [undefined, '-1', '2.5', 'x']) {
+      await writeFile(path, encodeSafetensors(new Map([...moments('m.'), ...moments('v.')]), step === undefined ? {} : { step }));
+      await expect(loadCheckpoint(dir)).rejects.toThrow(`${path} metadata "step" must be a non-negative integer`);
+    }
+  });
+
   it('refuses to save weights that do not fit the config', async () => {
     const weights = initWeights(config, 7);
     weights.set('model.norm.weight', new Float32Array(3));
