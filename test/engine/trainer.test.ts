@@ -39,6 +39,25 @@ describe('GRPO step loss equals opera/grpo.ts policyLoss', () => {
     expect(model.weights.get('model.norm.weight')).not.toEqual(weights.get('model.norm.weight')); // the step updated the model
   });
 
+  // Catches: KL direction flipped in the training graph (k = logp − refLogp). One response token per
+  // step, so a flipped sign cannot cancel out as it does across the ±ln2 pair of a longer sequence.
+  test('KL direction: one response token with refLogp − logp = ±ln2', async () => {
+    const weights = randomWeights(config, 4);
+    const row = { tokens: [7, 19], responseStart: 1, advantage: 0 }; // predicts token 19 from token 7
+    const [[lp]] = (await new LlamaModel(config, clone(weights)).tokenLogps([{ tokens: row.tokens, start: 1 }])) as [[number]];
+    // A fresh model each time: a step updates the weights, and both cases must see the same logp.
+    const step = async (refLogp: number) =>
+      new Trainer(new LlamaModel(config, clone(weights))).grpoStep([{ ...row, oldLogp: [lp], refLogp: [refLogp] }], 1e-3);
+    // k = ln2: kl = 2 − ln2 − 1 ≈ 0.30685 (flipped: 0.5 + ln2 − 1 ≈ 0.19315).
+    const up = await step(lp + Math.LN2);
+    expect(Math.abs(up.klLoss - (1 - Math.LN2))).toBeLessThan(1e-5);
+    expect(Math.abs(up.pgLoss)).toBeLessThan(1e-6); // A = 0
+    expect(Math.abs(up.loss - 0.001 * (1 - Math.LN2))).toBeLessThan(1e-7);
+    // k = −ln2: kl = 0.5 + ln2 − 1 ≈ 0.19315 (flipped: 0.30685).
+    const down = await step(lp - Math.LN2);
+    expect(Math.abs(down.klLoss - (Math.LN2 - 0.5))).toBeLessThan(1e-5);
+  });
+
   test('rejects log-prob arrays that do not match the response', async () => {
     const model = new LlamaModel(config, randomWeights(config, 4));
     await expect(new Trainer(model).grpoStep([{ tokens: [1, 2, 3], responseStart: 1, advantage: 1, oldLogp: [0], refLogp: [0, 0] }], 1e-3)).rejects.toThrow(/oldLogp\/refLogp need 2 values/);

@@ -98,6 +98,24 @@ describe('policyLoss', () => {
     expect(r.loss).toBeCloseTo(0.724, 12);
   });
 
+  // Catches: KL direction flipped (k = logp − refLogp). One token each, so nothing can cancel.
+  it('low_var_kl uses k = refLogp − logp: one-token cases pin the direction', () => {
+    const one = (logp: number, refLogp: number) =>
+      policyLoss({ logp: [[logp]], oldLogp: [[logp]], refLogp: [[refLogp]], advantages: [0], mask: [[1]] });
+    // refLogp − logp = ln2: kl = e^{ln2} − ln2 − 1 = 1 − ln2 ≈ 0.30685 (flipped: e^{−ln2} + ln2 − 1 = ln2 − 0.5 ≈ 0.19315).
+    const up = one(-2, -2 + Math.LN2);
+    expect(up.klLoss).toBeCloseTo(1 - Math.LN2, 12);
+    // A = 0 and ρ = 1: no pg loss, so loss = 0.001 · kl.
+    expect(up.pgLoss).toBe(0);
+    expect(up.loss).toBeCloseTo(0.001 * (1 - Math.LN2), 15);
+    // refLogp − logp = −ln2: kl = 1/2 + ln2 − 1 ≈ 0.19315 (flipped: 1 − ln2).
+    expect(one(-1, -1 - Math.LN2).klLoss).toBeCloseTo(Math.LN2 - 0.5, 12);
+    // k = 3 stays inside the clamps: e^3 − 4 ≈ 16.0855 is clamped to 10 (flipped: e^{−3} + 2 ≈ 2.0498, no clamp).
+    expect(one(-5, -2).klLoss).toBe(10);
+    // k = −3: e^{−3} + 3 − 1 ≈ 2.0498 (flipped: clamped to 10).
+    expect(one(-2, -5).klLoss).toBeCloseTo(Math.exp(-3) + 2, 12);
+  });
+
   it('clamps the log-ratio so huge differences stay finite', () => {
     // log-ratio 1000 would give exp(1000) = ∞ and −0·∞ = NaN for A = 0; clamped to 20, the loss is 0.
     const r = policyLoss({ logp: [[999]], oldLogp: [[-1]], refLogp: [[999]], advantages: [0], mask: [[1]] });
