@@ -90,6 +90,37 @@ describe('operaRewards', () => {
     ]);
   });
 
+  // Catches: smoothing applied to one side of a comparison only — the reflection baseline left raw while
+  // segments are smoothed (or the reverse), or a rollout's raw full ranked against the others' smoothed
+  // fulls. At the default mix 0.2 each of those changes a count or a rank in this batch. (Smoothing every
+  // value with the same EMA is an increasing affine map, so it keeps every rank and sign: the results
+  // equal the unsmoothed ones, which the last assertion checks.)
+  it('smooths every value with the one batch EMA at the default mix', () => {
+    const rollout = (response: string, logpFull: number, logpInitial: number, logpSegments: number[]) => ({ response, logpFull, logpInitial, logpSegments });
+    const group: OperaGroup = {
+      taskType: 'writing',
+      reference: 'r',
+      rollouts: [
+        rollout('<think>Wait, a.</think>', -10, -10, [-10.5]), // falls 0.5
+        rollout('<think>Wait, b.</think>', -10, -10, [-9.5]), //  rises 0.5
+        rollout('plain', -0.2, -0.2, []),
+        rollout('plain', -0.2, -0.2, []),
+      ],
+    };
+    // Ten raw values, sum −60.8 → ema = −6.08; v' = 0.8·v − 1.216: −10 → −9.216, −10.5 → −9.616,
+    // −9.5 → −8.816, −0.2 → −1.376.
+    const { rewards, ema } = operaRewards([group], null);
+    expect(ema).toBeCloseTo(-6.08, 12);
+    // Rollout 0: −9.616 − (−9.216) = −0.4 → 0 (raw baseline: −9.616 − (−10) = +0.384 → 1).
+    // Rollout 1: −8.816 − (−9.216) = +0.4 → 1 (raw segment: −9.5 − (−9.216) = −0.284 → 0).
+    expect(rewards[0]!.map((r) => r.reflectionCount)).toEqual([0, 1, 0, 0]);
+    // ppl: below −1.376 are the two −9.216 → 2/3 (raw −0.2 against smoothed others: all 3 below → 1).
+    expect(rewards[0]!.map((r) => r.ppl)).toEqual([0, 0, 2 / 3, 2 / 3]);
+    expect(rewards[0]![1]!.total).toBeCloseTo(0.7 * Math.tanh(0.5), 12);
+    expect(rewards[0]![2]!.total).toBeCloseTo(0.2, 12);
+    expect(operaRewards([group], null, { emaMix: 0 }).rewards).toEqual(rewards);
+  });
+
   it('ranks ties equally (count strictly below) over G − 1', () => {
     // fulls −1, −2, −1, −3: below −1 are −2 and −3 → 2/3; below −2 is −3 → 1/3; below −3 none → 0.
     const rollouts = [-1, -2, -1, -3].map((f) => ({ response: 'x', logpFull: f, logpInitial: -5, logpSegments: [] }));
@@ -128,6 +159,32 @@ describe('operaRewards', () => {
     );
     expect(rewards[0]![0]!.reflectionCount).toBe(2);
     expect(rewards[0]![0]!.total).toBeCloseTo(0.3 + 0.7 * Math.tanh(1), 12);
+  });
+
+  // Catches: the reflection baseline `last` advancing only on counted reflections (or only on keyword
+  // segments) instead of on every segment, as the spec says (`last = seg'_j` always).
+  it('moves the reflection baseline on every segment, counted or not', () => {
+    const rollout = (response: string, logpInitial: number, logpSegments: number[]) => ({ response, logpFull: -1, logpInitial, logpSegments });
+    const { rewards } = operaRewards(
+      [
+        {
+          taskType: 'writing',
+          reference: 'r',
+          rollouts: [
+            // initial −3 → "Plain idea." −1 (no keyword; last = −1) → "Wait, …" −2: −2 − (−1) < 0 → count 0.
+            // Baseline kept at −3 because "Plain idea." was not counted: −2 > −3 → count 1 (wrong).
+            rollout('<think>Plain idea.\n\nWait, again.</think>a', -3, [-1, -2]),
+            // initial −1 → "But no." −3 (keyword, falls: not counted; last = −3) → "Wait, …" −2: rises → count 1.
+            // Baseline kept at −1 after the uncounted "But no.": −2 < −1 → count 0 (wrong).
+            rollout('<think>But no.\n\nWait, better.</think>b', -1, [-3, -2]),
+          ],
+        },
+      ],
+      null,
+    );
+    // Smoothing scales every difference by 0.8 and keeps its sign, so the raw walk above decides.
+    expect(rewards[0]!.map((r) => r.reflectionCount)).toEqual([0, 1]);
+    expect(rewards[0]![1]!.reflection).toBeCloseTo(Math.tanh(0.5), 12);
   });
 
   it('scores math by exact match of the last boxed answer, else the text outside the think block', () => {
