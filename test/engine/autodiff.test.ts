@@ -139,6 +139,63 @@ describe('gradient rules match finite differences (float64)', () => {
   });
 });
 
+// Catches: a broken ReduceMean rule for symbolic axes (the count taken at run time as
+// Size(x) / Size(y)): static-shape checks above never reach that branch.
+describe('ReduceMean over a symbolic axis', () => {
+  /**
+   * loss = Σ_i w_i · Σ mean(x[i, …]) over the reduced axes, for a graph built once with symbolic dims and run at
+   * several sizes. d loss / d x[i, …] = w_i / (number of reduced elements): checked against that hand
+   * formula and against central finite differences in float64.
+   */
+  async function check(shape: (number | string)[], axes: number[], sizes: Record<string, number>[], count: (s: Record<string, number>) => number) {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float64', shape);
+    const y = g.reduceMean(x, axes, false); // [2, …kept axes]
+    const wShape = y.shape.map((_, k) => (k === 0 ? 2 : 1)); // w_i broadcast over row i
+    const w = g.input('w', 'float64', wShape);
+    const loss = g.reduceSum(g.mul(y, w), y.shape.map((_, k) => k), false);
+    g.output(loss, 'loss');
+    g.output(gradients(g, loss, [x])[0]!, 'dx');
+    const session = await Session.get(g.toBytes());
+    const r = rng(5);
+    for (const s of sizes) {
+      const dims = shape.map((d) => (typeof d === 'number' ? d : s[d]!));
+      const n = dims.reduce((a, b) => a * b, 1);
+      const data = Float64Array.from({ length: n }, () => 2 * r() - 1);
+      const wv = Float64Array.of(0.3, -0.7);
+      const feeds = (): Feeds => ({ x: { data, dims }, w: { data: wv, dims: wShape } });
+      const dx = (await session.run(feeds())).dx!.data as Float64Array;
+      const per = n / 2; // elements of x under each output (axis 0, of size 2, is kept)
+      expect(dx.length).toBe(n);
+      dx.forEach((v, e) => expect(v).toBeCloseTo(wv[Math.floor(e / per)]! / count(s), 12));
+      for (const e of [0, n - 1]) {
+        const orig = data[e]!;
+        data[e] = orig + 1e-6;
+        const lp = (await session.run(feeds())).loss!.data[0] as number;
+        data[e] = orig - 1e-6;
+        const lm = (await session.run(feeds())).loss!.data[0] as number;
+        data[e] = orig;
+        expect(Math.abs(dx[e]! - (lp - lm) / 2e-6)).toBeLessThan(1e-8);
+      }
+    }
+  }
+
+  test('one symbolic axis reduced: dx = w / N at every N', async () => {
+    // x [2, N], mean over N: N = 3 → w/3, N = 5 → w/5 (one graph, two sizes).
+    await check([2, 'N'], [1], [{ N: 3 }, { N: 5 }], (s) => s.N!);
+  });
+
+  test('a symbolic and a static axis reduced together: dx = w / (3·N)', async () => {
+    // x [2, N, 3], mean over axes 1 and 2 (negative -1 for the static one): 3·N elements per output.
+    await check([2, 'N', 3], [1, -1], [{ N: 1 }, { N: 4 }], (s) => 3 * s.N!);
+  });
+
+  test('a symbolic axis that is kept does not enter the count', async () => {
+    // x [2, M, 4] with mean over the static axis 2 only; M is symbolic but not reduced → dx = w / 4.
+    await check([2, 'M', 4], [2], [{ M: 1 }, { M: 3 }], () => 4);
+  });
+});
+
 describe('hand-computed gradients', () => {
   async function run(g: Graph, feeds: Feeds) {
     return (await Session.get(g.toBytes())).run(feeds);

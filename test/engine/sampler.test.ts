@@ -47,6 +47,15 @@ describe('chooseToken', () => {
     expect(pick({ topP: 0.5 }, 0.99)).toBe(1);
   });
 
+  // Catches: the top-p loop testing `cum <= topP·mass` instead of `<` (a token past the boundary kept).
+  it('top-p stops as soon as the kept mass reaches p exactly', () => {
+    // logits [0, 0]: p = [0.5, 0.5]; top-p 0.5: token 0 alone reaches 0.5, so only it is kept and every
+    // u picks it. With `<=` the loop also keeps token 1 (0.5 ≤ 0.5) and u = 0.9 lands on token 1.
+    const tie = new Float32Array([0, 0]);
+    for (const u of [0.1, 0.6, 0.9]) expect(chooseToken(tie, { temperature: 1, topK: 0, topP: 0.5 }, u).token).toBe(0);
+    expect(chooseToken(tie, { temperature: 1, topK: 0, topP: 0.5 }, 0.9).logp).toBeCloseTo(Math.log(0.5), 6);
+  });
+
   it('applies temperature to the kept distribution', () => {
     // T = 2: weights ∝ sqrt(p) = [.447, .707, .548]; CDF boundaries .263 and .678
     expect([0.26, 0.27, 0.67, 0.68].map((u) => pick({ temperature: 2 }, u))).toEqual([0, 1, 1, 2]);
