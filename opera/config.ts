@@ -8,7 +8,7 @@
  * `configs/x.yaml:7: grpo.groupSize: Too small: expected number to be >=1`.
  */
 import { readFileSync } from 'node:fs';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import { z } from 'zod';
 import { canonicalJson, sha256Hex } from './canonical';
 import { DEFAULT_COLD_START_OPTIONS as CS } from './coldstart';
@@ -191,6 +191,7 @@ function locate(doc: Document, path: readonly PathKey[]): { node: Node | null; k
   let node: unknown = doc.contents;
   let keyNode: Node | null = null;
   for (const key of path) {
+    if (isAlias(node)) node = node.resolve(doc); // `grpo: *base`: the keys live in the anchored node
     if (isMap(node)) {
       const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(key));
       if (!pair) return { node: node as Node, keyNode, found: false };

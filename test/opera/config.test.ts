@@ -34,6 +34,52 @@ describe('run config', () => {
     expect(c.reward.keywordMatch).toBe('word');
     expect(c.eval.temperature).toBe(0);
     expect(c.runtime.providers).toEqual(['cpu']);
+    // Catches: a wrong default for the data source, the cold-start switches or the artifact store.
+    expect(c.data.source).toBe('synthetic');
+    expect(c.coldStart).toMatchObject({ enabled: true, synthesize: false });
+    expect(c.runtime.artifactsDir).toBe('.operaflow/artifacts');
+  });
+
+  // Catches: an allowed value rejected (a literal or enum entry lost, or a bound turned around: min ↔ max).
+  it('accepts in-range values of every bounded teacher, sampling and list field', () => {
+    const c = parseRunConfig(
+      [
+        'name: x',
+        'model: { preset: bench, config: { hidden_act: silu } }',
+        'data: { source: synthetic }',
+        'coldStart: { teacher: { checkpoint: teachers/big, temperature: 0.7, topP: 0.9, guidingWords: [Wait, But] } }',
+        'grpo: { topP: 0.9 }',
+        'reward: { keywords: [Wait, Hmm] }',
+        'eval: { temperature: 0.5 }',
+        'runtime: { providers: [cuda, cpu] }',
+      ].join('\n'),
+      'ok.yaml',
+    );
+    expect(c.model).toMatchObject({ preset: 'bench', config: { hidden_act: 'silu' } });
+    expect(c.data.source).toBe('synthetic');
+    expect(c.coldStart.teacher).toMatchObject({ checkpoint: 'teachers/big', temperature: 0.7, topP: 0.9, guidingWords: ['Wait', 'But'] });
+    expect(c.grpo.topP).toBe(0.9);
+    expect(c.reward.keywords).toEqual(['Wait', 'Hmm']);
+    expect(c.eval.temperature).toBe(0.5);
+    expect(c.runtime.providers).toEqual(['cuda', 'cpu']);
+  });
+
+  // Catches: a bound dropped or turned around, or a list allowed to be empty (a run with no guiding
+  // words or no execution provider would fail much later, or silently do nothing).
+  it.each([
+    ['model: { config: { hidden_act: gelu } }', 'model.config.hidden_act'],
+    ['data: { source: rows.jsonl.csv }', 'data.source'],
+    ["coldStart: { teacher: { checkpoint: '' } }", 'coldStart.teacher.checkpoint'],
+    ['coldStart: { teacher: { temperature: -0.1 } }', 'coldStart.teacher.temperature'],
+    ['coldStart: { teacher: { topP: 1.5 } }', 'coldStart.teacher.topP'],
+    ['coldStart: { teacher: { guidingWords: [] } }', 'coldStart.teacher.guidingWords'],
+    ["coldStart: { teacher: { guidingWords: [Wait, ''] } }", 'coldStart.teacher.guidingWords.1'],
+    ['grpo: { topP: 1.01 }', 'grpo.topP'],
+    ['reward: { keywords: [] }', 'reward.keywords'],
+    ['eval: { temperature: -1 }', 'eval.temperature'],
+    ['runtime: { providers: [] }', 'runtime.providers'],
+  ])('rejects %s, naming %s', (yaml, key) => {
+    expect(errorOf(() => parseRunConfig(`name: x\n${yaml}\n`, 'r.yaml'))).toMatch(new RegExp(`^r\\.yaml:2: ${key.replace(/\./g, '\\.')}: `));
   });
 
   it('keeps values that are given, including LlamaConfig overrides', () => {
@@ -72,6 +118,41 @@ describe('run config', () => {
     expect(msg).toBe('runs/a.yaml:4: grpo.groupSzie: unknown key');
   });
 
+  // Catches: several unknown keys of one object run together on one line.
+  it('names each unknown key of one object on its own line', () => {
+    expect(errorOf(() => parseRunConfig('name: x\ngrpo:\n  foo: 1\n  bar: 2\n', 'u.yaml'))).toBe(
+      'u.yaml:3: grpo.foo: unknown key\nu.yaml:4: grpo.bar: unknown key',
+    );
+  });
+
+  // Catches: several problems run together, or a line lost for an item of a list.
+  it('reports every problem on its own line, list items at their own line', () => {
+    const text = ['name: x', 'grpo: { groupSize: 0 }', 'reward:', '  keywords:', '    - Wait', "    - ''"].join('\n');
+    expect(errorOf(() => parseRunConfig(text, 'm.yaml'))).toBe(
+      'm.yaml:2: grpo.groupSize: Too small: expected number to be >=1\n' +
+        'm.yaml:6: reward.keywords.1: Too small: expected string to have >=1 characters',
+    );
+  });
+
+  // Catches: a value reached through a YAML alias reported as "required key is missing" (the walk to
+  // the key stopped at the alias node), and its line lost.
+  it('follows YAML aliases to the value that is wrong', () => {
+    const text = ['name: x', 'eval: &e', '  maxNewTokens: big', 'grpo:', '  *e'].join('\n');
+    const lines = errorOf(() => parseRunConfig(text, 'a.yaml')).split('\n').sort();
+    // Both sections hold the same map; both errors point at line 3, where the bad value is written.
+    expect(lines).toEqual([
+      'a.yaml:3: eval.maxNewTokens: Invalid input: expected number, received string',
+      'a.yaml:3: grpo.maxNewTokens: Invalid input: expected number, received string',
+    ]);
+  });
+
+  // Catches: a line number or "(root)" invented for an empty file or a document that is not a map.
+  it('reports an empty file without a line, and a non-map document at its root', () => {
+    expect(errorOf(() => parseRunConfig('', 'e.yaml'))).toBe('e.yaml: name: required key is missing');
+    expect(errorOf(() => parseRunConfig('# only a comment\n', 'e.yaml'))).toBe('e.yaml: name: required key is missing');
+    expect(errorOf(() => parseRunConfig('hello\n', 'e.yaml'))).toBe('e.yaml:1: (root): Invalid input: expected object, received string');
+  });
+
   it('names unknown LlamaConfig fields and top-level keys', () => {
     const msg = errorOf(() => parseRunConfig('name: x\nmodel:\n  config:\n    hidden_sise: 8\nextra: 1\n', 'b.yaml'));
     expect(msg).toContain('b.yaml:4: model.config.hidden_sise: unknown key');
@@ -108,7 +189,8 @@ describe('run config', () => {
     expect(errorOf(() => parseRunConfig('name: x\ngrpo:\n  groupSize: [1\n', 'f.yaml'))).toMatch(
       /^f\.yaml:\d+: invalid YAML: /,
     );
-    expect(errorOf(() => parseRunConfig('name: x\nname: y\n', 'g.yaml'))).toMatch(/^g\.yaml:2: invalid YAML: /);
+    // Catches: the message's location suffix or context lines (prettyErrors) leaking in, or a lost first line.
+    expect(errorOf(() => parseRunConfig('name: x\nname: y\n', 'g.yaml'))).toBe('g.yaml:2: invalid YAML: Map keys must be unique');
   });
 
   it('loads from disk and names an unreadable path', () => {
