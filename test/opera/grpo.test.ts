@@ -124,14 +124,41 @@ describe('policyLoss', () => {
   });
 
   it('returns zeros for an all-padding batch and rejects ragged input', () => {
-    expect(policyLoss({ logp: [[0]], oldLogp: [[0]], refLogp: [[0]], advantages: [1], mask: [[0]] })).toEqual({
-      loss: 0,
-      pgLoss: 0,
-      klLoss: 0,
-      clipFraction: 0,
-    });
+    const zeros = { loss: 0, pgLoss: 0, klLoss: 0, clipFraction: 0 };
+    const padding = { logp: [[0]], oldLogp: [[0]], refLogp: [[0]], advantages: [1], mask: [[0]] };
+    expect(policyLoss(padding)).toEqual(zeros);
+    // Catches: 0/0 = NaN when no sequence has a token (seq-mean-token-mean's outer mean over 0 sequences).
+    expect(policyLoss(padding, { aggregation: 'seq-mean-token-mean' })).toEqual(zeros);
     expect(() =>
       policyLoss({ logp: [[0, 0]], oldLogp: [[0]], refLogp: [[0, 0]], advantages: [1], mask: [[1, 1]] }),
     ).toThrow(/sequence 0: oldLogp has 1 tokens, logp has 2/);
+  });
+
+  // Catches: missing per-sequence count checks (a short array would read undefined and give NaN).
+  it('rejects arrays whose sequence count differs from logp, naming the array', () => {
+    const ok = { logp: [[0], [0]], oldLogp: [[0], [0]], refLogp: [[0], [0]], advantages: [1, -1], mask: [[1], [1]] };
+    expect(() => policyLoss({ ...ok, oldLogp: [[0]] })).toThrow('policyLoss: oldLogp has 1 sequences, logp has 2');
+    expect(() => policyLoss({ ...ok, refLogp: [[0], [0], [0]] })).toThrow('policyLoss: refLogp has 3 sequences, logp has 2');
+    expect(() => policyLoss({ ...ok, mask: [] })).toThrow('policyLoss: mask has 0 sequences, logp has 2');
+    expect(() => policyLoss({ ...ok, advantages: [1] })).toThrow('policyLoss: 1 advantages for 2 sequences');
+    expect(policyLoss(ok).loss).toBe(0); // A = ±1 with ρ = 1 gives ∓1: token mean 0; KL 0
+  });
+
+  // Catches: a sequence with no tokens entering seq-mean-token-mean's outer mean (as 0/0 = NaN or as a 0).
+  it('seq-mean-token-mean leaves sequences without tokens out of the outer mean', () => {
+    // seq 0: A = 1, ρ = 1 → pg −1 per token, 2 tokens → −1; seq 1: all padding (garbage values); seq 2:
+    // A = −0.5, ρ = 1 → pg 0.5 → 0.5. Outer mean over the 2 sequences with tokens: (−1 + 0.5)/2 = −0.25.
+    const r = policyLoss(
+      {
+        logp: [[-1, -2], [5, 5], [-3]],
+        oldLogp: [[-1, -2], [-9, -9], [-3]],
+        refLogp: [[-1, -2], [0, 0], [-3]],
+        advantages: [1, 7, -0.5],
+        mask: [[1, 1], [0, 0], [1]],
+      },
+      { aggregation: 'seq-mean-token-mean' },
+    );
+    expect(r.pgLoss).toBeCloseTo(-0.25, 12);
+    expect(r.klLoss).toBe(0);
   });
 });

@@ -18,6 +18,8 @@ describe('reflectionSegments', () => {
     expect(reflectionSegments('<think>open only')).toEqual([]);
     expect(reflectionSegments('</think> then <think>')).toEqual([]);
     expect(reflectionSegments('<think> \n\n </think>')).toEqual([]);
+    // Catches: a missing `<think>` check (a search from index −1 + 7 would find this `</think>`).
+    expect(reflectionSegments('no open tag here </think> tail')).toEqual([]);
   });
   it('gives the scorer its contexts in order', () => {
     expect(scoringContexts('P:', '<think>a\n\nb</think>ans')).toEqual({
@@ -35,6 +37,12 @@ describe('mathAnswer', () => {
     expect(mathAnswer('<think>\\boxed{7}</think> 8 ')).toBe(' 8 ');
     expect(mathCorrect('so \\boxed{ 7 }', '7\n')).toBe(true);
     expect(mathCorrect('\\boxed{7.0}', '7')).toBe(false);
+  });
+  // Catches: a think-block pattern that stops at whitespace, leaving a multi-line think block (and the
+  // boxed guess inside it) in the answer text.
+  it('removes think blocks that span lines and spaces', () => {
+    expect(mathAnswer('<think>Try 3+4.\n\nSo \\boxed{7}, maybe.</think>The answer is 8.')).toBe('The answer is 8.');
+    expect(mathCorrect('<think>a \\boxed{7}\nb</think> 8 ', '8')).toBe(true);
   });
 });
 
@@ -150,6 +158,17 @@ describe('operaRewards', () => {
     expect(counts(segs, 'substring')).toEqual([1, 1, 1, 0, 1, 1]);
   });
 
+  // Catches: keywords put into the word pattern unescaped (or with their metacharacters dropped).
+  it('matches keywords with regex metacharacters literally', () => {
+    const count = (segment: string) =>
+      operaRewards([oneSegment(segment)], null, { keywords: ['e.g.', 'Hmm?'] }).rewards[0]![0]!.reflectionCount;
+    expect(count('See e.g. this.')).toBe(1);
+    expect(count('Hmm? Odd.')).toBe(1);
+    expect(count('exgx marks it.')).toBe(0); // an unescaped "." would match any character
+    expect(count('eg without dots.')).toBe(0);
+    expect(count('Hmm. Fine.')).toBe(0); //   an unescaped "?" would make the second m optional and match "Hm"/"Hmm"
+  });
+
   it('G = 1 gets ppl 1 and counts every rising reflection', () => {
     // initial −3 → seg −2 (Wait, +) → seg −2.5 (But, −) → seg −1 (However, +): count 2, tanh(1).
     const response = '<think>Wait, one.\n\nBut two.\n\nHowever, three.</think>done';
@@ -227,6 +246,12 @@ describe('operaRewards', () => {
       { taskType: 'writing', reference: 'r', rollouts: [{ response: '<think>a</think>', logpFull: -1, logpInitial: -1, logpSegments }] },
     ];
     expect(() => operaRewards(group([NaN]), null)).toThrow('operaRewards: group 0 rollout 0: logpSegments[0] is NaN, not a finite log-probability');
+    // Catches: the error naming the wrong field (or none) for a bad full or initial log-prob.
+    const bad = (logpFull: number, logpInitial: number): OperaGroup[] => [
+      { taskType: 'writing', reference: 'r', rollouts: [{ response: 'x', logpFull: -1, logpInitial: -1, logpSegments: [] }, { response: 'y', logpFull, logpInitial, logpSegments: [] }] },
+    ];
+    expect(() => operaRewards(bad(-Infinity, -1), null)).toThrow('operaRewards: group 0 rollout 1: logpFull is -Infinity, not a finite log-probability');
+    expect(() => operaRewards(bad(-1, NaN), null)).toThrow('operaRewards: group 0 rollout 1: logpInitial is NaN, not a finite log-probability');
     expect(() => operaRewards(group([-1]), Infinity)).toThrow('EMA state is Infinity');
   });
 
