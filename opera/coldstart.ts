@@ -85,8 +85,11 @@ export function applyStops(text: string, stops: string[]): { text: string; stopp
     if (stop === '') continue;
     const at = text.indexOf(stop);
     if (at < 0) continue;
-    if (!best || at < best.at || (at === best.at && stop.length > best.stop.length)) best = { at, stop };
+    // Two different stops found at the same index cannot have the same length, so `>=` for the length
+    // test below is an equivalent mutant (`<=` shares its node and is ignored with it).
+    if (!best || at < best.at || (at === best.at && /* Stryker disable EqualityOperator: equivalent, see above */ stop.length > best.stop.length)) best = { at, stop };
   }
+  // Stryker restore EqualityOperator
   return best ? { text: text.slice(0, best.at), stoppedBy: best.stop } : { text, stoppedBy: null };
 }
 
@@ -98,6 +101,7 @@ export function perplexity(logps: number[]): number {
 
 /** Join reasoning paragraphs with a blank line, skipping empty ones (so no trace starts with "\n\n"). */
 function appendParagraph(trace: string, text: string): string {
+  // Stryker disable next-line MethodExpression: equivalent, `trace` is always a value this function returned (already trimmed) or ''
   const a = trace.trim();
   const b = text.trim();
   return a && b ? `${a}\n\n${b}` : a || b;
@@ -166,6 +170,7 @@ export async function synthesizeTrace(
       // A ". Wait" stop ends a sentence: keep its full stop; only the guiding word is cut.
       const text = cand.stoppedBy?.startsWith('. ') ? `${cand.text}.` : cand.text;
       const ppl = perplexity([...contextLogps, ...cand.logps]);
+      // Stryker disable next-line MethodExpression: dropping this .trim() is equivalent, appendParagraph trims the paragraph again
       if (!best || ppl < best.ppl) best = { paragraph: text.split('\n\n')[0]!.trim(), ppl };
     }
     if (best) trace = appendParagraph(trace, best.paragraph);

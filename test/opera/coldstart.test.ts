@@ -46,6 +46,17 @@ describe('stop rules', () => {
     expect(perplexity([-1, -3])).toBeCloseTo(Math.exp(2), 12);
     expect(perplexity([])).toBe(Infinity);
   });
+
+  // Catches: the list order deciding instead of the position (a later-listed stop that occurs later
+  // replacing an earlier one), a shorter stop replacing a longer one at the same position, or an empty
+  // stop string (found at index 0) ending every generation at once.
+  it('decides by position, then length, never by list order; ignores empty stops', () => {
+    expect(applyStops('ab Wait more Hmm hmm', ['Wait', 'Hmm hmm'])).toEqual({ text: 'ab ', stoppedBy: 'Wait' });
+    expect(applyStops('ab Wait more Hmm hmm', ['Hmm hmm', 'Wait'])).toEqual({ text: 'ab ', stoppedBy: 'Wait' });
+    expect(applyStops('x Wait a minute', ['Wait a minute', 'Wait'])).toEqual({ text: 'x ', stoppedBy: 'Wait a minute' });
+    expect(applyStops('abc', ['', 'c'])).toEqual({ text: 'ab', stoppedBy: 'c' });
+    expect(applyStops('abc', [''])).toEqual({ text: 'abc', stoppedBy: null });
+  });
 });
 
 describe('synthesizeTrace', () => {
@@ -76,6 +87,32 @@ describe('synthesizeTrace', () => {
     expect(teacher.calls.map((c) => c.opts.key)).toEqual([0, 1, 2, 3, 4, 5, 6].map((n) => [7, n]));
     expect(teacher.calls[1]!.opts).toMatchObject({ stop: candidateStops(['Wait', 'But', 'Hmm', 'Let me think', 'However']), temperature: 0.6, topP: 0.95, topK: 20 });
     expect(teacher.calls[5]!.context).toBe('Q:<think>Plan it.\n\nWait, it is blue.');
+  });
+
+  // Catches: the full stop restored after every stopped candidate instead of only after a ". Wait"-style
+  // stop (a "\nWait" or "</think>" stop cuts no sentence, so nothing is added).
+  it('adds a full stop only to candidates cut at ". <guiding word>"', async () => {
+    const best = async (candidate: string) => {
+      const teacher = new ScriptedTeacher((context) => {
+        if (context === 'Q:<think>') return { text: 'Go.\nBut', logp: -1 };
+        if (context.endsWith('\n\n')) return { text: candidate, logp: -1 };
+        return { text: '</think>', logp: -1 };
+      });
+      return (await synthesizeTrace('Q:', 'r', teacher, { candidates: 1 })).trace;
+    };
+    expect(await best('Hmm, red\nWait, no')).toBe('Go.\n\nHmm, red'); //  "\nWait" stop: no full stop
+    expect(await best('Hmm, red</think>x')).toBe('Go.\n\nHmm, red'); //   "</think>" stop: no full stop
+    expect(await best('Hmm, red. Wait, no')).toBe('Go.\n\nHmm, red.'); // ". Wait" stop: its full stop kept
+  });
+
+  // Catches: stop strings passed to the answer call (a guiding word or "</think>" would cut the answer).
+  it('generates the answer without stop strings', async () => {
+    const teacher = new ScriptedTeacher((context) =>
+      context.endsWith('</think>') ? { text: 'Red. But also blue. Wait, green.</think>', logp: -1 } : { text: 'Think.</think>', logp: -1 },
+    );
+    const result = await synthesizeTrace('Q:', 'r', teacher);
+    expect(teacher.calls.at(-1)!.opts.stop).toEqual([]);
+    expect(result.output).toBe('<think>Think.</think>Red. But also blue. Wait, green.</think>');
   });
 
   it('keeps the first of equally perplexing candidates', async () => {
