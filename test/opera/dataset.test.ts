@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,6 +48,25 @@ describe('loadDataset (JSONL)', () => {
   it.each(cases)('rejects %s', async (name, text, message) => {
     const path = write(`${name.replace(/\W+/g, '-')}.jsonl`, text);
     await expect(loadDataset(path)).rejects.toThrow(path + message);
+  });
+
+  // Catches: a whitespace-only line parsed as JSON (and rejected) instead of skipped like an empty one.
+  it('skips lines of whitespace', async () => {
+    const path = write('spaces.jsonl', jsonl({ prompt: 'p', reference: 'r' }, '   \t', { prompt: 'q', reference: 's' }));
+    expect((await loadDataset(path)).map((r) => r.prompt)).toEqual(['p', 'q']);
+  });
+
+  // Catches: ids of any type stringified (only numeric ids are: a boolean or list is an error).
+  it('rejects an id that is neither a string nor a number', async () => {
+    const path = write('bool-id.jsonl', jsonl({ id: true, prompt: 'p', reference: 'r' }));
+    await expect(loadDataset(path)).rejects.toThrow(`${path}:1: field 'id' must be a non-empty string`);
+  });
+
+  // Catches: the format chosen by a substring of the name instead of its extension.
+  it('chooses the format by the extension only', async () => {
+    const path = write('rows.parquet.jsonl', jsonl({ prompt: 'p', reference: 'r' }));
+    expect(await loadDataset(path)).toHaveLength(1);
+    await expect(loadDataset(join(dir, 'rows.jsonl.csv'))).rejects.toThrow(/rows\.jsonl\.csv: unsupported dataset format/);
   });
 
   it('rejects unknown formats and missing files by path', async () => {
@@ -105,6 +125,26 @@ describe('splitDataset', () => {
     const two = splitDataset(rows.slice(15, 17), 0.2, 3);
     expect([two.train.length, two.eval.length]).toEqual([1, 1]);
     expect(splitDataset(rows.slice(0, 1), 0.5, 3).eval).toEqual([]);
+  });
+});
+
+describe('splitDataset rules', () => {
+  const rows: DatasetRow[] = Array.from({ length: 10 }, (_, i) => ({ id: `id${i}`, prompt: `p${i}`, reference: 'r', taskType: 'writing' }));
+
+  // Catches: a reversed or otherwise different order than sha256(seed:id) deciding the eval rows.
+  it('takes the first rows in sha256(seed:id) order', () => {
+    // Independent derivation of the rule: hash every id, sort the hex digests, take round(10·0.3) = 3.
+    const key = (id: string) => createHash('sha256').update(`7:${id}`).digest('hex');
+    const want = rows.map((r) => r.id).sort((a, b) => (key(a) < key(b) ? -1 : 1)).slice(0, 3);
+    expect(splitDataset(rows, 0.3, 7).eval.map((r) => r.id).sort()).toEqual([...want].sort());
+  });
+
+  // Catches: evalFraction 0 still moving one row per type to eval, or bounds not checked.
+  it('evalFraction 0 keeps every row in train; values outside [0, 1) are refused', () => {
+    expect(splitDataset(rows, 0, 1)).toEqual({ train: rows, eval: [] });
+    for (const bad of [-0.1, 1, 1.5, NaN]) {
+      expect(() => splitDataset(rows, bad, 1)).toThrow(`splitDataset: evalFraction ${bad} not in [0, 1)`);
+    }
   });
 });
 
