@@ -12,8 +12,11 @@ export default {
   checkers: ['typescript'],
   tsconfigFile: 'tsconfig.mutate.json',
   coverageAnalysis: 'perTest',
-  // 2 cores: one jest process per core; the ORT sessions in the engine tests are small.
-  concurrency: 2,
+  // Stryker splits `concurrency` between checker and test-runner processes (half each) and hands the
+  // checkers' share to test runners only when every mutant is checked, which here is near the end. On
+  // 2 cores, 4 gives 2 jest runners (one per core) plus 2 mostly idle checkers: about 1.7x faster than 2
+  // (1 runner), measured on opera/grpo.ts.
+  concurrency: 4,
   timeoutMS: 10000,
   // The sandbox copy needs only the code under test, its tests and the configs.
   ignorePatterns: ['/*', '!/engine', '!/opera', '!/test', '/test/*', '!/test/opera', '!/test/engine', '!/package.json', '!/tsconfig.json', '!/tsconfig.mutate.json', '!/jest.config.js', '!/jest.mutate.config.js'],

@@ -1,7 +1,7 @@
 // Every gradient rule against central finite differences in float64, plus hand-computed cases and a
 // whole-model check; a rule missing from this list fails the coverage test below.
 import { gradients, gradRules } from '../../engine/autodiff';
-import { Graph, type Value } from '../../engine/graph';
+import { Graph, i as intAttr, type Value } from '../../engine/graph';
 import { Session, type Feeds } from '../../engine/ort';
 import { rng } from './helpers';
 
@@ -107,6 +107,8 @@ describe('gradient rules match finite differences (float64)', () => {
   test('indexing', async () => {
     await gradCheck('Gather', [S(5, 3), { shape: [2, 3], int: true, data: [0, 4, 0, 2, 2, 2] }], (g, [w, idx]) => g.gather(w!, idx!));
     await gradCheck('GatherElements', [S(3, 4), { shape: [3, 1], int: true, data: [3, 0, 2] }], (g, [x, idx]) => g.gatherElements(x!, idx!, 1));
+    // Catches: the scatter not accumulating (reduction 'add') when a row picks the same element twice.
+    await gradCheck('GatherElements', [S(3, 4), { shape: [3, 3], int: true, data: [3, 3, 0, 1, 1, 1, 2, 0, 2] }], (g, [x, idx]) => g.gatherElements(x!, idx!, 1));
   });
 
   test('FusedMatMul (float32 graphs) gives the same gradients as explicit transposes', async () => {
@@ -193,6 +195,120 @@ describe('ReduceMean over a symbolic axis', () => {
   test('a symbolic axis that is kept does not enter the count', async () => {
     // x [2, M, 4] with mean over the static axis 2 only; M is symbolic but not reduced → dx = w / 4.
     await check([2, 'M', 4], [2], [{ M: 1 }, { M: 3 }], () => 4);
+  });
+});
+
+describe('gradient rules: less common inputs', () => {
+  const run = async (g: Graph, feeds: Feeds) => (await Session.get(g.toBytes())).run(feeds);
+
+  // Catches: Softmax/LogSoftmax emitted without an axis attribute differentiated along the wrong axis
+  // (ONNX opset 13+ defaults to the last axis, -1).
+  test('Softmax and LogSoftmax without an axis attribute use the last axis', async () => {
+    const noAxis = (op: string) => (g: Graph, [a]: Value[]) => g.emit(op, [a!], {}, [{ dtype: 'float64', shape: [2, 3, 4] }])[0]!;
+    await gradCheck('Softmax', [S(2, 3, 4)], noAxis('Softmax'));
+    await gradCheck('LogSoftmax', [S(2, 3, 4)], noAxis('LogSoftmax'));
+  });
+
+  // Catches: a float32 → float64 Cast (mixed precision) dropping the gradient of its float32 input.
+  test('Cast from float32 passes the gradient back as float32', async () => {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float32', [3]);
+    const y = g.cast(x, 'float64');
+    g.output(gradients(g, g.reduceSum(g.mul(y, y), [0], false), [x])[0]!, 'dx');
+    const out = await run(g, { x: { data: Float32Array.of(1, -2, 0.5), dims: [3] } });
+    expect(out.dx!.data).toBeInstanceOf(Float32Array);
+    expect(Array.from(out.dx!.data as Float32Array)).toEqual([2, -4, 1]); // d Σ y² / dx = 2x
+  });
+
+  // Catches: unsupported gradients computed silently (as zero or ignored) instead of refused, naming op and input.
+  test('refuses gradients it cannot compute, naming op, input and reason', () => {
+    const build = (f: (g: Graph, x: Value, p: Value) => Value) => {
+      const g = new Graph('float64');
+      const x = g.input('x', 'float64', [2, 2]);
+      const p = g.input('p', 'float64', []);
+      return () => gradients(g, g.reduceSum(f(g, x, p), [0, 1], false), [x, p]);
+    };
+    expect(build((g, x, p) => g.pow(x, p))).toThrow('gradient of Pow input 1 is not supported (exponent must be constant)');
+    expect(build((g, x, p) => g.clip(x, p, g.scalar(1)))).toThrow('gradient of Clip input 1 is not supported (bounds must be constant)');
+    expect(build((g, x, p) => g.clip(x, g.scalar(-1), p))).toThrow('gradient of Clip input 2 is not supported (bounds must be constant)');
+    expect(build((g, x, p) => g.emit('Gemm', [x, x, p], {}, [{ dtype: 'float64', shape: [2, 2] }])[0]!)).toThrow('gradient of Gemm with a C input is not supported');
+    expect(build((g, x) => g.concat([x, g.input('z', 'float64', [2, 'N'])], 1))).toThrow('gradient of Concat along a symbolic axis is not supported');
+    expect(build((g, x) => g.emit('ReduceSum', [x, g.input('axes', 'int64', [1])], { keepdims: intAttr(0) }, [{ dtype: 'float64', shape: [2] }])[0]!)).toThrow(
+      'expected a constant int64 input, got axes',
+    );
+    // A constant exponent or bound needs no gradient: fine.
+    expect(build((g, x) => g.pow(x, g.scalar(2)))).not.toThrow();
+    expect(build((g, x) => g.clip(x, g.scalar(-1), g.scalar(1)))).not.toThrow();
+  });
+
+  // Catches: a loss that does not depend on the inputs returning zero gradients instead of an error.
+  test('refuses a loss that does not depend on the requested inputs', () => {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float64', [2]);
+    const c = g.input('c', 'float64', [2]);
+    expect(() => gradients(g, g.reduceSum(g.mul(c, c), [0], false), [x])).toThrow('loss does not depend on any of the requested inputs');
+  });
+
+  // Catches: a value's summed gradient lost when it is read twice (by its producer and as a requested
+  // output), and rules run for a producer none of whose inputs need a gradient (Tanh has no rule).
+  test('differentiates with respect to an intermediate value used twice', async () => {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float64', [3]);
+    const h = g.emit('Tanh', [x], {}, [{ dtype: 'float64', shape: [3] }])[0]!;
+    const loss = g.reduceSum(g.add(g.mul(h, h), h), [0], false); // Σ h² + h → d/dh = 2h + 1
+    g.output(h, 'h');
+    g.output(gradients(g, loss, [h])[0]!, 'dh');
+    const out = await run(g, { x: { data: Float64Array.of(0.1, -0.5, 2), dims: [3] } });
+    const hv = out.h!.data as Float64Array;
+    Array.from(out.dh!.data as Float64Array).forEach((v, k) => expect(v).toBeCloseTo(2 * hv[k]! + 1, 12));
+  });
+
+  // Catches: taking the outputs of every node as differentiable, so a path that never touches the
+  // requested inputs (here through Tanh, which has no rule) gets differentiated and fails.
+  test('a chain that does not depend on the requested inputs is not differentiated', () => {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float64', [2]);
+    const c = g.input('c', 'float64', [2]);
+    const t = g.emit('Tanh', [g.neg(c)], {}, [{ dtype: 'float64', shape: [2] }])[0]!;
+    expect(() => gradients(g, g.reduceSum(g.mul(x, t), [0], false), [x])).not.toThrow();
+  });
+
+  // Catches: a static reduced axis taking the run-time path (Size nodes) or a negative axis miscounted.
+  // The count of a static reduction is a constant folded into the graph.
+  test('ReduceMean over static axes (negative ones too) divides by a constant count', async () => {
+    for (const axes of [[0], [-1], [0, 2]]) {
+      const g = new Graph('float64');
+      const x = g.input('x', 'float64', [2, 3, 4]);
+      const out = [2, 3, 4].filter((_, k) => !axes.map((a) => (a + 3) % 3).includes(k));
+      // Emitted directly so a negative axis reaches the rule as written (Graph.reduceMean normalises it).
+      const y = g.emit('ReduceMean', [x, g.ints(axes)], { keepdims: intAttr(0) }, [{ dtype: 'float64', shape: out }])[0]!;
+      const [dx] = gradients(g, g.reduceSum(y, out.map((_, k) => k), false), [x]);
+      expect(g.nodes.filter((n) => n.op === 'Size')).toHaveLength(0);
+      g.output(dx!, 'dx');
+      const count = axes.map((a) => [2, 3, 4].at(a)!).reduce((p, q) => p * q, 1);
+      const res = await run(g, { x: { data: new Float64Array(24), dims: [2, 3, 4] } });
+      Array.from(res.dx!.data as Float64Array).forEach((v) => expect(v).toBeCloseTo(1 / count, 15));
+    }
+  });
+
+  // Catches: the weight gradient of rows against a shared matrix ([B, T, K]·[K, N]) built as a batched
+  // product plus a sum over B instead of one 2-D GEMM over all B·T rows (the cheaper form, chosen on purpose).
+  test('a shared weight matrix gets its gradient from one Gemm', () => {
+    const g = new Graph('float64');
+    const a = g.input('a', 'float64', [2, 3, 4]);
+    const w = g.input('w', 'float64', [4, 5]);
+    const before = g.nodes.length;
+    gradients(g, g.reduceSum(g.matmul(a, w), [0, 1, 2], false), [w]);
+    const backward = g.nodes.slice(before + 2).map((n) => n.op); // after the forward MatMul and ReduceSum
+    expect(backward.filter((op) => op === 'Gemm')).toHaveLength(1);
+    expect(backward.filter((op) => op === 'MatMul')).toHaveLength(0);
+    // A 2-D input has no batch to fold: the general rule (a transposed MatMul) applies.
+    const g2 = new Graph('float64');
+    const a2 = g2.input('a', 'float64', [3, 4]);
+    const w2 = g2.input('w', 'float64', [4, 5]);
+    const before2 = g2.nodes.length;
+    gradients(g2, g2.reduceSum(g2.matmul(a2, w2), [0, 1], false), [w2]);
+    expect(g2.nodes.slice(before2 + 2).filter((n) => n.op === 'Gemm')).toHaveLength(0);
   });
 });
 
