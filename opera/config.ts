@@ -197,10 +197,11 @@ function locate(doc: Document, path: readonly PathKey[]): { node: Node | null; k
       if (!pair) return { node: node as Node, keyNode, found: false };
       keyNode = pair.key as Node;
       node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number' && node.items[key] !== undefined) {
+    } else if (isSeq(node) && typeof key === 'number' && /* Stryker disable ConditionalExpression: equivalent, zod reports only indexes the parsed list has, and it has the sequence's items */ node.items[key] !== undefined) {
+      // Stryker restore ConditionalExpression
       keyNode = null;
       node = node.items[key];
-    } else return { node: (node as Node | null) ?? null, keyNode, found: false };
+    } else return { node: /* Stryker disable LogicalOperator: equivalent, the walk ends here only at an empty document (null either way); zod never reports a path below a scalar */ (node as Node | null) ?? null, /* Stryker restore LogicalOperator */ keyNode, found: false };
   }
   return { node: (node as Node | null) ?? null, keyNode, found: true };
 }
@@ -224,6 +225,7 @@ export function parseRunConfig(text: string, file: string): RunConfig {
   if (result.success) return result.data;
 
   const lines = result.error.issues.map((issue) => {
+    // Stryker disable next-line ConditionalExpression: equivalent, this schema's paths hold only string keys and indexes (the filter narrows the type)
     const path = issue.path.filter((k): k is PathKey => typeof k !== 'symbol');
     // zod reports unknown keys on the parent object: name each key itself, at its own line.
     if (issue.code === 'unrecognized_keys') {
@@ -239,7 +241,11 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     // A missing key has no node of its own: `locate` stops at its parent, which we point at.
     // An empty value (`groupSize:`) parses to a null node: point at its key instead.
     const line = lineOf(lc, node ?? keyNode);
-    const missing = issue.code === 'invalid_type' && !found;
+    // A path that is not in the YAML is a required key that was left out, which zod reports as
+    // invalid_type (defaults fill every other absent key, and aliases are followed), so testing the code
+    // is defensive: making it always true is an equivalent mutant. (The directive also covers the other
+    // ConditionalExpression mutants of this `&&`, which start at the same place.)
+    const missing = /* Stryker disable ConditionalExpression: equivalent, see above */ issue.code === 'invalid_type' && /* Stryker restore ConditionalExpression */ !found;
     const message = missing ? 'required key is missing' : issue.message;
     return `${file}${line ? `:${line}` : ''}: ${path.length ? path.join('.') : '(root)'}: ${message}`;
   });

@@ -157,7 +157,9 @@ describe('ReduceMean over a symbolic axis', () => {
     const w = g.input('w', 'float64', wShape);
     const loss = g.reduceSum(g.mul(y, w), y.shape.map((_, k) => k), false);
     g.output(loss, 'loss');
-    g.output(gradients(g, loss, [x])[0]!, 'dx');
+    const dxValue = gradients(g, loss, [x])[0]!;
+    expect(dxValue.shape).toEqual(shape); // declared shape too: later graph building reads it
+    g.output(dxValue, 'dx');
     const session = await Session.get(g.toBytes());
     const r = rng(5);
     for (const s of sizes) {
@@ -271,6 +273,16 @@ describe('gradient rules: less common inputs', () => {
     const c = g.input('c', 'float64', [2]);
     const t = g.emit('Tanh', [g.neg(c)], {}, [{ dtype: 'float64', shape: [2] }])[0]!;
     expect(() => gradients(g, g.reduceSum(g.mul(x, t), [0], false), [x])).not.toThrow();
+  });
+
+  // Catches: a rule doing the work for an input that needs no gradient (here the constant matrix of x·W).
+  test('MatMul computes no gradient for an input that needs none', () => {
+    const g = new Graph('float64');
+    const x = g.input('x', 'float64', [3, 4]);
+    const w = g.constant(Array.from({ length: 20 }, (_, k) => k / 20), 'float64', [4, 5]);
+    const before = g.nodes.length;
+    gradients(g, g.reduceSum(g.matmul(x, w), [0, 1], false), [x]);
+    expect(g.nodes.slice(before + 2).filter((n) => n.op === 'MatMul' || n.op === 'Gemm')).toHaveLength(1); // dx = dy·Wᵀ only
   });
 
   // Catches: a static reduced axis taking the run-time path (Size nodes) or a negative axis miscounted.

@@ -153,6 +153,13 @@ describe('run config', () => {
     expect(errorOf(() => parseRunConfig('hello\n', 'e.yaml'))).toBe('e.yaml:1: (root): Invalid input: expected object, received string');
   });
 
+  // Catches: a made-up location for a key that cannot be found in the YAML: a collection used as a key
+  // (`? [a]`) reaches zod as the string "[ a ]", which no scalar key matches, so at the top level (no
+  // parent key to point at) the message has no line.
+  it('names an unknown key it cannot locate, without a line', () => {
+    expect(errorOf(() => parseRunConfig('? [extra]\n: 1\nname: x\n', 'k.yaml'))).toBe('k.yaml: [ extra ]: unknown key');
+  });
+
   it('names unknown LlamaConfig fields and top-level keys', () => {
     const msg = errorOf(() => parseRunConfig('name: x\nmodel:\n  config:\n    hidden_sise: 8\nextra: 1\n', 'b.yaml'));
     expect(msg).toContain('b.yaml:4: model.config.hidden_sise: unknown key');
