@@ -50,7 +50,7 @@ import {
   type RunState,
   type TrainingRunInput,
 } from '../workflows/trainingRun';
-import { ensureServices } from './lib/services';
+import { ensureServices } from '../services';
 
 const ROOT = resolve(__dirname, '..');
 const USAGE = `usage:

@@ -2,7 +2,7 @@
  * `npm run services:up | services:down | services:status`: the PostgreSQL and Temporal servers
  * operaflow uses, started locally unless DATABASE_URL / TEMPORAL_ADDRESS point at running ones.
  */
-import { ensureServices, markServicesKept, servicesStatus, stopServices } from './lib/services';
+import { ensureServices, markServicesKept, servicesStatus, stopServices } from '../services';
 
 const USAGE = 'usage: tsx scripts/services.ts up|down|status';
 

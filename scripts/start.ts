@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
-import { ensureServices } from './lib/services';
+import { ensureServices } from '../services';
 
 const ROOT = resolve(__dirname, '..');
 const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];

@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { migrateDb } from '../db/migrate';
-import { withDatabase } from '../scripts/lib/postgres-server';
-import { ensureServices, type ServiceEndpoints } from '../scripts/lib/services';
-import { isPidAlive, stateDir } from '../scripts/lib/paths';
+import { withDatabase } from '../services/postgres';
+import { ensureServices, type ServiceEndpoints } from '../services';
+import { isPidAlive, stateDir } from '../services/paths';
 
 export interface TestServicesState {
   started: ServiceEndpoints['started'];

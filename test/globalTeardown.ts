@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { withDatabase } from '../scripts/lib/postgres-server';
-import { servicesKept, stopServices } from '../scripts/lib/services';
-import { isPidAlive } from '../scripts/lib/paths';
+import { withDatabase } from '../services/postgres';
+import { servicesKept, stopServices } from '../services';
+import { isPidAlive } from '../services/paths';
 import { testRunsDir } from './globalSetup';
 
 export default async function globalTeardown(): Promise<void> {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { MIGRATIONS_FOLDER, migrateDb } from '../../db/migrate';
-import { recreateDatabase, withDatabase } from '../../scripts/lib/postgres-server';
+import { recreateDatabase, withDatabase } from '../../services/postgres';
 
 const url = withDatabase(process.env.DATABASE_URL!, `${new URL(process.env.DATABASE_URL!).pathname.slice(1)}_migrations`);
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const repoRoot = path.resolve(__dirname, '..', '..');
+export const repoRoot = path.resolve(__dirname, '..');
 
 /** `.operaflow/` in the checkout: pid files, logs, the Temporal dev-server database, artifacts. */
 export function stateDir(): string {

@@ -1,18 +1,16 @@
 /**
  * A local Temporal development server (`temporal server start-dev`, SQLite-backed, persisted in
  * `.operaflow/temporal.db`), run detached with a pid file so `services:up` can return and later
- * commands reuse it. The SDK's own test-server helper downloads a binary at run time, which fails on
- * offline machines; the Temporal CLI is instead built once from source with `go install` into a cache
- * outside the repo (v1.5.1: later tags carry a `replace` directive and cannot be go-installed).
+ * commands reuse it. Where the CLI comes from: temporal-cli.ts.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { portIsFree, tail } from './process';
 import { Connection } from '@temporalio/client';
-import { cacheDir, isPidAlive, stateDir, withFileLock } from './paths';
+import { isPidAlive, stateDir, withFileLock } from './paths';
+import { findOrInstallTemporalCli } from './temporal-cli';
 
-export const TEMPORAL_CLI_VERSION = 'v1.5.1';
 export const DEFAULT_TEMPORAL_PORT = 7233;
 
 export interface LocalTemporal {
@@ -87,88 +85,6 @@ export function ownedTemporalPid(): number | undefined {
   return pid;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && isExecutable(path.join(dir, name))) return path.join(dir, name);
-  }
-  return undefined;
-}
-
-/** TEMPORAL_CLI, then `temporal` on PATH, then the cached build; builds it when none exists. */
-export async function findOrBuildTemporalCli(log: (line: string) => void = () => {}): Promise<string> {
-  const explicit = process.env.TEMPORAL_CLI;
-  if (explicit) {
-    if (!isExecutable(explicit)) throw new Error(`TEMPORAL_CLI=${explicit} is not an executable file.`);
-    return explicit;
-  }
-  const found = onPath('temporal');
-  if (found) return found;
-  const cached = path.join(cacheDir(), 'bin', 'temporal');
-  if (isExecutable(cached)) return cached;
-  fs.mkdirSync(path.dirname(cached), { recursive: true });
-  // Several processes (checkouts, even) may need the CLI at once; one builds, the others wait for it.
-  return withFileLock('temporal-build', async () => {
-    if (isExecutable(cached)) return cached;
-    const go = onPath('go') ?? ['/usr/local/go/bin/go', '/usr/lib/go/bin/go'].find(isExecutable);
-    if (!go) {
-      throw new Error(
-        'The Temporal CLI is not installed and Go is not available to build it. Install Go (https://go.dev/dl/), ' +
-          'or put `temporal` on PATH, or set TEMPORAL_CLI to its path, or set TEMPORAL_ADDRESS to a running Temporal server.',
-      );
-    }
-    log(`Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with go install into ${path.dirname(cached)} (once; 5-10 minutes)...`);
-    const tmpBin = fs.mkdtempSync(path.join(path.dirname(cached), 'build-'));
-    const buildLog = path.join(cacheDir(), 'temporal-build.log');
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const out = fs.openSync(buildLog, 'w');
-      const child = spawn(go, ['install', `github.com/temporalio/cli/cmd/temporal@${TEMPORAL_CLI_VERSION}`], {
-        env: { ...process.env, GOBIN: tmpBin },
-        stdio: ['ignore', out, out],
-      });
-      child.on('error', reject);
-      child.on('close', (c) => {
-        fs.closeSync(out);
-        resolve(c);
-      });
-    });
-    const built = path.join(tmpBin, 'temporal');
-    if (code !== 0 || !isExecutable(built)) {
-      fs.rmSync(tmpBin, { recursive: true, force: true });
-      const tailText = fs.readFileSync(buildLog, 'utf8').trimEnd().split('\n').slice(-15).join('\n');
-      throw new Error(`Building the Temporal CLI failed (go install exit ${code}); log ${buildLog}:\n${tailText}\nSet TEMPORAL_CLI or TEMPORAL_ADDRESS to use an existing one.`);
-    }
-    fs.renameSync(built, cached); // atomic: a concurrent reader never sees a half-written binary
-    fs.rmSync(tmpBin, { recursive: true, force: true });
-    log(`Built ${cached}`);
-    return cached;
-  }, { dir: path.dirname(cached), timeoutMs: 20 * 60_000, onWait: () => log('Waiting for another process that is building the Temporal CLI...') });
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
-  });
-}
-
-function tail(file: string, lines = 20): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
 /** Starts the dev server unless one already answers on the port. Idempotent. */
 export async function startLocalTemporal(log: (line: string) => void = () => {}): Promise<LocalTemporal> {
   const { port, uiPort } = temporalPorts();
@@ -193,7 +109,7 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
         }
         throw new Error(`Port ${port} on 127.0.0.1 is in use by something that is not a healthy Temporal server (${health.error}). Free it, set OPERAFLOW_TEMPORAL_PORT, or set TEMPORAL_ADDRESS.`);
       }
-      const cli = await findOrBuildTemporalCli(log);
+      const cli = await findOrInstallTemporalCli(log);
       const f = files();
       const out = fs.openSync(f.log, 'a');
       const child = spawn(

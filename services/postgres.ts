@@ -10,8 +10,8 @@
  */
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { portIsFree, tail } from './process';
 import pg from 'pg';
 import { isRoot, postgresBaseDir, repoRoot, withFileLock } from './paths';
 
@@ -133,13 +133,6 @@ function runningServer(dataDir: string): { pid: number; port: number } | undefin
   return { pid, port };
 }
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
-  });
-}
 
 async function choosePort(): Promise<number> {
   const explicit = process.env.OPERAFLOW_PG_PORT;
@@ -154,13 +147,6 @@ async function choosePort(): Promise<number> {
   throw new Error(`No free port in ${DEFAULT_PG_PORT}-${DEFAULT_PG_PORT + 49} on 127.0.0.1; set OPERAFLOW_PG_PORT.`);
 }
 
-function tail(file: string, lines = 20): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
 
 function initCluster(bins: PgBinaries, l: Layout, as: RunAs | undefined): void {
   const r = run(as, path.join(bins.dir, 'initdb'), ['-D', l.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'], l.base);

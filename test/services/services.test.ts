@@ -5,8 +5,8 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { withDatabase } from '../../scripts/lib/postgres-server';
-import { ensureServices, servicesStatus } from '../../scripts/lib/services';
+import { withDatabase } from '../../services/postgres';
+import { ensureServices, servicesStatus } from '../../services';
 
 const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as { DATABASE_URL?: string; TEMPORAL_ADDRESS?: string };
 const testEnv = { DATABASE_URL: process.env.DATABASE_URL!, TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS! };

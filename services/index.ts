@@ -3,8 +3,8 @@
  * Externally provided services (DATABASE_URL, TEMPORAL_ADDRESS) are only health-checked and never
  * stopped; otherwise local ones are started on 127.0.0.1 and reused by every later call.
  */
-import { connectDb, redactUrl } from '../../db/client';
-import { migrateDb } from '../../db/migrate';
+import { connectDb, redactUrl } from '../db/client';
+import { migrateDb } from '../db/migrate';
 import {
   DEFAULT_DATABASE,
   ensureDatabase,
@@ -13,11 +13,11 @@ import {
   stopLocalPostgres,
   withDatabase,
   localDatabaseUrl,
-} from './postgres-server';
+} from './postgres';
 import fs from 'node:fs';
 import path from 'node:path';
 import { stateDir } from './paths';
-import { checkTemporal, ownedTemporalPid, startLocalTemporal, stopLocalTemporal, temporalPorts } from './temporal-server';
+import { checkTemporal, ownedTemporalPid, startLocalTemporal, stopLocalTemporal, temporalPorts } from './temporal';
 
 export type Log = (line: string) => void;
 
