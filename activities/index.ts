@@ -18,6 +18,7 @@ import {
   completedStageOutput,
   finishStageAttempt,
   getArtifact,
+  recordedRunState,
   requireRun,
   setRunStatus,
   startStageAttempt,
@@ -62,6 +63,7 @@ import type {
   RewardOutput,
   RolloutInput,
   RolloutOutput,
+  RunState,
   ScoreInput,
   ScoreOutput,
   SftOutput,
@@ -270,6 +272,11 @@ export function createActivities(deps: ActivityDeps) {
 
   async function recordEvent(runId: string, type: string, actor: string, detail?: Record<string, unknown>): Promise<void> {
     await appendEvent(db, runId, type, actor, detail);
+  }
+
+  /** null (not undefined) when nothing is recorded: Temporal payloads cannot carry undefined. */
+  async function recordedState(runId: string): Promise<RunState | null> {
+    return (await recordedRunState(db, runId)) ?? null;
   }
 
   // ------------------------------------------------------------------ stages
@@ -737,6 +744,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     setRunStatus: setStatus,
     appendEvent: recordEvent,
+    recordedRunState: recordedState,
     prepareDataset,
     coldStartSft,
     rollout,

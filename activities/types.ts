@@ -112,3 +112,18 @@ export interface SftOutput {
   steps: number;
   finalLoss: number | null;
 }
+
+/** Everything a continuation needs: what continue-as-new carries, and what `recordedRunState` rebuilds from the database. */
+export interface RunState {
+  /** Completed GRPO iterations. */
+  iteration: number;
+  dataset: DatasetRef;
+  /** Frozen post-SFT policy, the KL reference. */
+  reference: CheckpointRef;
+  checkpoint: CheckpointRef;
+  optimizer: ArtifactRef | null;
+  ema: number | null;
+  dataPosition: number;
+  evalBefore: EvalResult | null;
+  evalLatest: EvalResult | null;
+}

@@ -6,6 +6,7 @@
  */
 import { and, asc, desc, eq, getTableColumns, inArray, sql, type SQL } from 'drizzle-orm';
 import type { PgTable } from 'drizzle-orm/pg-core';
+import type { DatasetRef, EvalResult, RunState, SftOutput, UpdateOutput } from '../activities/types';
 import type { Db } from './client';
 import {
   artifacts,
@@ -164,6 +165,23 @@ export async function finishStageAttempt(
       error: result.status === 'failed' ? errorText(result.error) : null,
     })
     .where(eq(stageAttempts.id, id));
+}
+
+/** The stage that started most recently, with how many of its shards exist and how many completed (for progress lines). */
+export async function latestStageProgress(db: Db, runId: string): Promise<{ stage: string; iteration: number; shards: number; done: number } | undefined> {
+  const rows = await db
+    .select({
+      stage: stageAttempts.stage,
+      iteration: stageAttempts.iteration,
+      shards: sql<number>`count(distinct ${stageAttempts.shard})::int`,
+      done: sql<number>`count(distinct ${stageAttempts.shard}) filter (where ${stageAttempts.status} = 'completed')::int`,
+    })
+    .from(stageAttempts)
+    .where(eq(stageAttempts.runId, runId))
+    .groupBy(stageAttempts.stage, stageAttempts.iteration)
+    .orderBy(desc(sql`max(${stageAttempts.startedAt})`))
+    .limit(1);
+  return rows[0];
 }
 
 export async function listStageAttempts(db: Db, runId: string): Promise<StageAttempt[]> {
@@ -373,4 +391,32 @@ export async function lastCompletedUpdate(db: Db, runId: string): Promise<{ iter
     .orderBy(desc(stageAttempts.iteration))
     .limit(1);
   return rows[0];
+}
+
+/**
+ * The state a continuation of a run starts from, rebuilt from its recorded stages: its last iteration
+ * whose update completed (weights, optimizer, EMA, data position), or undefined when the stages before
+ * RL have not all completed (the run then starts over; completed stages return their recorded output).
+ * The workflow carries the same state in memory; this is how a run whose workflow closed gets it back.
+ */
+export async function recordedRunState(db: Db, runId: string): Promise<RunState | undefined> {
+  const output = async <T>(stage: string, iteration: number) => (await completedStageOutput(db, { runId, stage, iteration, shard: 0 }))?.output as T | undefined;
+  const dataset = await output<DatasetRef>('prepareDataset', 0);
+  const sft = await output<SftOutput>('coldStartSft', 0);
+  const evalBefore = await output<EvalResult>('evaluate', 0);
+  if (!dataset || !sft || !evalBefore) return undefined;
+  const last = await lastCompletedUpdate(db, runId);
+  const update = last?.output as UpdateOutput | undefined;
+  const evalLatest = (last && (await output<EvalResult>('evaluate', last.iteration))) ?? evalBefore;
+  return {
+    iteration: last?.iteration ?? 0,
+    dataset,
+    reference: sft.checkpoint,
+    checkpoint: update?.checkpoint ?? sft.checkpoint,
+    optimizer: update?.optimizer ?? null,
+    ema: update?.ema ?? null,
+    dataPosition: update?.dataPosition ?? 0,
+    evalBefore,
+    evalLatest,
+  };
 }

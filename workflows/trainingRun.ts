@@ -17,13 +17,14 @@ import {
   continueAsNew,
   defineQuery,
   defineSignal,
+  defineUpdate,
   isCancellation,
   proxyActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
-import type { CheckpointRef, DatasetRef, EvalResult, ArtifactRef } from '../activities/types';
+import type { CheckpointRef, EvalResult, RunState } from '../activities/types';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -56,25 +57,16 @@ export interface RunPlan {
   taskQueues?: { rollout: string; train: string };
 }
 
-/** Everything a continuation needs; also what `operaflow resume` rebuilds from the database. */
-export interface RunState {
-  /** Completed GRPO iterations. */
-  iteration: number;
-  dataset: DatasetRef;
-  /** Frozen post-SFT policy, the KL reference. */
-  reference: CheckpointRef;
-  checkpoint: CheckpointRef;
-  optimizer: ArtifactRef | null;
-  ema: number | null;
-  dataPosition: number;
-  evalBefore: EvalResult | null;
-  evalLatest: EvalResult | null;
-}
+export type { RunState };
 
 export interface TrainingRunInput {
   runId: string;
   plan: RunPlan;
   state?: RunState;
+  /** A run whose workflow closed (failed, cancelled, terminated): continue from the state its recorded stages give. */
+  resume?: boolean;
+  /** A run whose workflow is gone, cancelled by an operator: record it as cancelled, and do nothing else. */
+  cancel?: boolean;
 }
 
 export interface TrainingRunResult {
@@ -112,7 +104,8 @@ export interface RunProgress {
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const cancelSignal = defineSignal<[{ reason?: string }?]>('cancel');
-export const retryStageSignal = defineSignal('retryStage');
+/** Retry the stages the run is blocked on; refused (by its validator) when nothing is blocked. */
+export const retryStageUpdate = defineUpdate<{ retried: BlockedStage[] }>('retryStage');
 export const progressQuery = defineQuery<RunProgress>('progress');
 
 class RunCancelled extends Error {}
@@ -167,9 +160,18 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     cancelRequested = true;
     for (const scope of running) scope.cancel();
   });
-  setHandler(retryStageSignal, () => {
-    retryGeneration++;
-  });
+  setHandler(
+    retryStageUpdate,
+    () => {
+      retryGeneration++;
+      return { retried: [...blocked] };
+    },
+    {
+      validator: () => {
+        if (blocked.length === 0) throw new Error(`run ${runId} is ${statusNow()}, not blocked: nothing to retry`);
+      },
+    },
+  );
   setHandler(progressQuery, () => ({ ...progress, blocked: [...blocked], status: statusNow() }));
 
   function statusNow(): RunProgress['status'] {
@@ -242,7 +244,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   }
 
   try {
-    await db.setRunStatus(runId, { status: 'running', started: true, finished: false, currentIteration: state?.iteration ?? 0 });
+    if (input.cancel) throw new RunCancelled();
+    if (input.resume) state = (await db.recordedRunState(runId)) ?? undefined;
+    await db.setRunStatus(runId, { status: 'running', started: true, finished: false, error: null, currentIteration: state?.iteration ?? 0 });
 
     if (!state) {
       const dataset = await single('prepareDataset', 0, () => trainActs.prepareDataset({ runId, iteration: 0 }));
@@ -335,8 +339,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     if (err instanceof ContinueAsNew) throw err;
     if (err instanceof RunCancelled || isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
-        await db.setRunStatus(runId, { status: 'cancelled', finished: true, currentIteration: state?.iteration ?? 0 });
-        await db.appendEvent(runId, 'cancelled', 'workflow', { iteration: state?.iteration ?? 0 });
+        // A run cancelled before this execution knew its state keeps the iteration it recorded.
+        await db.setRunStatus(runId, { status: 'cancelled', finished: true, ...(state ? { currentIteration: state.iteration } : {}) });
+        await db.appendEvent(runId, 'cancelled', 'workflow', { iteration: state?.iteration ?? null });
       });
       progress.status = 'cancelled';
       return {
@@ -350,7 +355,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       };
     }
     await CancellationScope.nonCancellable(() =>
-      db.setRunStatus(runId, { status: 'failed', error: errorMessage(err), finished: true, currentIteration: state?.iteration ?? 0 }),
+      db.setRunStatus(runId, { status: 'failed', error: errorMessage(err), finished: true, ...(state ? { currentIteration: state.iteration } : {}) }),
     );
     throw err;
   }

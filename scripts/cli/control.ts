@@ -1,0 +1,79 @@
+/**
+ * `operaflow pause|resume|cancel|retry <run>`: operator commands. Only the workflow writes a run's
+ * status: a live run gets a signal (pause, resume, cancel) or an update (retry, whose validator refuses
+ * a run that is not blocked); a run whose workflow closed is resumed or cancelled by starting its
+ * workflow again with `resume` / `cancel`. Every command is recorded as an event, with who sent it.
+ */
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { TERMINAL_STATUSES, appendEvent, recordedRunState, requireRun } from '../../db/queries';
+import { runConfigSchema } from '../../opera/config';
+import { cancelSignal, pauseSignal, resumeSignal, retryStageUpdate } from '../../workflows/trainingRun';
+import { actor, connect, workflowRunning, type Services } from './connect';
+import { planOf } from './plan';
+import { startWorkflow } from './train';
+
+export type ControlCommand = 'pause' | 'resume' | 'cancel' | 'retry';
+
+/** A workflow records its terminal status just before it closes: give it a moment to finish closing. */
+async function liveWorkflow(s: Services, runId: string, status: string): Promise<boolean> {
+  let live = await workflowRunning(s, runId);
+  for (let i = 0; live && (TERMINAL_STATUSES as readonly string[]).includes(status) && i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    live = await workflowRunning(s, runId);
+  }
+  return live;
+}
+
+/** An update needs a worker to run its validator; without one, say which queue has none instead of hanging. */
+async function retry(s: Services, runId: string): Promise<string> {
+  const handle = s.client.workflow.getHandle(runId);
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`no worker answered within 60 s: is a worker polling the run's train queue? (operaflow worker)`)), 60_000).unref(),
+  );
+  try {
+    const { retried } = await Promise.race([handle.executeUpdate(retryStageUpdate), timeout]);
+    return retried.map((b) => `${b.stage} (iteration ${b.iteration}, shard ${b.shard})`).join(', ');
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) throw new Error(err.cause?.message ?? err.message);
+    throw err;
+  }
+}
+
+export async function control(command: ControlCommand, runId: string): Promise<number> {
+  const s = await connect();
+  try {
+    const run = await requireRun(s.db.db, runId);
+    const who = actor();
+    const live = await liveWorkflow(s, runId, run.status);
+    if (!live) {
+      const config = runConfigSchema.parse(run.config);
+      if (command === 'resume') {
+        if (run.status === 'completed') throw new Error(`run ${runId} has completed; nothing to resume`);
+        // The workflow rebuilds its state with the same function; read here only to say where it continues.
+        const from = (await recordedRunState(s.db.db, runId))?.iteration;
+        await startWorkflow(s, runId, { runId, plan: planOf(config), resume: true }, true);
+        await appendEvent(s.db.db, runId, 'resumed', who, { previousStatus: run.status, fromIteration: from ?? null });
+        console.log(`resumed run ${runId} from ${from === undefined ? 'the start' : `iteration ${from}`}`);
+        return 0;
+      }
+      if (command === 'cancel' && !(TERMINAL_STATUSES as readonly string[]).includes(run.status)) {
+        await (await startWorkflow(s, runId, { runId, plan: planOf(config), cancel: true }, true)).result();
+        await appendEvent(s.db.db, runId, 'cancelled', who, { note: 'no live workflow' });
+        console.log(`cancelled run ${runId}`);
+        return 0;
+      }
+      throw new Error(`run ${runId} is ${run.status} and its workflow is not running${command === 'retry' ? ` (use: operaflow resume ${runId})` : ''}`);
+    }
+    const handle = s.client.workflow.getHandle(runId);
+    let detail: Record<string, unknown> = { previousStatus: run.status };
+    if (command === 'retry') detail = { ...detail, stages: await retry(s, runId), error: run.error };
+    else if (command === 'cancel') await handle.signal(cancelSignal, { reason: `by ${who}` });
+    else await handle.signal(command === 'pause' ? pauseSignal : resumeSignal);
+    const type = { pause: 'paused', resume: 'resumed', cancel: 'cancelled', retry: 'retried' }[command];
+    await appendEvent(s.db.db, runId, type, who, detail);
+    console.log(`${command} sent to run ${runId}${command === 'retry' ? `: ${String(detail.stages)}` : ''}`);
+    return 0;
+  } finally {
+    await s.close();
+  }
+}

@@ -1,0 +1,102 @@
+/** `operaflow train <config.yaml> [--wait] [--json] [--id <run>]`: validate, record, start (or attach to) a run. */
+import { existsSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import type { WorkflowHandle } from '@temporalio/client';
+import { appendEvent, createRun, runSummary } from '../../db/queries';
+import { modelPresets } from '../../engine/config';
+import { configHash, loadRunConfig, type RunConfig } from '../../opera/config';
+import { trainingRun, type TrainingRunInput } from '../../workflows/trainingRun';
+import { actor, codeVersion, connect, printOut, type Services } from './connect';
+import { printEvalComparison } from './inspect';
+import { planOf, taskQueues } from './plan';
+import { waitForRun } from './wait';
+
+/** Paths in the config are relative to the directory `train` runs in; workers get absolute ones. */
+function resolvePaths(config: RunConfig): RunConfig {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(p));
+  const out: RunConfig = structuredClone(config);
+  if (out.data.source !== 'synthetic') {
+    out.data.source = abs(out.data.source);
+    if (!existsSync(out.data.source)) throw new Error(`data.source: file not found: ${out.data.source}`);
+  }
+  if (out.model.checkpoint) out.model.checkpoint = abs(out.model.checkpoint);
+  if (out.model.tokenizer !== 'byte') out.model.tokenizer = abs(out.model.tokenizer);
+  if (out.coldStart.teacher.checkpoint) out.coldStart.teacher.checkpoint = abs(out.coldStart.teacher.checkpoint);
+  out.runtime.artifactsDir = abs(out.runtime.artifactsDir);
+  return out;
+}
+
+function newRunId(name: string): string {
+  const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'run';
+  const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
+  return `${slug}-${stamp}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** Starts workflow `trainingRun` with id = run id; `reuse` allows a closed run's id to start again (resume, cancel). */
+export async function startWorkflow(s: Services, runId: string, input: TrainingRunInput, reuse: boolean): Promise<WorkflowHandle<typeof trainingRun>> {
+  return s.client.workflow.start(trainingRun, {
+    taskQueue: taskQueues().train,
+    workflowId: runId,
+    args: [input],
+    // A second `train --id` of a live run attaches to it; a closed run may be started again (resume).
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: reuse ? 'ALLOW_DUPLICATE' : 'REJECT_DUPLICATE',
+  });
+}
+
+/** Limits that zod cannot see because they span sections: every sequence must fit the model's positions. */
+function checkFits(config: RunConfig, file: string): void {
+  const maxPositions = config.model.config?.max_position_embeddings ?? modelPresets[config.model.preset].max_position_embeddings;
+  const problems: string[] = [];
+  for (const [key, newTokens] of [['grpo.maxNewTokens', config.grpo.maxNewTokens], ['eval.maxNewTokens', config.eval.maxNewTokens]] as const) {
+    // +1: the BOS token in front of every prompt.
+    if (config.data.maxPromptTokens + 1 + newTokens > maxPositions) {
+      problems.push(`${file}: ${key}: data.maxPromptTokens (${config.data.maxPromptTokens}) + 1 + ${key} (${newTokens}) exceeds the model's max_position_embeddings (${maxPositions}); lower them or raise model.config.max_position_embeddings`);
+    }
+  }
+  if (config.grpo.promptsPerIteration < config.runtime.rolloutShards) {
+    problems.push(`${file}: runtime.rolloutShards: ${config.runtime.rolloutShards} shards for ${config.grpo.promptsPerIteration} prompts per iteration would leave shards empty; use at most grpo.promptsPerIteration`);
+  }
+  if (problems.length) throw new Error(problems.join('\n'));
+}
+
+export async function train(file: string, flags: { wait?: boolean; json?: boolean; id?: string }): Promise<number> {
+  const parsed = loadRunConfig(file);
+  checkFits(parsed, file);
+  const config = resolvePaths(parsed);
+  const json = Boolean(flags.json);
+  const s = await connect();
+  try {
+    const runId = flags.id ?? newRunId(config.name);
+    const { run, created } = await createRun(s.db.db, {
+      id: runId,
+      name: config.name,
+      status: 'pending',
+      config: config as unknown as Record<string, unknown>,
+      configHash: configHash(config),
+      codeVersion: codeVersion(),
+      seed: config.seed,
+      workflowId: runId,
+    });
+    if (!created && run.configHash !== configHash(config)) {
+      throw new Error(`run ${runId} exists with a different config (hash ${run.configHash.slice(0, 12)}); choose another --id`);
+    }
+    await startWorkflow(s, runId, { runId, plan: planOf(config) }, false).catch(async (err: Error) => {
+      // REJECT_DUPLICATE: the run exists and its workflow has closed: attach to the result instead.
+      if (created || !/already started|AlreadyStarted/i.test(err.message)) throw err;
+    });
+    await appendEvent(s.db.db, runId, created ? 'started' : 'attached', actor(), { config: file, configHash: run.configHash });
+    (json ? console.error : console.log)(`${created ? 'started' : 'attached to'} run ${runId}`);
+    if (!flags.wait) {
+      if (json) await printOut(JSON.stringify(await runSummary(s.db.db, runId)));
+      return 0;
+    }
+    const status = await waitForRun(s, runId, config, json);
+    const summary = await runSummary(s.db.db, runId);
+    if (!json || process.stderr.isTTY) printEvalComparison(summary, json ? console.error : console.log);
+    if (json) await printOut(JSON.stringify(summary));
+    return status === 'completed' ? 0 : status === 'blocked' ? 2 : 1;
+  } finally {
+    await s.close();
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * `train --wait`: follows a run until its workflow closes or it blocks (an operator must act), with
+ * progress bars on a terminal and a line per change otherwise. Progress comes from the database, which
+ * workers update, and from the heartbeats of the running activities, which the Temporal server holds.
+ */
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import cliProgress from 'cli-progress';
+import { latestStageProgress, requireRun } from '../../db/queries';
+import type { RunConfig } from '../../opera/config';
+import type { Services } from './connect';
+
+/** Items a compute activity heartbeats through (its `step` or `item` count), for the stage progress bar. */
+function stageItems(config: RunConfig, activity: string): number | undefined {
+  const perShard = Math.ceil(config.grpo.promptsPerIteration / config.runtime.rolloutShards);
+  switch (activity) {
+    case 'coldStartSft':
+      return config.coldStart.steps;
+    case 'rollout':
+    case 'score':
+      return perShard;
+    case 'update':
+      return config.grpo.epochs * Math.ceil((config.grpo.promptsPerIteration * config.grpo.groupSize) / config.grpo.miniBatchSize);
+    case 'evaluate':
+      return config.eval.prompts;
+    default:
+      return undefined;
+  }
+}
+
+type PendingActivity = { activityType?: { name?: string | null } | null; heartbeatDetails?: { payloads?: unknown[] | null } | null };
+
+/** The most advanced heartbeat among the workflow's running activities: which stage, how far. */
+function liveProgress(pending: PendingActivity[]): { activity: string; done: number } | undefined {
+  let best: { activity: string; done: number } | undefined;
+  for (const p of pending) {
+    const payload = p.heartbeatDetails?.payloads?.[0];
+    if (!payload) continue;
+    let details: { step?: number; item?: number; done?: number } | undefined;
+    try {
+      details = defaultPayloadConverter.fromPayload(payload as Parameters<typeof defaultPayloadConverter.fromPayload>[0]);
+    } catch {
+      continue;
+    }
+    const done = details?.item ?? details?.step ?? details?.done;
+    if (typeof done === 'number' && (!best || done > best.done)) best = { activity: p.activityType?.name ?? '?', done };
+  }
+  return best;
+}
+
+/** Returns the run's final status, or 'blocked'. */
+export async function waitForRun(s: Services, runId: string, config: RunConfig, json: boolean): Promise<string> {
+  const iterations = config.grpo.iterations;
+  const out = (line: string) => (json ? console.error(line) : console.log(line));
+  const tty = Boolean(process.stderr.isTTY);
+  const bars = tty
+    ? new cliProgress.MultiBar(
+        { format: ' {bar} {value}/{total} {label}', hideCursor: true, clearOnComplete: false, stream: process.stderr },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined;
+  const iterBar = bars?.create(Math.max(iterations, 1), 0, { label: 'iterations' });
+  const stageBar = bars?.create(1, 0, { label: 'starting' });
+  let lastLine = '';
+  const handle = s.client.workflow.getHandle(runId);
+  try {
+    for (;;) {
+      const run = await requireRun(s.db.db, runId);
+      const cur = await latestStageProgress(s.db.db, runId);
+      const label = cur ? `${cur.stage} (iteration ${cur.iteration})` : 'waiting for a worker';
+      iterBar?.update(run.currentIteration, { label: `iterations · ${run.status}` });
+      if (cur) {
+        stageBar?.setTotal(Math.max(cur.shards, 1));
+        stageBar?.update(cur.done, { label });
+      }
+      const line = `[${run.status}] iteration ${run.currentIteration}/${iterations} · ${label}${cur && cur.shards > 1 ? ` ${cur.done}/${cur.shards} shards` : ''}`;
+      if (!tty && line !== lastLine) {
+        console.error(line);
+        lastLine = line;
+      }
+      if (run.status === 'blocked') {
+        bars?.stop();
+        out(`run ${runId} is blocked: ${run.error ?? 'unknown error'}\nfix the cause, then: operaflow retry ${runId}   (or: operaflow cancel ${runId})`);
+        return 'blocked';
+      }
+      let closed = false;
+      try {
+        const d = await handle.describe();
+        closed = d.status.name !== 'RUNNING';
+        // Within a long stage: the heartbeat of its activity (SFT step, prompts sampled or scored, update step).
+        const live = liveProgress(d.raw.pendingActivities ?? []);
+        const total = live && stageItems(config, live.activity);
+        if (stageBar && live && total) {
+          stageBar.setTotal(total);
+          stageBar.update(Math.min(live.done, total), { label: `${label} · ${live.activity} ${live.done}/${total}` });
+        }
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        closed = true;
+      }
+      if (closed) {
+        const final = await requireRun(s.db.db, runId);
+        iterBar?.update(final.currentIteration, { label: `iterations · ${final.status}` });
+        bars?.stop();
+        if (final.status !== 'completed') out(`run ${runId} ended ${final.status}${final.error ? `: ${final.error}` : ''}`);
+        return final.status;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  } finally {
+    bars?.stop();
+  }
+}

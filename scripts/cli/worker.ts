@@ -1,0 +1,49 @@
+/** `operaflow worker [--queues rollout,train]`: one worker process polling the task queues (workers on other machines join the same way). */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { createDb } from '../../db/client';
+import { TASK_QUEUES } from '../../workflows/trainingRun';
+import { ROOT, UsageError, endpoints } from './connect';
+import { taskQueues } from './plan';
+
+export async function worker(flags: { queues?: string }): Promise<number> {
+  const queues = (flags.queues ?? 'rollout,train').split(',').map((q) => q.trim()).filter(Boolean);
+  const known = Object.values(TASK_QUEUES) as string[];
+  for (const q of queues) if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
+  const names = taskQueues();
+  // Loaded here, not at the top: the engine (onnxruntime) and the worker SDK are heavy, other commands need neither.
+  const { DefaultLogger, NativeConnection, Runtime, Worker } = await import('@temporalio/worker');
+  const { createActivities } = require('../../activities') as typeof import('../../activities');
+  // The SDK logs every bundling detail at INFO; operators need warnings and our own stage lines.
+  Runtime.install({ logger: new DefaultLogger((process.env.OPERAFLOW_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
+  const { databaseUrl, temporalAddress } = await endpoints();
+  const db = createDb(databaseUrl);
+  const identity = `${hostname()}:${process.pid}`;
+  const connection = await NativeConnection.connect({ address: temporalAddress });
+  const activities = createActivities({ db: db.db, worker: identity, log: (line) => console.error(`[${new Date().toISOString()}] ${line}`) });
+  try {
+    const workers = await Promise.all(
+      queues.map((queue) =>
+        Worker.create({
+          connection,
+          taskQueue: names[queue as keyof typeof names],
+          identity,
+          activities,
+          // Compute activities hold the CPU (ORT blocks the event loop): one rollout shard at a time; the
+          // train queue also serves the quick status writes, so it takes a few.
+          maxConcurrentActivityTaskExecutions: queue === TASK_QUEUES.train ? 4 : 1,
+          // Heartbeats reach the server every 2 s at most (not 0.8 × the timeout): `train --wait` shows them as progress.
+          maxHeartbeatThrottleInterval: '2 seconds',
+          ...(queue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
+        }),
+      ),
+    );
+    console.log(`operaflow worker ${identity} polling ${queues.map((q) => names[q as keyof typeof names]).join(',')} at ${temporalAddress}`);
+    // SIGINT/SIGTERM shut the workers down gracefully (the SDK's Runtime installs those handlers).
+    await Promise.all(workers.map((w) => w.run()));
+  } finally {
+    await connection.close();
+    await db.close();
+  }
+  return 0;
+}
