@@ -1,5 +1,5 @@
 // Mutation testing of the algorithm (opera/) and the gradient rules (engine/autodiff.ts): `npm run mutate`.
-// Slow (minutes), so not part of `npm test` or CI. Runs the unit tests of test/opera and test/engine
+// Slow (17–22 minutes on 2 cores), so not part of `npm test` or CI. Runs the unit tests of test/opera and test/engine
 // through their own jest config (no globalSetup: no PostgreSQL or Temporal needed). Reports go to
 // reports/mutation/ (git-ignored).
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
