@@ -7,7 +7,7 @@ import tseslint from 'typescript-eslint';
 const nodeBuiltins = builtinModules.filter((m) => !m.startsWith('_'));
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.operaflow/', 'db/migrations/', 'coverage/', 'out/'] },
+  { ignores: ['node_modules/', '.operaflow/', 'db/migrations/', 'coverage/', 'out/', 'reports/', '.stryker-tmp/'] },
   {
     files: ['**/*.ts'],
     extends: [tseslint.configs.base],
