@@ -9,6 +9,6 @@ module.exports = {
   testEnvironment: base.testEnvironment,
   transform: base.transform,
   testTimeout: base.testTimeout,
-  roots: ['<rootDir>/test/opera', '<rootDir>/test/engine'],
+  roots: ['<rootDir>/test/opera', '<rootDir>/test/engine', '<rootDir>/test/config', '<rootDir>/test/util'],
   testMatch: ['**/*.test.ts'],
 };

@@ -5,7 +5,7 @@
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   packageManager: 'npm',
-  mutate: ['opera/**/*.ts', 'engine/autodiff.ts'],
+  mutate: ['opera/**/*.ts', 'config/**/*.ts', 'util/**/*.ts', 'engine/autodiff.ts'],
   testRunner: 'jest',
   jest: { projectType: 'custom', configFile: 'jest.mutate.config.js', enableFindRelatedTests: true },
   // Mutants that do not type-check are discarded before any test runs (cheaper than running them).
@@ -19,7 +19,7 @@ export default {
   concurrency: 4,
   timeoutMS: 10000,
   // The sandbox copy needs only the code under test, its tests and the configs.
-  ignorePatterns: ['/*', '!/engine', '!/opera', '!/test', '/test/*', '!/test/opera', '!/test/engine', '!/package.json', '!/tsconfig.json', '!/tsconfig.mutate.json', '!/jest.config.js', '!/jest.mutate.config.js'],
+  ignorePatterns: ['/*', '!/engine', '!/opera', '!/test', '/test/*', '!/test/opera', '!/test/engine', '!/test/config', '!/test/util', '!/config', '!/util', '!/package.json', '!/tsconfig.json', '!/tsconfig.mutate.json', '!/jest.config.js', '!/jest.mutate.config.js'],
   reporters: ['clear-text', 'progress', 'html', 'json'],
   htmlReporter: { fileName: 'reports/mutation/mutation.html' },
   jsonReporter: { fileName: 'reports/mutation/mutation.json' },

@@ -6,53 +6,19 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { CHECKPOINT_FILES, loadCheckpoint, saveCheckpoint, type Checkpoint, type CheckpointFile } from '../engine/checkpoint';
-import { llamaConfigSchema, modelPresets, type LlamaConfig } from '../engine/config';
 import { LlamaModel } from '../engine/model';
 import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
-import type { RunConfig } from '../opera/config';
+import type { RunConfig } from '../config/load';
 import { scoringContexts } from '../opera/reward';
 import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';
-import { pathToUri, sha256, uriToPath } from './store';
+import { cachedPromise } from '../util/cache';
+import { sha256 } from '../util/canonical';
+import { pathToUri, uriToPath } from './store';
 import type { ArtifactRef, CheckpointRef } from './types';
 
-/** LlamaConfig fields this engine implements; other HF overrides in the run config must keep their defaults. */
-const ENGINE_FIELDS = [
-  'hidden_size',
-  'intermediate_size',
-  'num_hidden_layers',
-  'num_attention_heads',
-  'num_key_value_heads',
-  'rms_norm_eps',
-  'rope_theta',
-  'vocab_size',
-  'tie_word_embeddings',
-  'max_position_embeddings',
-] as const;
-
-/** The model architecture of a run: preset + overrides, vocabulary sized to the tokenizer. */
-export function modelConfigFor(config: RunConfig, tokenizer: Tokenizer): LlamaConfig {
-  const base: Record<string, unknown> = { ...modelPresets[config.model.preset] };
-  const overrides = (config.model.config ?? {}) as Record<string, unknown>;
-  for (const field of ENGINE_FIELDS) if (overrides[field] !== undefined) base[field] = overrides[field];
-  if (overrides.vocab_size === undefined) base.vocab_size = Math.max(tokenizer.vocabSize, Number(base.vocab_size));
-  const parsed = llamaConfigSchema.safeParse(base);
-  if (!parsed.success) {
-    throw new Error(`model config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  }
-  return parsed.data;
-}
-
 const tokenizers = new Map<string, Promise<Tokenizer>>();
-export function getTokenizer(spec: string): Promise<Tokenizer> {
-  let t = tokenizers.get(spec);
-  if (!t) {
-    t = tokenizerFromSpec(spec);
-    tokenizers.set(spec, t);
-    t.catch(() => tokenizers.delete(spec));
-  }
-  return t;
-}
+export const getTokenizer = (spec: string): Promise<Tokenizer> => cachedPromise(tokenizers, spec, () => tokenizerFromSpec(spec));
 
 /** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update). */
 export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
@@ -63,15 +29,13 @@ const MAX_MODELS = 3;
 
 export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise<LlamaModel> {
   const key = `${ref.uri}#${ref.sha256}`;
-  let m = models.get(key);
-  if (m) {
+  const cached = models.get(key);
+  if (cached) {
     models.delete(key);
-    models.set(key, m); // most recently used last
-    return m;
+    models.set(key, cached); // most recently used last
+    return cached;
   }
-  m = loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers }));
-  models.set(key, m);
-  m.catch(() => models.delete(key));
+  const m = cachedPromise(models, key, () => loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers })));
   while (models.size > MAX_MODELS) {
     const oldest = models.keys().next().value;
     if (oldest === undefined) break;
@@ -180,21 +144,3 @@ export async function scoreResponses(
 /** Learning rate with linear warm-up, then constant. */
 export const warmupLr = (lr: number, warmupSteps: number, step: number): number =>
   warmupSteps > 0 && step < warmupSteps ? (lr * (step + 1)) / warmupSteps : lr;
-
-/** A seeded permutation of 0..n-1 (mulberry32 + Fisher–Yates): mini-batch order that a retry repeats. */
-export function permutation(n: number, seed: number): number[] {
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [p[i], p[j]] = [p[j]!, p[i]!];
-  }
-  return p;
-}

@@ -4,19 +4,17 @@
  * file is recorded in `artifacts` with its sha256, and reads verify it.
  * URIs are `file://` absolute paths; with workers on several machines the directory must be shared.
  */
-import { createHash } from 'node:crypto';
 import { appendFile, readFile, rm } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Db } from '../db/client';
-import { writeFileAtomic } from '../engine/checkpoint';
+import { sha256 } from '../util/canonical';
+import { writeFileAtomic } from '../util/files';
 import { recordArtifact } from '../db/queries';
 import type { ArtifactRef } from './types';
 
 export const uriToPath = (uri: string): string => (uri.startsWith('file://') ? fileURLToPath(uri) : resolve(uri));
 export const pathToUri = (path: string): string => pathToFileURL(resolve(path)).href;
-
-export const sha256 = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
 
 export interface ArtifactKey {

@@ -7,9 +7,9 @@
  * Each file is written to a temporary name, fsynced and renamed, so a crash leaves either the old or
  * the new file, never a torn one.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { access, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic, type WrittenFile } from '../util/files';
 import { llamaConfigSchema, type LlamaConfig } from './config';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
@@ -18,7 +18,7 @@ import type { OptimizerState } from './trainer';
 export { decodeSafetensors, encodeSafetensors } from './safetensors';
 export type { TensorEntry } from './safetensors';
 
-export interface CheckpointFile { path: string; sha256: string; bytes: number }
+export type CheckpointFile = WrittenFile;
 
 export interface Checkpoint {
   config: LlamaConfig;
@@ -33,26 +33,6 @@ export const CHECKPOINT_FILES = {
   config: 'config.json',
   trainerState: 'trainer_state.json',
 } as const;
-
-/** Temp file + fsync + rename: a crash leaves the old file or the new one, never a torn one. */
-export async function writeFileAtomic(path: string, bytes: Buffer): Promise<CheckpointFile> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const handle = await open(tmp, 'w');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  return { path, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
-}
 
 function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, TensorEntry> {
   const out = new Map<string, TensorEntry>();

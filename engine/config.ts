@@ -2,19 +2,32 @@
 // tools) with defaults and named presets.
 import { z } from 'zod';
 
+/**
+ * The Llama fields the engine implements, by their HF names, without defaults: the run config reuses
+ * them as optional overrides of a preset (config/schema.ts), so a field exists in one place.
+ */
+export const llamaConfigFields = {
+  hidden_size: z.number().int().positive(),
+  intermediate_size: z.number().int().positive(),
+  num_hidden_layers: z.number().int().positive(),
+  num_attention_heads: z.number().int().positive(),
+  num_key_value_heads: z.number().int().positive(),
+  rms_norm_eps: z.number().positive(),
+  rope_theta: z.number().positive(),
+  vocab_size: z.number().int().positive(),
+  tie_word_embeddings: z.boolean(),
+  max_position_embeddings: z.number().int().positive(),
+};
+
 export const llamaConfigSchema = z
   .object({
     model_type: z.literal('llama').optional(),
-    hidden_size: z.number().int().positive(),
-    intermediate_size: z.number().int().positive(),
-    num_hidden_layers: z.number().int().positive(),
-    num_attention_heads: z.number().int().positive(),
-    num_key_value_heads: z.number().int().positive().optional(),
-    rms_norm_eps: z.number().positive().default(1e-5),
-    rope_theta: z.number().positive().default(10000),
-    vocab_size: z.number().int().positive(),
-    tie_word_embeddings: z.boolean().default(false),
-    max_position_embeddings: z.number().int().positive().default(2048),
+    ...llamaConfigFields,
+    num_key_value_heads: llamaConfigFields.num_key_value_heads.optional(),
+    rms_norm_eps: llamaConfigFields.rms_norm_eps.default(1e-5),
+    rope_theta: llamaConfigFields.rope_theta.default(10000),
+    tie_word_embeddings: llamaConfigFields.tie_word_embeddings.default(false),
+    max_position_embeddings: llamaConfigFields.max_position_embeddings.default(2048),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -35,6 +48,8 @@ export function dims(c: LlamaConfig) {
 }
 
 const preset = (c: z.input<typeof llamaConfigSchema>): LlamaConfig => llamaConfigSchema.parse({ model_type: 'llama', ...c });
+
+export type ModelPreset = keyof typeof modelPresets;
 
 export const modelPresets = {
   /** Test-sized: GQA (4 heads over 2 kv heads), byte-tokenizer vocabulary. */

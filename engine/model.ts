@@ -5,7 +5,8 @@ import type { LlamaConfig } from './config';
 import { dims } from './config';
 import { Graph, type Value } from './graph';
 import { type LlamaInputs, buildLlama, forwardInputs, parameterInputs, parameterNames, parameterShapes, rotaryTables, targetLogps } from './llama';
-import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders, int64 } from './ort';
+import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders } from './ort';
+import { cachedPromise } from '../util/cache';
 
 export { parameterShapes, parameterNames };
 
@@ -151,24 +152,12 @@ export class LlamaModel {
   /** Session for an inference graph: baked ones are per weights version and not hash-cached. */
   private inferenceSession(key: string, build: () => Graph): Promise<Session> {
     if (!this.bakes) return this.session(key, build);
-    let s = this.baked.get(key);
-    if (!s) {
-      s = Session.owned(build().toBytes(), this.providers);
-      this.baked.set(key, s);
-      s.catch(() => this.baked.delete(key));
-    }
-    return s;
+    return cachedPromise(this.baked, key, () => Session.owned(build().toBytes(), this.providers));
   }
 
   /** A cached session for `key`, building its graph on first use. */
   session(key: string, build: () => Graph): Promise<Session> {
-    let s = this.sessions.get(key);
-    if (!s) {
-      s = Session.get(build().toBytes(), this.providers);
-      this.sessions.set(key, s);
-      s.catch(() => this.sessions.delete(key));
-    }
-    return s;
+    return cachedPromise(this.sessions, key, () => Session.get(build().toBytes(), this.providers));
   }
 
   private forwardSession(B: number, withPast: boolean): Promise<Session> {

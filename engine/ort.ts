@@ -1,10 +1,11 @@
 // The only module that imports onnxruntime-node. Sessions are cached by the sha256 of the graph bytes
 // (plus providers), so a graph built twice for the same (config, shape class) compiles once.
-import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { runInThisContext } from 'node:vm';
 import * as ort from 'onnxruntime-node';
+import { cachedPromise } from '../util/cache';
+import { sha256 } from '../util/canonical';
 
 // Under Jest, test code runs in its own JS realm while ORT's native outputs are typed arrays of Node's
 // main realm, and onnxruntime-common type-checks with `instanceof`. When the realms differ we point its
@@ -65,9 +66,7 @@ export function checkProviders(providers: readonly string[]): void {
 const cores = Math.max(1, Number(process.env.OPERAFLOW_ORT_THREADS) || availableParallelism());
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
-export function graphHash(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
+export const graphHash = (bytes: Uint8Array): string => sha256(bytes);
 
 async function createSession(bytes: Uint8Array, providers: readonly string[]): Promise<ort.InferenceSession> {
   checkProviders(providers);
@@ -110,13 +109,7 @@ export class Session {
   static async get(bytes: Uint8Array, providers: readonly string[] = DEFAULT_PROVIDERS): Promise<Session> {
     const hash = graphHash(bytes);
     const key = `${hash}|${providers.join(',')}`;
-    let s = sessions.get(key);
-    if (!s) {
-      s = createSession(bytes, providers);
-      sessions.set(key, s);
-      s.catch(() => sessions.delete(key));
-    }
-    return new Session(await s, hash);
+    return new Session(await cachedPromise(sessions, key, () => createSession(bytes, providers)), hash);
   }
 
   /**
@@ -150,9 +143,3 @@ export class Session {
   }
 }
 
-/** Drops cached sessions (tests and long-lived workers that switch models). */
-export function clearSessionCache(): void {
-  sessions.clear();
-}
-
-export const int64 = (xs: ArrayLike<number>): BigInt64Array => BigInt64Array.from(Array.from(xs, (x) => BigInt(x)));

@@ -12,6 +12,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 
 export interface Tokenizer {
   readonly vocabSize: number;
@@ -25,7 +26,7 @@ export interface Tokenizer {
 }
 
 /** The byte tokenizer's special tokens, in id order from 256. */
-export const BYTE_SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>', '<think>', '</think>'] as const;
+export const BYTE_SPECIAL_TOKENS = ['<pad>', '<bos>', '<eos>', THINK_OPEN, THINK_CLOSE] as const;
 
 /**
  * Ids 0–255 are the UTF-8 bytes; 256.. are `<pad>`, `<bos>`, `<eos>`, `<think>`, `</think>`; the

@@ -1,6 +1,7 @@
-// Training steps as single ONNX graphs: Llama forward → loss → backward (engine/autodiff) → global
-// grad-norm clip → AdamW. Weights, moments and the step counter are graph inputs and outputs, and the
-// learning rate is an input, so a schedule never rebuilds the graph.
+// Training steps as single ONNX graphs: Llama forward → an objective's loss → backward (engine/autodiff)
+// → global grad-norm clip → AdamW. Weights, moments and the step counter are graph inputs and outputs, and
+// the learning rate is an input, so a schedule never rebuilds the graph. The engine knows no RL: an
+// `Objective` (SFT cross-entropy here, the GRPO policy loss in opera/grpo-graph.ts) says what to minimise.
 import type { LlamaConfig } from './config';
 import { gradients } from './autodiff';
 import { type FloatType, Graph, type Value } from './graph';
@@ -10,58 +11,74 @@ import type { Feeds } from './ort';
 
 export interface OptimizerState { step: number; m: Weights; v: Weights }
 export interface AdamWOptions { beta1?: number; beta2?: number; eps?: number; weightDecay?: number; maxGradNorm?: number }
-export interface PolicyLossOptions { clip?: number; clipLow?: number; clipHigh?: number; dualClip?: number; klCoef?: number; aggregation?: 'token-mean' | 'seq-mean-token-mean' }
 
 /** torch.optim.AdamW defaults plus verl's grad clip of 1.0; weight decay applies to matrices only. */
 export const adamwDefaults: Required<AdamWOptions> = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
-export const policyLossDefaults = { clip: 0.2, dualClip: 3, klCoef: 0.001, aggregation: 'token-mean' as const };
 
-export type LossKind = 'sft' | 'grpo';
-type ResolvedLoss = { clipLow: number; clipHigh: number; dualClip: number; klCoef: number };
-
-export function resolveLoss(o: PolicyLossOptions = {}): ResolvedLoss & { aggregation: 'token-mean' | 'seq-mean-token-mean' } {
-  const clip = o.clip ?? policyLossDefaults.clip;
-  return { clipLow: o.clipLow ?? clip, clipHigh: o.clipHigh ?? clip, dualClip: o.dualClip ?? policyLossDefaults.dualClip, klCoef: o.klCoef ?? policyLossDefaults.klCoef, aggregation: o.aggregation ?? policyLossDefaults.aggregation };
+/** What a training step minimises, built on the per-token log-probs of the targets. */
+export interface Objective {
+  /** Names the graph: objectives with equal keys build equal graphs (it keys the session cache). */
+  key: string;
+  /**
+   * Adds the loss (a scalar) and named scalar metrics to `g`. `logp` is [B, T]: log p of the token at
+   * t + 1 given the tokens up to t; the objective declares its own inputs (weights, advantages, …).
+   */
+  build(g: Graph, logp: Value): { loss: Value; metrics: Record<string, Value> };
 }
 
-/**
- * Forward + loss for B rows. SFT: loss = −Σ weight·logp. GRPO: OPERA.md's per-token clipped loss with
- * dual clip and low_var_kl; `weight` carries the aggregation (token-mean or seq-mean-token-mean), so
- * both aggregations share one graph. Returns the loss and the named scalar metrics.
- */
-export function buildLoss(g: Graph, config: LlamaConfig, B: number, kind: LossKind, lossOpts: ResolvedLoss) {
-  const ft = g.floatType;
+/** One step's data: token rows (right-padded by the trainer) and the objective's own inputs, each [B, T]-aligned. */
+export interface TrainBatch {
+  rows: number[][];
+  feeds: Feeds;
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+  /** The objective's named metrics. */
+  metrics: Record<string, number>;
+}
+
+/** T of a batch: every row predicts its tokens after the first, right-padded to the longest. */
+export const paddedLength = (rows: number[][]): number => Math.max(1, ...rows.map((r) => r.length - 1));
+
+/** The next-token cross-entropy at the weighted positions: loss = −Σ weight·logp (weights from `sftBatch`). */
+export const sftObjective: Objective = {
+  key: 'sft',
+  build(g, logp) {
+    const weight = g.input('weight', g.floatType, [...logp.shape]); // 0 on padding and prompt
+    return { loss: g.neg(g.reduceSum(g.mul(weight, logp), [0, 1], false)), metrics: {} };
+  },
+};
+
+/** SFT weights at the positions that predict masked-in tokens, normalised to a token mean. */
+export function sftBatch(batch: { tokens: number[]; lossMask: number[] }[], floatType: FloatType = 'float32'): TrainBatch & { tokens: number } {
+  const rows = batch.map((r) => r.tokens);
+  const B = rows.length;
+  const T = paddedLength(rows);
+  const weight = floatType === 'float64' ? new Float64Array(B * T) : new Float32Array(B * T);
+  let count = 0;
+  batch.forEach((r, b) => {
+    if (r.lossMask.length !== r.tokens.length) throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
+    for (let t = 1; t < r.tokens.length; t++) {
+      if (r.lossMask[t]) {
+        weight[b * T + t - 1] = 1;
+        count++;
+      }
+    }
+  });
+  if (count === 0) throw new Error('sftStep: the loss mask selects no tokens');
+  for (let k = 0; k < weight.length; k++) weight[k] = weight[k]! / count;
+  return { rows, feeds: { weight: { data: weight, dims: [B, T] } }, tokens: count };
+}
+
+/** Forward + objective for B rows; returns the parameters, the loss and the objective's metrics. */
+function buildLoss(g: Graph, config: LlamaConfig, B: number, objective: Objective) {
   const params = parameterInputs(g, config);
   const inp = forwardInputs(g, config, B, false);
   const targets = g.input('targets', 'int64', [B, 'T']);
-  const weight = g.input('weight', ft, [B, 'T']); // aggregation weights, 0 on padding/prompt
   const logp = targetLogps(g, buildLlama(g, config, params, inp).logits, targets); // [B, T]
-  const total = (x: Value) => g.reduceSum(x, [0, 1], false); // []
-  const metrics: Record<string, Value> = {};
-  let loss: Value;
-  if (kind === 'sft') {
-    loss = g.neg(total(g.mul(weight, logp)));
-  } else {
-    const oldLogp = g.input('oldLogp', ft, [B, 'T']);
-    const refLogp = g.input('refLogp', ft, [B, 'T']);
-    const adv = g.input('advantage', ft, [B, 1]);
-    const clipWeight = g.input('clipWeight', ft, [B, 'T']); // token-mean weights for clipFraction
-    const c = (x: number) => g.scalar(x);
-    const ratio = g.exp(g.clip(g.sub(logp, oldLogp), c(-20), c(20))); // [B, T]
-    const negA = g.neg(adv); // [B, 1]
-    const l1 = g.mul(negA, ratio); // [B, T]
-    const l2 = g.mul(negA, g.clip(ratio, c(1 - lossOpts.clipLow), c(1 + lossOpts.clipHigh))); // [B, T]
-    const c1 = g.max(l1, l2);
-    const c2 = g.min(g.mul(negA, c(lossOpts.dualClip)), c1);
-    const pg = g.where(g.less(adv, c(0)), c2, c1); // [B, T]
-    const k = g.clip(g.sub(refLogp, logp), c(-20), c(20));
-    const kl = g.clip(g.sub(g.sub(g.exp(k), k), c(1)), c(-10), c(10)); // [B, T]
-    metrics.pgLoss = total(g.mul(weight, pg));
-    metrics.klLoss = total(g.mul(weight, kl));
-    metrics.clipFraction = total(g.mul(clipWeight, g.cast(g.greater(l2, l1), ft)));
-    loss = g.add(metrics.pgLoss, g.mul(metrics.klLoss, c(lossOpts.klCoef)));
-  }
-  return { params, loss, metrics, logp };
+  return { params, ...objective.build(g, logp) };
 }
 
 /** Appends global-norm clipping and AdamW; outputs `new:<name>`, `m:<name>`, `v:<name>`, `step`, `gradNorm`. */
@@ -100,9 +117,9 @@ function appendAdamW(g: Graph, params: Map<string, Value>, grads: Value[], o: Re
   });
 }
 
-export function buildTrainGraph(config: LlamaConfig, B: number, kind: LossKind, adamw: Required<AdamWOptions>, lossOpts: ResolvedLoss, floatType: FloatType = 'float32'): Graph {
+export function buildTrainGraph(config: LlamaConfig, B: number, objective: Objective, adamw: Required<AdamWOptions>, floatType: FloatType = 'float32'): Graph {
   const g = new Graph(floatType);
-  const { params, loss, metrics } = buildLoss(g, config, B, kind, lossOpts);
+  const { params, loss, metrics } = buildLoss(g, config, B, objective);
   const grads = gradients(g, loss, [...params.values()]);
   g.output(loss, 'loss');
   for (const [name, v] of Object.entries(metrics)) g.output(v, name);
@@ -111,9 +128,9 @@ export function buildTrainGraph(config: LlamaConfig, B: number, kind: LossKind, 
 }
 
 /** Loss and its parameter gradients (outputs `loss`, metrics and `grad:<name>`): for checks and tools. */
-export function buildGradGraph(config: LlamaConfig, B: number, kind: LossKind, lossOpts: ResolvedLoss = resolveLoss(), floatType: FloatType = 'float32'): Graph {
+export function buildGradGraph(config: LlamaConfig, B: number, objective: Objective, floatType: FloatType = 'float32'): Graph {
   const g = new Graph(floatType);
-  const { params, loss, metrics } = buildLoss(g, config, B, kind, lossOpts);
+  const { params, loss, metrics } = buildLoss(g, config, B, objective);
   const grads = gradients(g, loss, [...params.values()]);
   g.output(loss, 'loss');
   for (const [name, v] of Object.entries(metrics)) g.output(v, name);
@@ -121,10 +138,10 @@ export function buildGradGraph(config: LlamaConfig, B: number, kind: LossKind, l
   return g;
 }
 
-/** Right-padded batch tensors shared by both steps: inputs predict targets (tokens shifted by one). */
+/** Right-padded forward inputs of a batch: inputs predict targets (tokens shifted by one). */
 export function batchFeeds(config: LlamaConfig, rows: number[][], floatType: FloatType = 'float32') {
   const B = rows.length;
-  const T = Math.max(1, ...rows.map((r) => r.length - 1));
+  const T = paddedLength(rows);
   const tokens = new BigInt64Array(B * T);
   const targets = new BigInt64Array(B * T);
   rows.forEach((r, b) => {
@@ -150,6 +167,27 @@ export function zerosLike(w: Weights): Weights {
   return new Map([...w].map(([k, v]) => [k, new Float32Array(v.length)]));
 }
 
+/** A step whose loss or gradient norm is not finite: the weights it would write are garbage. */
+export class NonFiniteLossError extends Error {
+  override name = 'NonFiniteLossError';
+  constructor(readonly step: number, readonly result: StepResult) {
+    super(`loss ${result.loss}, grad norm ${result.gradNorm} at step ${step}`);
+  }
+}
+
+/** A run of steps `start..steps-1`: which batch and learning rate each gets, and what to do after each. */
+export interface TrainLoop {
+  objective: Objective;
+  steps: number;
+  /** First step to run (a resumed loop starts after the steps a partial checkpoint holds). */
+  start?: number;
+  batch(step: number): TrainBatch;
+  /** `optimizerStep` counts every step this optimizer state has taken (across loops): warm-up schedules use it. */
+  lr(step: number, optimizerStep: number): number;
+  /** After each step (heartbeats, metrics, partial checkpoints); `step` is the index of the step just run. */
+  onStep?(step: number, result: StepResult): Promise<void> | void;
+}
+
 export class Trainer {
   private readonly opts: Required<AdamWOptions>;
   private st: OptimizerState;
@@ -170,10 +208,13 @@ export class Trainer {
     return this.st;
   }
 
-  private async run(kind: LossKind, B: number, lossOpts: ResolvedLoss, feeds: Feeds, lr: number) {
-    const key = `train|${kind}|${B}|${JSON.stringify(this.opts)}|${JSON.stringify(lossOpts)}`;
-    const session = await this.model.session(key, () => buildTrainGraph(this.model.config, B, kind, this.opts, lossOpts));
-    const all: Feeds = { ...feeds, ...weightFeeds(this.model.config, this.model.weights) };
+  /** One optimizer step on `batch` minimising `objective`; updates the model's weights and the moments. */
+  async step(objective: Objective, batch: TrainBatch, lr: number): Promise<StepResult> {
+    const B = batch.rows.length;
+    if (B === 0) throw new Error(`${objective.key} step: empty batch`);
+    const key = `train|${objective.key}|${B}|${JSON.stringify(this.opts)}`;
+    const session = await this.model.session(key, () => buildTrainGraph(this.model.config, B, objective, this.opts));
+    const all: Feeds = { ...batchFeeds(this.model.config, batch.rows).feeds, ...batch.feeds, ...weightFeeds(this.model.config, this.model.weights) };
     for (const [name, shape] of parameterShapes(this.model.config)) {
       all[`m:${name}`] = { data: this.st.m.get(name)!, dims: shape };
       all[`v:${name}`] = { data: this.st.v.get(name)!, dims: shape };
@@ -192,92 +233,26 @@ export class Trainer {
     this.model.setWeights(weights);
     this.st = { step: this.st.step + 1, m, v };
     const scalar = (n: string) => Number(out[n]?.data[0] ?? NaN);
-    return { out, scalar };
+    const metrics = Object.fromEntries(Object.keys(out).filter((n) => !n.includes(':') && !['loss', 'gradNorm', 'nextStep'].includes(n)).map((n) => [n, scalar(n)]));
+    return { loss: scalar('loss'), gradNorm: scalar('gradNorm'), metrics };
   }
 
-  async sftStep(batch: { tokens: number[]; lossMask: number[] }[], lr: number): Promise<{ loss: number; gradNorm: number; tokens: number }> {
+  /**
+   * Runs a loop of steps. A step with a non-finite loss or gradient norm throws `NonFiniteLossError`
+   * before `onStep` sees it, so nothing saves or reports weights it wrote.
+   */
+  async train(loop: TrainLoop): Promise<void> {
+    for (let step = loop.start ?? 0; step < loop.steps; step++) {
+      const result = await this.step(loop.objective, loop.batch(step), loop.lr(step, this.st.step));
+      if (!Number.isFinite(result.loss) || !Number.isFinite(result.gradNorm)) throw new NonFiniteLossError(step, result);
+      await loop.onStep?.(step, result);
+    }
+  }
+
+  /** One SFT step (next-token cross-entropy on the masked-in tokens). */
+  async sftStep(batch: { tokens: number[]; lossMask: number[] }[], lr: number): Promise<StepResult & { tokens: number }> {
     if (batch.length === 0) throw new Error('sftStep: empty batch');
-    const { feeds, B, T } = batchFeeds(this.model.config, batch.map((r) => r.tokens));
-    const { weight, count } = sftWeights(batch, B, T);
-    feeds.weight = { data: weight, dims: [B, T] };
-    const { scalar } = await this.run('sft', B, resolveLoss(), feeds, lr);
-    return { loss: scalar('loss'), gradNorm: scalar('gradNorm'), tokens: count };
-  }
-
-  async grpoStep(
-    batch: { tokens: number[]; responseStart: number; advantage: number; oldLogp: number[]; refLogp: number[] }[],
-    lr: number,
-    loss: PolicyLossOptions = {},
-  ): Promise<{ loss: number; pgLoss: number; klLoss: number; clipFraction: number; gradNorm: number }> {
-    if (batch.length === 0) throw new Error('grpoStep: empty batch');
-    const lossOpts = resolveLoss(loss);
-    const { feeds, B } = grpoFeeds(this.model.config, batch, lossOpts.aggregation);
-    const { aggregation: _, ...graphLoss } = lossOpts;
-    const { scalar } = await this.run('grpo', B, graphLoss, feeds, lr);
-    return { loss: scalar('loss'), pgLoss: scalar('pgLoss'), klLoss: scalar('klLoss'), clipFraction: scalar('clipFraction'), gradNorm: scalar('gradNorm') };
+    const b = sftBatch(batch);
+    return { ...(await this.step(sftObjective, b, lr)), tokens: b.tokens };
   }
 }
-
-/** SFT weights at the positions that predict masked-in tokens, normalised to a token mean. */
-export function sftWeights(batch: { tokens: number[]; lossMask: number[] }[], B: number, T: number, floatType: FloatType = 'float32') {
-  const weight = floatType === 'float64' ? new Float64Array(B * T) : new Float32Array(B * T);
-  let count = 0;
-  batch.forEach((r, b) => {
-    if (r.lossMask.length !== r.tokens.length) throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
-    for (let t = 1; t < r.tokens.length; t++) {
-      if (r.lossMask[t]) {
-        weight[b * T + t - 1] = 1;
-        count++;
-      }
-    }
-  });
-  if (count === 0) throw new Error('sftStep: the loss mask selects no tokens');
-  for (let k = 0; k < weight.length; k++) weight[k] = weight[k]! / count;
-  return { weight, count };
-}
-
-/** GRPO feeds: per-token old/ref log-probs at the positions that predict response tokens, and weights. */
-export function grpoFeeds(
-  config: LlamaConfig,
-  batch: { tokens: number[]; responseStart: number; advantage: number; oldLogp: number[]; refLogp: number[] }[],
-  aggregation: 'token-mean' | 'seq-mean-token-mean',
-  floatType: FloatType = 'float32',
-) {
-  const { feeds, B, T } = batchFeeds(config, batch.map((r) => r.tokens), floatType);
-  const Arr = floatType === 'float64' ? Float64Array : Float32Array;
-  const oldLogp = new Arr(B * T);
-  const refLogp = new Arr(B * T);
-  const weight = new Arr(B * T);
-  const clipWeight = new Arr(B * T);
-  const advantage = new Arr(B);
-  let total = 0;
-  let seqs = 0;
-  batch.forEach((r, b) => {
-    const n = r.tokens.length - r.responseStart;
-    if (r.responseStart < 1 || n < 0) throw new Error(`grpoStep: row ${b}: responseStart ${r.responseStart} must be in [1, ${r.tokens.length}]`);
-    if (r.oldLogp.length !== n || r.refLogp.length !== n) throw new Error(`grpoStep: row ${b}: oldLogp/refLogp need ${n} values (one per response token), got ${r.oldLogp.length}/${r.refLogp.length}`);
-    advantage[b] = r.advantage;
-    total += n;
-    if (n > 0) seqs++;
-    for (let k = 0; k < n; k++) {
-      const at = b * T + r.responseStart - 1 + k;
-      oldLogp[at] = r.oldLogp[k]!;
-      refLogp[at] = r.refLogp[k]!;
-    }
-  });
-  batch.forEach((r, b) => {
-    const n = r.tokens.length - r.responseStart;
-    for (let k = 0; k < n; k++) {
-      const at = b * T + r.responseStart - 1 + k;
-      clipWeight[at] = 1 / total;
-      weight[at] = aggregation === 'token-mean' ? 1 / total : 1 / (n * seqs);
-    }
-  });
-  feeds.oldLogp = { data: oldLogp, dims: [B, T] };
-  feeds.refLogp = { data: refLogp, dims: [B, T] };
-  feeds.weight = { data: weight, dims: [B, T] };
-  feeds.clipWeight = { data: clipWeight, dims: [B, T] };
-  feeds.advantage = { data: advantage, dims: [B, 1] };
-  return { feeds, B, T };
-}
-

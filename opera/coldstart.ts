@@ -7,6 +7,7 @@
  * real one. Randomness comes only from the keys passed to the generator, so a resumed job makes
  * the same choices as an uninterrupted one.
  */
+import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 
 /** What a generation call returns. */
 export interface TeacherGeneration {
@@ -58,8 +59,6 @@ export const DEFAULT_COLD_START_OPTIONS: Readonly<ColdStartOptions> = Object.fre
   guidingWords: ['Wait', 'But', 'Hmm', 'Let me think', 'However'],
 });
 
-const THINK_OPEN = '<think>';
-const THINK_CLOSE = '</think>';
 
 /** Stops for a main step: any guiding word, anywhere, or the end of the reasoning. */
 export function stepStops(guidingWords: string[]): string[] {

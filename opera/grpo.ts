@@ -55,6 +55,21 @@ export function grpoAdvantages(
   });
 }
 
+/** verl's defaults (OPERA.md "GRPO"): the one table the plain loss, the training graph and the run config use. */
+export const POLICY_LOSS_DEFAULTS = Object.freeze({ clip: 0.2, dualClip: 3, klCoef: 0.001, aggregation: 'token-mean' as LossAggregation });
+
+/** Options with every default filled in and the clip bounds resolved (each defaults to `clip`). */
+export function resolvePolicyLoss(options: PolicyLossOptions = {}): Required<Omit<PolicyLossOptions, 'clip'>> {
+  const clip = options.clip ?? POLICY_LOSS_DEFAULTS.clip;
+  return {
+    clipLow: options.clipLow ?? clip,
+    clipHigh: options.clipHigh ?? clip,
+    dualClip: options.dualClip ?? POLICY_LOSS_DEFAULTS.dualClip,
+    klCoef: options.klCoef ?? POLICY_LOSS_DEFAULTS.klCoef,
+    aggregation: options.aggregation ?? POLICY_LOSS_DEFAULTS.aggregation,
+  };
+}
+
 /** `[sequence][token]` arrays; `advantages` has one value per sequence (broadcast over its tokens). */
 export interface PolicyLossInput {
   logp: number[][];
@@ -143,12 +158,7 @@ const clamp = (x: number, lo: number, hi: number) => Math.min(Math.max(x, lo), h
  *    `loss = pgLoss + klCoef · klLoss`.
  */
 export function policyLoss(input: PolicyLossInput, options: PolicyLossOptions = {}): PolicyLossResult {
-  const clip = options.clip ?? 0.2;
-  const clipLow = options.clipLow ?? clip;
-  const clipHigh = options.clipHigh ?? clip;
-  const dualClip = options.dualClip ?? 3;
-  const klCoef = options.klCoef ?? 0.001;
-  const aggregation = options.aggregation ?? 'token-mean';
+  const { clipLow, clipHigh, dualClip, klCoef, aggregation } = resolvePolicyLoss(options);
   const { logp, oldLogp, refLogp, advantages, mask } = input;
 
   const nSeq = logp.length;

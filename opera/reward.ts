@@ -7,6 +7,7 @@
  * gives the scorer the context strings whose reference log-probs it must compute, in the order
  * `operaRewards` expects them.
  */
+import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 
 export interface OperaRollout {
   response: string;
@@ -55,8 +56,6 @@ export const DEFAULT_OPERA_REWARD_OPTIONS: Readonly<OperaRewardOptions> = Object
   keywordMatch: 'word' as const,
 });
 
-const THINK_OPEN = '<think>';
-const THINK_CLOSE = '</think>';
 
 /**
  * The reasoning steps of a response: the text between the first `<think>` and the first `</think>`

@@ -9,6 +9,8 @@
  * - `math`: "What is 3+4?" → "7", answered as `\boxed{7}` after a short check in the trace.
  */
 import { z } from 'zod';
+import { mulberry32, shuffle } from '../util/random';
+import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 import type { DatasetRow } from './dataset';
 
 const COLORS = ['red', 'blue', 'green', 'gold', 'gray', 'white', 'black', 'pink'] as const;
@@ -22,28 +24,6 @@ const ANIMALS: readonly (readonly [animal: string, trait: string])[] = [
   ['bear', 'strong'],
   ['deer', 'shy'],
 ];
-
-/** mulberry32: a small, well-mixed 32-bit PRNG, so the same seed gives the same tasks everywhere. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Fisher–Yates with the given PRNG; returns a new array. */
-export function shuffle<T>(items: readonly T[], random: () => number): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
 
 function writingTask(color: string, animal: string, trait: string): DatasetRow {
   return {
@@ -102,7 +82,7 @@ export function coldStartSet(rows: DatasetRow[], seed: number): SftRow[] {
   const sft = rows.flatMap((row): SftRow[] => {
     if (row.response !== undefined && row.response !== '') return [{ id: row.id, prompt: row.prompt, response: row.response }];
     if (row.trace !== undefined && row.trace.trim() !== '') {
-      return [{ id: row.id, prompt: row.prompt, response: `<think>${row.trace.trim()}</think>${answerText(row)}` }];
+      return [{ id: row.id, prompt: row.prompt, response: `${THINK_OPEN}${row.trace.trim()}${THINK_CLOSE}${answerText(row)}` }];
     }
     return [];
   });

@@ -5,10 +5,10 @@
  * root-only folder (CI clones into /root/...). That directory goes to /var/tmp, keyed by the repo path
  * so two checkouts never share a cluster.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sha256 } from '../util/canonical';
 
 export const repoRoot = path.resolve(__dirname, '..');
 
@@ -31,7 +31,7 @@ export function isRoot(): boolean {
 
 /** Short stable id of this checkout, so state outside the repo is not shared between clones. */
 export function checkoutId(): string {
-  return createHash('sha256').update(repoRoot).digest('hex').slice(0, 12);
+  return sha256(repoRoot).slice(0, 12);
 }
 
 /** Base directory of the local PostgreSQL cluster (data dirs, log); see the module comment. */

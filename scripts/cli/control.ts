@@ -6,7 +6,7 @@
  */
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { TERMINAL_STATUSES, appendEvent, recordedRunState, requireRun } from '../../db/queries';
-import { runConfigSchema } from '../../opera/config';
+import { runConfigSchema } from '../../config/load';
 import { cancelSignal, pauseSignal, resumeSignal, retryStageUpdate } from '../../workflows/trainingRun';
 import { actor, connect, workflowRunning, type Services } from './connect';
 import { planOf } from './plan';

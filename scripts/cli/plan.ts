@@ -1,6 +1,6 @@
 /** How a run config becomes a workflow's plan: scheduling knobs, task queue names and the heartbeat timeout from the environment. */
 import { TASK_QUEUES, type RunPlan } from '../../workflows/trainingRun';
-import type { RunConfig } from '../../opera/config';
+import type { RunConfig } from '../../config/load';
 
 /** Task queue names, with OPERAFLOW_QUEUE_PREFIX applied (deployments sharing a Temporal server stay apart). */
 export function taskQueues(): { rollout: string; train: string } {

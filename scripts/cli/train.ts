@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import { appendEvent, createRun, runSummary } from '../../db/queries';
 import { modelPresets } from '../../engine/config';
-import { configHash, loadRunConfig, type RunConfig } from '../../opera/config';
+import { configHash, loadRunConfig, type RunConfig } from '../../config/load';
 import { trainingRun, type TrainingRunInput } from '../../workflows/trainingRun';
 import { actor, codeVersion, connect, printOut, type Services } from './connect';
 import { printEvalComparison } from './inspect';

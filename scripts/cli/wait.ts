@@ -7,7 +7,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import cliProgress from 'cli-progress';
 import { latestStageProgress, requireRun } from '../../db/queries';
-import type { RunConfig } from '../../opera/config';
+import type { RunConfig } from '../../config/load';
 import type { Services } from './connect';
 
 /** Items a compute activity heartbeats through (its `step` or `item` count), for the stage progress bar. */

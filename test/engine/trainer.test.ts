@@ -1,68 +1,11 @@
 import { llamaConfigSchema, type LlamaConfig } from '../../engine/config';
 import { LlamaModel, parameterShapes, type Weights } from '../../engine/model';
 import { Session, type Feeds } from '../../engine/ort';
-import { Trainer, adamwDefaults, batchFeeds, buildGradGraph, grpoFeeds, resolveLoss, sftWeights } from '../../engine/trainer';
-import { policyLoss } from '../../opera/grpo';
+import { Trainer, adamwDefaults, batchFeeds, buildGradGraph, sftBatch, sftObjective } from '../../engine/trainer';
 import { randomWeights, rng, tinyGqa } from './helpers';
 
 const clone = (w: Weights): Weights => new Map([...w].map(([k, v]) => [k, Float32Array.from(v)]));
 const randTokens = (r: () => number, n: number, V: number) => Array.from({ length: n }, () => Math.floor(r() * V));
-
-describe('GRPO step loss equals opera/grpo.ts policyLoss', () => {
-  const config = tinyGqa;
-  const r = rng(21);
-  const rows = [
-    { tokens: randTokens(r, 12, config.vocab_size), responseStart: 4, advantage: 1.3 },
-    { tokens: randTokens(r, 7, config.vocab_size), responseStart: 2, advantage: -0.8 },
-    { tokens: randTokens(r, 10, config.vocab_size), responseStart: 9, advantage: -2.1 },
-  ];
-
-  test.each([
-    ['token-mean', {}],
-    ['seq-mean-token-mean', { clipLow: 0.1, clipHigh: 0.28, dualClip: 2.5, klCoef: 0.05 }],
-  ] as const)('%s', async (aggregation, extra) => {
-    const weights = randomWeights(config, 4);
-    const model = new LlamaModel(config, clone(weights));
-    const logp = await model.tokenLogps(rows.map((x) => ({ tokens: x.tokens, start: x.responseStart })));
-    // Old/ref log-probs scattered around the current ones so that both clip branches and the dual clip fire.
-    const oldLogp = logp.map((lp) => lp.map((v) => v + (r() - 0.5) * 1.2));
-    const refLogp = logp.map((lp) => lp.map((v) => v + (r() - 0.5) * 2));
-    const options = { aggregation, ...extra };
-    const want = policyLoss({ logp, oldLogp, refLogp, advantages: rows.map((x) => x.advantage), mask: logp.map((lp) => lp.map(() => 1)) }, options);
-    const got = await new Trainer(model).grpoStep(rows.map((x, k) => ({ ...x, oldLogp: oldLogp[k]!, refLogp: refLogp[k]! })), 1e-3, options);
-    expect(want.clipFraction).toBeGreaterThan(0);
-    expect(Math.abs(got.loss - want.loss)).toBeLessThanOrEqual(1e-5);
-    expect(Math.abs(got.pgLoss - want.pgLoss)).toBeLessThanOrEqual(1e-5);
-    expect(Math.abs(got.klLoss - want.klLoss)).toBeLessThanOrEqual(1e-5);
-    expect(Math.abs(got.clipFraction - want.clipFraction)).toBeLessThanOrEqual(1e-5);
-    expect(got.gradNorm).toBeGreaterThan(0);
-    expect(model.weights.get('model.norm.weight')).not.toEqual(weights.get('model.norm.weight')); // the step updated the model
-  });
-
-  // Catches: KL direction flipped in the training graph (k = logp − refLogp). One response token per
-  // step, so a flipped sign cannot cancel out as it does across the ±ln2 pair of a longer sequence.
-  test('KL direction: one response token with refLogp − logp = ±ln2', async () => {
-    const weights = randomWeights(config, 4);
-    const row = { tokens: [7, 19], responseStart: 1, advantage: 0 }; // predicts token 19 from token 7
-    const [[lp]] = (await new LlamaModel(config, clone(weights)).tokenLogps([{ tokens: row.tokens, start: 1 }])) as [[number]];
-    // A fresh model each time: a step updates the weights, and both cases must see the same logp.
-    const step = async (refLogp: number) =>
-      new Trainer(new LlamaModel(config, clone(weights))).grpoStep([{ ...row, oldLogp: [lp], refLogp: [refLogp] }], 1e-3);
-    // k = ln2: kl = 2 − ln2 − 1 ≈ 0.30685 (flipped: 0.5 + ln2 − 1 ≈ 0.19315).
-    const up = await step(lp + Math.LN2);
-    expect(Math.abs(up.klLoss - (1 - Math.LN2))).toBeLessThan(1e-5);
-    expect(Math.abs(up.pgLoss)).toBeLessThan(1e-6); // A = 0
-    expect(Math.abs(up.loss - 0.001 * (1 - Math.LN2))).toBeLessThan(1e-7);
-    // k = −ln2: kl = 0.5 + ln2 − 1 ≈ 0.19315 (flipped: 0.30685).
-    const down = await step(lp - Math.LN2);
-    expect(Math.abs(down.klLoss - (Math.LN2 - 0.5))).toBeLessThan(1e-5);
-  });
-
-  test('rejects log-prob arrays that do not match the response', async () => {
-    const model = new LlamaModel(config, randomWeights(config, 4));
-    await expect(new Trainer(model).grpoStep([{ tokens: [1, 2, 3], responseStart: 1, advantage: 1, oldLogp: [0], refLogp: [0, 0] }], 1e-3)).rejects.toThrow(/oldLogp\/refLogp need 2 values/);
-  });
-});
 
 describe('SFT step', () => {
   test('first loss is the masked mean NLL, and the loss falls on a tiny problem', async () => {
@@ -118,13 +61,12 @@ test('in-graph AdamW matches a plain-TS AdamW over two steps', async () => {
   const batch = [{ tokens: randTokens(r, 9, config.vocab_size), lossMask: [0, 1, 1, 1, 1, 1, 1, 1, 1] }];
   const model = new LlamaModel(config, randomWeights(config, 3));
   const trainer = new Trainer(model, { weightDecay: 0.1 }); // large enough that skipping decay would show
-  const gradSession = await Session.get(buildGradGraph(config, 1, 'sft').toBytes());
+  const gradSession = await Session.get(buildGradGraph(config, 1, sftObjective).toBytes());
   let ref = clone(model.weights);
   const m = new Map([...ref].map(([k, x]) => [k, new Float64Array(x.length)]));
   const v = new Map([...ref].map(([k, x]) => [k, new Float64Array(x.length)]));
   for (let step = 1; step <= 2; step++) {
-    const { feeds, B, T } = batchFeeds(config, batch.map((b) => b.tokens));
-    feeds.weight = { data: sftWeights(batch, B, T).weight, dims: [B, T] };
+    const feeds: Feeds = { ...batchFeeds(config, batch.map((b) => b.tokens)).feeds, ...sftBatch(batch).feeds };
     for (const [name, shape] of parameterShapes(config)) feeds[name] = { data: ref.get(name)!, dims: shape };
     const out = await gradSession.run(feeds);
     const grads = new Map([...ref.keys()].map((k) => [k, out[`grad:${k}`]!.data as Float32Array]));
@@ -154,21 +96,13 @@ test('in-graph AdamW matches a plain-TS AdamW over two steps', async () => {
 describe('whole-model gradient check (float64 finite differences)', () => {
   const small: LlamaConfig = llamaConfigSchema.parse({ hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 20 });
   test.each([
-    ['sft, untied', small, 'sft'],
-    ['sft, tied, MHA', { ...small, tie_word_embeddings: true, num_key_value_heads: 4 }, 'sft'],
-    ['grpo', small, 'grpo'],
-  ] as const)('%s', async (_, config, kind) => {
+    ['sft, untied', small],
+    ['sft, tied, MHA', { ...small, tie_word_embeddings: true, num_key_value_heads: 4 }],
+  ] as [string, LlamaConfig][])('%s', async (_, config) => {
     const r = rng(13);
     const rows = [randTokens(r, 7, config.vocab_size), randTokens(r, 5, config.vocab_size)];
-    const session = await Session.get(buildGradGraph(config, 2, kind, resolveLoss(), 'float64').toBytes());
-    let base: Feeds;
-    if (kind === 'sft') {
-      base = batchFeeds(config, rows, 'float64').feeds;
-      base.weight = { data: sftWeights(rows.map((t) => ({ tokens: t, lossMask: t.map(() => 1) })), 2, 6, 'float64').weight, dims: [2, 6] };
-    } else {
-      const batch = rows.map((t, k) => ({ tokens: t, responseStart: 2, advantage: k ? -0.7 : 1.1, oldLogp: t.slice(2).map(() => -3 + r()), refLogp: t.slice(2).map(() => -3 + r()) }));
-      base = grpoFeeds(config, batch, 'token-mean', 'float64').feeds;
-    }
+    const session = await Session.get(buildGradGraph(config, 2, sftObjective, 'float64').toBytes());
+    const base: Feeds = { ...batchFeeds(config, rows, 'float64').feeds, ...sftBatch(rows.map((t) => ({ tokens: t, lossMask: t.map(() => 1) })), 'float64').feeds };
     const w32 = randomWeights(config, 17, 0.3);
     const params = new Map([...w32].map(([k, x]) => [k, Float64Array.from(x)]));
     const feeds = (): Feeds => {

@@ -24,7 +24,7 @@ import { createRun } from '../../db/queries';
 import { modelPresets } from '../../engine/config';
 import { initWeights, type Weights } from '../../engine/model';
 import { engineStats } from '../../engine/ort';
-import { configHash, parseRunConfig } from '../../opera/config';
+import { configHash, parseRunConfig } from '../../config/load';
 import { callActivity } from './call-activity.workflow';
 import { pool, removeTmpDirs, runCli, runIdOf, smokeYaml, startWorker, terminateOpenRuns, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
 import { expectSameRecord, runRecord } from './records';

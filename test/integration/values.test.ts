@@ -22,7 +22,7 @@ import { operaRewards, reflectionSegments, type OperaGroup } from '../../opera/r
 import { syntheticTasks } from '../../opera/synthetic';
 import { logSoftmax, referenceForward } from '../engine/reference';
 import { ROOT, pool, removeTmpDirs, runCli, runIdOf, smokeYaml, startWorker, terminateOpenRuns, testEnv, tmpDir, writeConfig, type WorkerProcess } from './helpers';
-import { sha256 } from '../../activities/store';
+import { sha256 } from '../../util/canonical';
 
 jest.setTimeout(300_000);
 

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { syntheticTasks } from '../../opera/synthetic';
-import { datasetHash, loadDataset, prepareDataset, rowId, splitDataset, type DatasetRow } from '../../opera/dataset';
+import { loadDataset, prepareDataset } from '../../config/dataset';
+import { datasetHash, parseRecords, rowId, splitDataset, type DatasetRow } from '../../opera/dataset';
 
 const dir = mkdtempSync(join(tmpdir(), 'operaflow-dataset-'));
 const write = (name: string, text: string) => {
@@ -92,6 +93,26 @@ describe('loadDataset (Parquet)', () => {
     ]);
     expect(emptyPrompt.error).toBe(`${files[1]}: row 2: field 'prompt' must be a non-empty string`);
     expect(numericReference.error).toBe(`${files[2]}: row 1: field 'reference' must be a non-empty string`);
+  });
+});
+
+describe('parseRecords (what the Parquet reader returns)', () => {
+  // Catches: INT64 ids (bigint) or INT32 ids not turned into strings, or nulls taken as values.
+  it('stringifies numeric and bigint ids and treats nulls as absent', () => {
+    const records = [
+      { id: 5n, prompt: 'p1', reference: 'r1', taskType: null, trace: null },
+      { id: 7, prompt: 'p2', reference: 'r2', taskType: 'math', trace: 't' },
+    ];
+    expect(parseRecords(records, '/data/rows.parquet')).toEqual([
+      { row: { id: '5', prompt: 'p1', reference: 'r1', taskType: 'writing' }, where: '/data/rows.parquet: row 1' },
+      { row: { id: '7', prompt: 'p2', reference: 'r2', taskType: 'math', trace: 't' }, where: '/data/rows.parquet: row 2' },
+    ]);
+  });
+
+  // Catches: rows numbered from 0 (or not at all) in errors.
+  it('names the 1-based row of a bad record', () => {
+    const records = [{ prompt: 'p', reference: 'r' }, { prompt: 'q', reference: 'r' }, { prompt: 'x', reference: 3n }];
+    expect(() => parseRecords(records, '/data/bad.parquet')).toThrow("/data/bad.parquet: row 3: field 'reference' must be a non-empty string");
   });
 });
 

@@ -1,5 +1,6 @@
 import { DEFAULT_OPERA_REWARD_OPTIONS, mathAnswer, operaRewards, reflectionSegments } from '../../opera/reward';
-import { SYNTHETIC_LIMITS, coldStartSet, mulberry32, sftRowSchema, shuffle, syntheticTasks } from '../../opera/synthetic';
+import { SYNTHETIC_LIMITS, coldStartSet, sftRowSchema, syntheticTasks } from '../../opera/synthetic';
+import { mulberry32, shuffle } from '../../util/random';
 
 describe('seeded randomness', () => {
   // Catches: a changed constant or operator in the PRNG (the task set of a seed would silently change

@@ -13,7 +13,7 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import { DefaultLogger, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
 import { createDb, type DbHandle } from '../../db/client';
 import { createRun, getRun } from '../../db/queries';
-import { configHash, parseRunConfig } from '../../opera/config';
+import { configHash, parseRunConfig } from '../../config/load';
 import { pauseSignal, resumeSignal, trainingRun, type RunPlan } from '../../workflows/trainingRun';
 import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from '../integration/helpers';
 

@@ -1,6 +1,7 @@
 /**
- * Canonical JSON and sha256, shared by the config hash and the dataset hash, so that two runs
- * with the same inputs record the same hashes regardless of key order in the source files.
+ * Canonical JSON and sha256: the one sha256 of the project (artifacts, checkpoints, graphs, the config
+ * and dataset hashes). Two runs with the same inputs record the same hashes regardless of key order in
+ * the source files.
  */
 import { createHash } from 'node:crypto';
 
@@ -29,6 +30,7 @@ export function canonicalJson(value: unknown): string {
   throw new Error(`canonicalJson: unsupported value of type ${typeof value}`);
 }
 
-export function sha256Hex(text: string | Uint8Array): string {
-  return createHash('sha256').update(text).digest('hex');
+/** Hex sha256 of bytes, or of a string's UTF-8 encoding. */
+export function sha256(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
 }

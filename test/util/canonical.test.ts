@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { canonicalJson, sha256Hex } from '../../opera/canonical';
+import { canonicalJson, sha256 } from '../../util/canonical';
 
 // The config hash and the dataset hash are sha256(canonicalJson(x)): two runs with the same inputs must
 // record the same hashes whatever the key order, and different inputs must not collide by formatting.
@@ -46,11 +46,11 @@ describe('canonicalJson', () => {
   });
 });
 
-describe('sha256Hex', () => {
+describe('sha256', () => {
   it('is the hex sha256 of the UTF-8 text or bytes', () => {
     // FIPS 180-2 test vector: sha256("abc").
-    expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
-    expect(sha256Hex(new Uint8Array([0x61, 0x62, 0x63]))).toBe(sha256Hex('abc'));
-    expect(sha256Hex('é')).toBe(createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex'));
+    expect(sha256('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    expect(sha256(new Uint8Array([0x61, 0x62, 0x63]))).toBe(sha256('abc'));
+    expect(sha256('é')).toBe(createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex'));
   });
 });

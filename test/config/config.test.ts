@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configHash, loadRunConfig, parseRunConfig } from '../../opera/config';
+import { configHash, loadRunConfig, parseRunConfig } from '../../config/load';
 
 const errorOf = (fn: () => unknown): string => {
   try {
@@ -45,7 +45,7 @@ describe('run config', () => {
     const c = parseRunConfig(
       [
         'name: x',
-        'model: { preset: bench, config: { hidden_act: silu } }',
+        'model: { preset: bench, config: { rope_theta: 500000 } }',
         'data: { source: synthetic }',
         'coldStart: { teacher: { checkpoint: teachers/big, temperature: 0.7, topP: 0.9, guidingWords: [Wait, But] } }',
         'grpo: { topP: 0.9 }',
@@ -55,7 +55,7 @@ describe('run config', () => {
       ].join('\n'),
       'ok.yaml',
     );
-    expect(c.model).toMatchObject({ preset: 'bench', config: { hidden_act: 'silu' } });
+    expect(c.model).toMatchObject({ preset: 'bench', config: { rope_theta: 500000 } });
     expect(c.data.source).toBe('synthetic');
     expect(c.coldStart.teacher).toMatchObject({ checkpoint: 'teachers/big', temperature: 0.7, topP: 0.9, guidingWords: ['Wait', 'But'] });
     expect(c.grpo.topP).toBe(0.9);

@@ -1,0 +1,185 @@
+/**
+ * What every stage activity shares: the idempotent `stage` wrapper (a completed stage returns its
+ * recorded output; an attempt is recorded with worker, timing, output or error), heartbeats, the
+ * per-attempt partial logs of sharded stages, and partial checkpoints of training stages. Stage files
+ * (dataset.ts, sft.ts, rollout.ts, reward.ts, update.ts, evaluate.ts) say what a stage does with these.
+ */
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
+import { runConfigSchema, type RunConfig } from '../config/schema';
+import type { Db } from '../db/client';
+import { completedStageOutput, finishStageAttempt, requireRun, startStageAttempt, type StageKey } from '../db/queries';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
+import type { LlamaConfig } from '../engine/config';
+import type { DatasetRow } from '../opera/dataset';
+import { cachedPromise } from '../util/cache';
+import { fileHashes, verifyCheckpointFiles } from './engine';
+import { PartialLog, getJson } from './store';
+import type { DatasetRef } from './types';
+
+export interface ActivityDeps {
+  db: Db;
+  /** Who ran an attempt (stage_attempts.worker): host:pid by default. */
+  worker: string;
+  log?: (line: string) => void;
+}
+
+/** What the dataset artifact holds. */
+export interface DatasetFile {
+  hash: string;
+  train: DatasetRow[];
+  eval: DatasetRow[];
+}
+
+/** Heartbeat details of a training stage: its step, and the last partial checkpoint with its file hashes. */
+export interface PartialProgress {
+  step: number;
+  partialStep?: number;
+  partialFiles?: Record<string, string>;
+}
+
+/** Errors that retrying cannot fix: bad input data, a diverged (NaN) loss. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+}
+
+/** A readable message: drizzle's "Failed query: <sql> params: <every value>" is reduced to the server's reason. */
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  if (err.message.startsWith('Failed query:') && err.cause instanceof Error) return `database write failed: ${err.cause.message}`;
+  return err.message;
+}
+
+export const pad = (n: number): string => String(n).padStart(4, '0');
+export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+export type Runtime = ReturnType<typeof createRuntime>;
+
+export function createRuntime(deps: ActivityDeps) {
+  const { db, worker } = deps;
+  const configs = new Map<string, Promise<RunConfig>>();
+  const datasets = new Map<string, Promise<DatasetFile>>();
+  /** The latest details per running activity, re-sent by the keep-alive in `stage`. */
+  const lastDetails = new WeakMap<Context, unknown>();
+
+  /** The run's config from its row (frozen when the run was recorded). */
+  const runConfig = (runId: string): Promise<RunConfig> => cachedPromise(configs, runId, async () => runConfigSchema.parse((await requireRun(db, runId)).config));
+
+  const runDir = (config: RunConfig, runId: string): string => resolve(config.runtime.artifactsDir, runId);
+
+  const loadDataset = (ref: DatasetRef): Promise<DatasetFile> => cachedPromise(datasets, ref.artifact.sha256, () => getJson<DatasetFile>(ref.artifact));
+
+  function heartbeat(details: object): void {
+    const ctx = Context.current();
+    lastDetails.set(ctx, details);
+    ctx.heartbeat(details);
+    if (ctx.cancellationSignal.aborted) throw new CancelledFailure('activity cancelled');
+  }
+
+  /** Heartbeat details of the previous attempt (after a crash), if any. */
+  const resumeDetails = <T>(): T | undefined => activityInfo().heartbeatDetails as T | undefined;
+
+  /** One line about what this attempt does with the previous attempt's progress. */
+  function logResume(what: string): void {
+    const info = activityInfo();
+    deps.log?.(`${info.activityType} attempt ${info.attempt}: ${what}`);
+  }
+
+  /**
+   * Where a long training stage (SFT, update) restarts after a crash: the partial checkpoint named by the
+   * previous attempt's last heartbeat, verified against the hashes that heartbeat recorded. Anything
+   * unusable (no partial saved yet, a file missing or changed, a different config) means step 0, and the
+   * log says which and why.
+   */
+  async function resumePartial(partialDir: (step: number) => string, config: LlamaConfig): Promise<{ step: number; checkpoint: Checkpoint; progress: PartialProgress } | undefined> {
+    const resumed = resumeDetails<PartialProgress>();
+    if (resumed === undefined) return undefined;
+    if (resumed.partialStep === undefined || resumed.partialFiles === undefined) {
+      logResume(`the previous attempt reached step ${resumed.step} but saved no partial checkpoint: restarting from step 0`);
+      return undefined;
+    }
+    const dir = partialDir(resumed.partialStep);
+    try {
+      await verifyCheckpointFiles(dir, resumed.partialFiles);
+      const checkpoint = await loadCheckpoint(dir, config);
+      if (!checkpoint.optimizer) throw new Error('it has no optimizer state');
+      if (Number(checkpoint.extra?.step) !== resumed.partialStep) throw new Error(`its trainer state says step ${String(checkpoint.extra?.step)}`);
+      logResume(`resumes from the partial checkpoint at step ${resumed.partialStep} (the previous attempt reached step ${resumed.step})`);
+      return { step: resumed.partialStep, checkpoint, progress: resumed };
+    } catch (err) {
+      logResume(`the partial checkpoint at step ${resumed.partialStep} is unusable (${(err as Error).message}): restarting from step 0`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Saves a partial checkpoint and returns the heartbeat details that point a later attempt at it. The
+   * previous partial is kept (the heartbeat naming this one may never reach the server); older ones go.
+   */
+  async function savePartial(partialDir: (step: number) => string, step: number, previous: PartialProgress | undefined, every: number, ckpt: Checkpoint): Promise<PartialProgress> {
+    const files = await saveCheckpoint(partialDir(step), ckpt);
+    if (previous?.partialStep !== undefined && previous.partialStep - every > 0) await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
+    return { step, partialStep: step, partialFiles: fileHashes(files) };
+  }
+
+  /**
+   * The partial log of this attempt of a sharded stage, holding the items a previous attempt finished
+   * (as many as its last heartbeat reported). One file per attempt: an attempt presumed dead may still
+   * be running, and two writers must never share a file.
+   */
+  async function openPartialLog<T>(dir: string, shard: number) {
+    const info = activityInfo();
+    const log = new PartialLog<T>(join(dir, `shard-${shard}.attempt-${info.attempt}.partial.jsonl`));
+    const resumed = resumeDetails<{ item: number; log?: string }>();
+    const previous = resumed?.log && resumed.log !== log.name ? new PartialLog<T>(join(dir, resumed.log)) : undefined;
+    const items = previous && resumed ? await previous.read(resumed.item) : [];
+    if (items.length > 0) logResume(`resumes after the ${items.length} item(s) the previous attempt finished`);
+    await log.reset(items);
+    return {
+      items,
+      /** Records one finished item and heartbeats the count. */
+      async append(item: T): Promise<void> {
+        items.push(item);
+        await log.append(item);
+        heartbeat({ item: items.length, log: log.name });
+      },
+      /** Drops this attempt's log and the previous one (the stage's output is recorded). */
+      async remove(): Promise<void> {
+        await log.remove();
+        await previous?.remove();
+      },
+    };
+  }
+
+  /**
+   * Runs a stage once: returns the recorded output if an attempt already completed, otherwise records
+   * the attempt (worker, timing, output or error) around `body`.
+   */
+  async function stage<T>(key: StageKey, body: () => Promise<T>): Promise<T> {
+    const done = await completedStageOutput(db, key);
+    if (done) return done.output as T;
+    const attempt = await startStageAttempt(db, key, worker);
+    deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
+    // Keep-alive: a long engine call between two progress heartbeats (a whole batch of generations) must
+    // not look like a dead worker. The engine yields between forwards, so this timer gets to run; it
+    // repeats the latest details (or the previous attempt's, so a resume point is never overwritten).
+    const ctx = Context.current();
+    const keepAlive = setInterval(() => ctx.heartbeat(lastDetails.get(ctx) ?? ctx.info.heartbeatDetails), 1000);
+    try {
+      const output = await body();
+      await finishStageAttempt(db, attempt.id, { status: 'completed', output });
+      return output;
+    } catch (err) {
+      const message = describeError(err);
+      await finishStageAttempt(db, attempt.id, { status: 'failed', error: message }).catch(() => {});
+      if (err instanceof PermanentError) throw ApplicationFailure.nonRetryable(err.message, err.name);
+      if (err instanceof Error && err.message !== message) throw new Error(message, { cause: err });
+      throw err;
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  return { db, log: deps.log, runConfig, runDir, loadDataset, heartbeat, resumePartial, savePartial, openPartialLog, stage };
+}

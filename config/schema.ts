@@ -1,0 +1,171 @@
+/**
+ * The run config: one zod schema is the source of its type, its defaults and its ranges.
+ *
+ * Every object is `.strict()`, so a misspelt key is an error rather than a silently ignored setting
+ * (a typo in `klCoef` would otherwise train with the default and nobody would notice). Nested objects
+ * use `.prefault({})`: an omitted section is parsed from `{}`, which fills in its defaults. Facts are
+ * imported from the code they configure, never restated: the model fields and presets from
+ * engine/config.ts, the reward, loss and cold-start defaults from opera/.
+ */
+import { z } from 'zod';
+import { llamaConfigFields, llamaConfigSchema, modelPresets } from '../engine/config';
+import { DEFAULT_COLD_START_OPTIONS as CS } from '../opera/coldstart';
+import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
+
+const int = (min: number) => z.number().int().min(min);
+const positive = z.number().positive();
+const unit = z.number().min(0).max(1);
+
+/** Overrides of the preset: exactly the fields the engine implements (HF `LlamaConfig` names). */
+const llamaOverrides = z.object(llamaConfigFields).partial().strict();
+
+const model = z
+  .object({
+    preset: z.enum(Object.keys(modelPresets) as [keyof typeof modelPresets, ...(keyof typeof modelPresets)[]]).default('demo'),
+    config: llamaOverrides.optional(),
+    /** Directory with `config.json` + `model.safetensors` (HF layout); absent → fresh initialisation. */
+    checkpoint: z.string().min(1).optional(),
+    /** `'byte'`: the built-in byte-level tokenizer; anything else is a path to a HF `tokenizer.json`. */
+    tokenizer: z.string().min(1).default('byte'),
+  })
+  .strict();
+
+const data = z
+  .object({
+    /** `synthetic` or a path to a `.jsonl` / `.parquet` file. */
+    source: z
+      .string()
+      .refine((s) => s === 'synthetic' || /\.(jsonl|parquet)$/i.test(s), {
+        message: "must be 'synthetic' or a path ending in .jsonl or .parquet",
+      })
+      .default('synthetic'),
+    synthetic: z
+      .object({ writing: int(0).default(48), math: int(0).default(48), seed: int(0).default(0) })
+      .strict()
+      .prefault({}),
+    evalFraction: z.number().gt(0).lt(1).default(0.2),
+    maxPromptTokens: int(1).default(256),
+  })
+  .strict();
+
+/**
+ * Teacher sampling for cold-start synthesis; defaults come from coldstart.ts (OPERA.md: temperature
+ * 0.6, top-p 0.95, top-k 20, k = 4 candidates, 20 reflections).
+ */
+const teacher = z
+  .object({
+    /** HF-style checkpoint directory of the teacher; absent → the run's initial model. */
+    checkpoint: z.string().min(1).optional(),
+    temperature: z.number().min(0).default(CS.temperature),
+    topP: z.number().gt(0).max(1).default(CS.topP),
+    topK: int(0).default(CS.topK),
+    candidates: int(1).default(CS.candidates),
+    maxReflections: int(0).default(CS.maxReflections),
+    /** Token budget of one generation call (a step, a candidate, the closing step, the answer). */
+    maxStepTokens: int(1).default(CS.maxStepTokens),
+    guidingWords: z.array(z.string().min(1)).min(1).default([...CS.guidingWords]),
+  })
+  .strict();
+
+const coldStart = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** false: SFT on the dataset's own traces (synthetic rows carry them); true: teacher synthesis. */
+    synthesize: z.boolean().default(false),
+    teacher: teacher.prefault({}),
+    steps: int(0).default(60),
+    batchSize: int(1).default(8),
+    lr: positive.default(3e-3),
+    warmupSteps: int(0).default(5),
+    weightDecay: z.number().min(0).default(0),
+  })
+  .strict();
+
+const grpo = z
+  .object({
+    iterations: int(0).default(4),
+    promptsPerIteration: int(1).default(8),
+    groupSize: int(1).default(4),
+    /** Counted in sequences (rollouts) per optimizer step. */
+    miniBatchSize: int(1).default(8),
+    epochs: int(1).default(1),
+    lr: positive.default(1e-4),
+    warmupSteps: int(0).default(0),
+    klCoef: z.number().min(0).default(0.001),
+    clip: z.number().gt(0).lt(1).default(0.2),
+    /** Asymmetric clip bounds (DAPO-style); each defaults to `clip` when absent. */
+    clipLow: z.number().min(0).lt(1).optional(),
+    clipHigh: positive.optional(),
+    /** verl requires the dual-clip constant to exceed 1 (it bounds the loss of A<0 tokens). */
+    dualClip: z.number().gt(1).default(3),
+    aggregation: z.enum(['token-mean', 'seq-mean-token-mean']).default('token-mean'),
+    temperature: positive.default(1.0),
+    topP: z.number().gt(0).max(1).default(1.0),
+    topK: int(0).default(0),
+    maxNewTokens: int(1).default(64),
+  })
+  .strict();
+
+/** Defaults come from reward.ts, the implementation they configure. */
+const reward = z
+  .object({
+    pplWeight: z.number().min(0).default(RW.pplWeight),
+    reflectionWeight: z.number().min(0).default(RW.reflectionWeight),
+    emaAlpha: z.number().gt(0).max(1).default(RW.emaAlpha),
+    emaMix: unit.default(RW.emaMix),
+    keywords: z.array(z.string().min(1)).min(1).default([...RW.keywords]),
+    keywordMatch: z.enum(['word', 'substring']).default(RW.keywordMatch),
+  })
+  .strict();
+
+const evalSection = z
+  .object({
+    /** Evaluate every this many iterations (0: only before training and at the end). */
+    every: int(0).default(2),
+    prompts: int(1).default(16),
+    maxNewTokens: int(1).default(64),
+    /** 0 = greedy. */
+    temperature: z.number().min(0).default(0),
+  })
+  .strict();
+
+const runtime = z
+  .object({
+    rolloutShards: int(1).default(2),
+    continueAsNewEvery: int(1).default(10),
+    artifactsDir: z.string().min(1).default('.operaflow/artifacts'),
+    providers: z.array(z.string().min(1)).min(1).default(['cpu']),
+    maxStageAttempts: int(1).default(3),
+  })
+  .strict();
+
+export const runConfigSchema = z
+  .object({
+    name: z.string().min(1),
+    seed: z.number().int().min(0).max(0xffffffff).default(0),
+    model: model.prefault({}),
+    data: data.prefault({}),
+    coldStart: coldStart.prefault({}),
+    grpo: grpo.prefault({}),
+    reward: reward.prefault({}),
+    eval: evalSection.prefault({}),
+    runtime: runtime.prefault({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    // A freshly initialised model as the teacher writes random bytes as "reasoning" and trains on them.
+    if (c.coldStart.enabled && c.coldStart.synthesize && !c.coldStart.teacher.checkpoint && !c.model.checkpoint) {
+      ctx.addIssue({ code: 'custom', path: ['coldStart', 'synthesize'], message: 'needs a trained teacher: set coldStart.teacher.checkpoint (or model.checkpoint, whose model then writes the traces); a freshly initialised model would write random text' });
+    }
+    // The preset with its overrides must be a model the engine can build (heads divide the width, …):
+    // refused here, naming the key, not by a worker after the run is recorded.
+    const merged = llamaConfigSchema.safeParse({ ...modelPresets[c.model.preset], ...c.model.config });
+    if (merged.success) return;
+    for (const issue of merged.error.issues) {
+      ctx.addIssue({ code: 'custom', path: ['model', 'config', ...issue.path.filter((k): k is string | number => typeof k !== 'symbol')], message: `${issue.message} (preset ${c.model.preset} with these overrides)` });
+    }
+  });
+
+export type RunConfig = z.infer<typeof runConfigSchema>;
+/** The config as written in YAML (every defaulted key optional). */
+export type RunConfigInput = z.input<typeof runConfigSchema>;

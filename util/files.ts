@@ -1,0 +1,42 @@
+/** Durable file writes: what the artifact store, checkpoints and partial logs build on. */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { sha256 } from './canonical';
+
+export interface WrittenFile {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+/**
+ * Temp file + fsync + rename (+ fsync of the directory): a crash leaves the old file or the new one,
+ * never a torn one, and once this resolves the new file survives a power loss.
+ */
+export async function writeFileAtomic(path: string, bytes: Buffer): Promise<WrittenFile> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  // The rename is durable only once the directory entry is: fsync the directory too.
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+  return { path, sha256: sha256(bytes), bytes: bytes.length };
+}
