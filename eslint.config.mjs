@@ -35,11 +35,28 @@ export default tseslint.config(
           patterns: [
             { group: ['node:*'], message: 'Node builtins are not deterministic: do this in an activity.' },
             {
-              group: ['**/engine', '**/engine/**', '**/db', '**/db/**', 'onnxruntime-node', 'onnxruntime-node/**', 'pg', 'pg/**', 'drizzle-orm', 'drizzle-orm/**'],
+              group: [
+                '**/engine',
+                '**/engine/**',
+                '**/db',
+                '**/db/**',
+                'onnxruntime-node',
+                'onnxruntime-node/**',
+                'pg',
+                'pg/**',
+                'drizzle-orm',
+                'drizzle-orm/**',
+              ],
               message: 'Workflows must not touch the engine or the database: call an activity.',
             },
             {
-              group: ['**/activities', '**/activities/**', '@temporalio/activity', '@temporalio/client', '@temporalio/worker'],
+              group: [
+                '**/activities',
+                '**/activities/**',
+                '@temporalio/activity',
+                '@temporalio/client',
+                '@temporalio/worker',
+              ],
               allowTypeImports: true,
               message: 'Workflows may import activity types only (`import type`), and call them via proxyActivities.',
             },

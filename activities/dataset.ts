@@ -15,15 +15,23 @@ export const datasetActivities = (rt: Runtime) => ({
       const tok = await getTokenizer(config.model.tokenizer);
       let prepared: Awaited<ReturnType<typeof prepareRunDataset>>;
       try {
-        prepared = await prepareRunDataset(config.data, config.seed, { promptTokens: (p) => promptTokens(tok, p).length });
+        prepared = await prepareRunDataset(config.data, config.seed, {
+          promptTokens: (p) => promptTokens(tok, p).length,
+        });
       } catch (err) {
         // The data itself is wrong (a bad row, a missing file): retrying cannot fix that, an operator can.
         throw new PermanentError(err instanceof Error ? err.message : String(err));
       }
       if (prepared.train.length === 0) throw new PermanentError(`dataset ${config.data.source}: no training rows`);
-      if (prepared.eval.length === 0) throw new PermanentError(`dataset ${config.data.source}: no evaluation rows (raise data.evalFraction)`);
+      if (prepared.eval.length === 0)
+        throw new PermanentError(`dataset ${config.data.source}: no evaluation rows (raise data.evalFraction)`);
       const file: DatasetFile = { hash: prepared.hash, train: prepared.train, eval: prepared.eval };
-      const artifact = await putJson(rt.db, { runId, kind: 'dataset', iteration: 0, name: 'dataset.json' }, join(rt.runDir(config, runId), 'dataset.json'), file);
+      const artifact = await putJson(
+        rt.db,
+        { runId, kind: 'dataset', iteration: 0, name: 'dataset.json' },
+        join(rt.runDir(config, runId), 'dataset.json'),
+        file,
+      );
       await upsertMetrics(rt.db, runId, 0, {
         'data/train_rows': prepared.counts.train,
         'data/eval_rows': prepared.counts.eval,

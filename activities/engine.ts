@@ -5,7 +5,13 @@
  */
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { CHECKPOINT_FILES, loadCheckpoint, saveCheckpoint, type Checkpoint, type CheckpointFile } from '../engine/checkpoint';
+import {
+  CHECKPOINT_FILES,
+  loadCheckpoint,
+  saveCheckpoint,
+  type Checkpoint,
+  type CheckpointFile,
+} from '../engine/checkpoint';
 import { LlamaModel } from '../engine/model';
 import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
 import type { RunConfig } from '../config/load';
@@ -18,7 +24,8 @@ import { pathToUri, uriToPath } from './store';
 import type { ArtifactRef, CheckpointRef } from './types';
 
 const tokenizers = new Map<string, Promise<Tokenizer>>();
-export const getTokenizer = (spec: string): Promise<Tokenizer> => cachedPromise(tokenizers, spec, () => tokenizerFromSpec(spec));
+export const getTokenizer = (spec: string): Promise<Tokenizer> =>
+  cachedPromise(tokenizers, spec, () => tokenizerFromSpec(spec));
 
 /** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update). */
 export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
@@ -35,7 +42,9 @@ export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise
     models.set(key, cached); // most recently used last
     return cached;
   }
-  const m = cachedPromise(models, key, () => loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers })));
+  const m = cachedPromise(models, key, () =>
+    loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers })),
+  );
   while (models.size > MAX_MODELS) {
     const oldest = models.keys().next().value;
     if (oldest === undefined) break;
@@ -45,7 +54,8 @@ export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise
 }
 
 /** name → sha256 of the files a save wrote (what a CheckpointRef or a partial-checkpoint heartbeat records). */
-export const fileHashes = (files: CheckpointFile[]): Record<string, string> => Object.fromEntries(files.map((f) => [basename(f.path), f.sha256]));
+export const fileHashes = (files: CheckpointFile[]): Record<string, string> =>
+  Object.fromEntries(files.map((f) => [basename(f.path), f.sha256]));
 
 /**
  * Checks a checkpoint directory against the hashes recorded when it was written: every checkpoint file
@@ -67,16 +77,20 @@ export async function verifyCheckpointFiles(dir: string, files: Record<string, s
     else if (sha256(bytes) !== recorded) problems.push(`${name} has sha256 ${sha256(bytes)}, recorded ${recorded}`);
   }
   for (const name of Object.keys(files)) {
-    if (!(Object.values(CHECKPOINT_FILES) as string[]).includes(name)) problems.push(`${name} is recorded but is not a checkpoint file`);
+    if (!(Object.values(CHECKPOINT_FILES) as string[]).includes(name))
+      problems.push(`${name} is recorded but is not a checkpoint file`);
   }
-  if (problems.length > 0) throw new Error(`checkpoint ${dir} does not match its recorded hashes: ${problems.join('; ')}`);
+  if (problems.length > 0)
+    throw new Error(`checkpoint ${dir} does not match its recorded hashes: ${problems.join('; ')}`);
 }
 
 /** Loads a checkpoint after checking every one of its files against the recorded sha256. */
 export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
   const dir = uriToPath(ref.uri);
   if (!ref.files || ref.files[CHECKPOINT_FILES.model] !== ref.sha256) {
-    throw new Error(`checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`);
+    throw new Error(
+      `checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`,
+    );
   }
   await verifyCheckpointFiles(dir, ref.files);
   return loadCheckpoint(dir);

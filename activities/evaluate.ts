@@ -27,13 +27,27 @@ export const evaluateActivities = (rt: Runtime) => ({
         model,
         tok,
         rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [stream, k] })),
-        { temperature: config.eval.temperature, topK: 0, topP: 1, maxNewTokens: config.eval.maxNewTokens, seed: config.seed },
+        {
+          temperature: config.eval.temperature,
+          topK: 0,
+          topP: 1,
+          maxNewTokens: config.eval.maxNewTokens,
+          seed: config.seed,
+        },
         (done) => rt.heartbeat({ phase: 'sample', done }),
       );
       rt.heartbeat({ phase: 'score' });
-      const scores = await scoreResponses(model, tok, rows.map((row, k) => ({ prompt: row.prompt, reference: row.reference, response: results[k]!.text })));
+      const scores = await scoreResponses(
+        model,
+        tok,
+        rows.map((row, k) => ({ prompt: row.prompt, reference: row.reference, response: results[k]!.text })),
+      );
       const { rewards } = operaRewards(
-        rows.map((row, k) => ({ taskType: row.taskType, reference: row.reference, rollouts: [{ response: results[k]!.text, ...scores[k]! }] })),
+        rows.map((row, k) => ({
+          taskType: row.taskType,
+          reference: row.reference,
+          rollouts: [{ response: results[k]!.text, ...scores[k]! }],
+        })),
         null,
         config.reward,
       );
@@ -42,7 +56,16 @@ export const evaluateActivities = (rt: Runtime) => ({
         rt.db,
         rows.map((row, k) =>
           sampleRow(
-            { runId, split: 'eval', iteration, promptId: row.id, sampleIndex: 0, prompt: row.prompt, reference: row.reference, taskType: row.taskType },
+            {
+              runId,
+              split: 'eval',
+              iteration,
+              promptId: row.id,
+              sampleIndex: 0,
+              prompt: row.prompt,
+              reference: row.reference,
+              taskType: row.taskType,
+            },
             results[k]!,
             flat[k]!,
             scores[k]!,
@@ -70,10 +93,15 @@ export const evaluateActivities = (rt: Runtime) => ({
       };
       if (result.exactMatch !== null) metrics['eval/exact_match'] = result.exactMatch;
       await upsertMetrics(rt.db, runId, iteration, metrics);
-      await putJson(rt.db, { runId, kind: 'eval', iteration, name: 'eval.json' }, join(rt.runDir(config, runId), 'eval', `iter-${pad(iteration)}.json`), {
-        result,
-        responses: rows.map((row, k) => ({ id: row.id, response: results[k]!.text })),
-      });
+      await putJson(
+        rt.db,
+        { runId, kind: 'eval', iteration, name: 'eval.json' },
+        join(rt.runDir(config, runId), 'eval', `iter-${pad(iteration)}.json`),
+        {
+          result,
+          responses: rows.map((row, k) => ({ id: row.id, response: results[k]!.text })),
+        },
+      );
       return result;
     });
   },

@@ -38,7 +38,16 @@ export const rewardActivities = (rt: Runtime) => ({
       );
       const rows = flat.map(({ r, item, j }, k) =>
         sampleRow(
-          { runId, split: 'train', iteration, promptId: item.promptId, sampleIndex: j, prompt: item.prompt, reference: item.reference, taskType: item.taskType },
+          {
+            runId,
+            split: 'train',
+            iteration,
+            promptId: item.promptId,
+            sampleIndex: j,
+            prompt: item.prompt,
+            reference: item.reference,
+            taskType: item.taskType,
+          },
           item.samples[j]!,
           r,
           item.scores[j]!,
@@ -62,7 +71,11 @@ export const rewardActivities = (rt: Runtime) => ({
       if (math.length > 0) metrics['reward/math_accuracy'] = mean(math.map((f) => (f.r.correct ? 1 : 0)));
       await upsertMetrics(rt.db, runId, iteration, metrics);
       const file: RewardFile = {
-        sequences: flat.map(({ item, j }, k) => ({ promptTokens: item.promptTokens, tokens: item.samples[j]!.tokens, advantage: advantages[k]! })),
+        sequences: flat.map(({ item, j }, k) => ({
+          promptTokens: item.promptTokens,
+          tokens: item.samples[j]!.tokens,
+          advantage: advantages[k]!,
+        })),
       };
       const path = join(rt.runDir(config, runId), 'rewards', `iter-${pad(iteration)}`, 'batch.json');
       const artifact = await putJson(rt.db, { runId, kind: 'rewards', iteration, name: 'batch.json' }, path, file);

@@ -34,7 +34,13 @@ export interface ScoredItem extends RolloutItem {
 }
 
 /** The prompts of an iteration's batch that belong to `shard` (round-robin), with their batch index. */
-function batchPrompts(data: DatasetFile, config: RunConfig, dataPosition: number, shard: number, shards: number): { index: number; row: DatasetRow }[] {
+function batchPrompts(
+  data: DatasetFile,
+  config: RunConfig,
+  dataPosition: number,
+  shard: number,
+  shards: number,
+): { index: number; row: DatasetRow }[] {
   const out: { index: number; row: DatasetRow }[] = [];
   for (let k = shard; k < config.grpo.promptsPerIteration; k += shards) {
     out.push({ index: k, row: data.train[(dataPosition + k) % data.train.length]! });
@@ -57,8 +63,17 @@ export const rolloutActivities = (rt: Runtime) => ({
       for (const { index, row } of prompts.slice(log.items.length)) {
         const p = promptTokens(tok, row.prompt);
         // Keyed by (iteration, position in the data stream, sample): the same choice on any shard or retry.
-        const requests = Array.from({ length: g.groupSize }, (_, j) => ({ prompt: p, key: [iteration, input.dataPosition + index, j] }));
-        const results = await sample(model, tok, requests, { temperature: g.temperature, topK: g.topK, topP: g.topP, maxNewTokens: g.maxNewTokens, seed: config.seed });
+        const requests = Array.from({ length: g.groupSize }, (_, j) => ({
+          prompt: p,
+          key: [iteration, input.dataPosition + index, j],
+        }));
+        const results = await sample(model, tok, requests, {
+          temperature: g.temperature,
+          topK: g.topK,
+          topP: g.topP,
+          maxNewTokens: g.maxNewTokens,
+          seed: config.seed,
+        });
         await log.append({
           index,
           promptId: row.id,
@@ -70,7 +85,12 @@ export const rolloutActivities = (rt: Runtime) => ({
         });
       }
       const items = log.items;
-      const artifact = await putJson(rt.db, { runId, kind: 'rollouts', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items });
+      const artifact = await putJson(
+        rt.db,
+        { runId, kind: 'rollouts', iteration, name: `shard-${shard}.json` },
+        join(dir, `shard-${shard}.json`),
+        { iteration, shard, items },
+      );
       await log.remove();
       const lengths = items.flatMap((it) => it.samples.map((s) => s.tokens.length));
       return { artifact, prompts: items.length, samples: lengths.length, meanResponseTokens: mean(lengths) };
@@ -87,10 +107,21 @@ export const rolloutActivities = (rt: Runtime) => ({
       const dir = join(rt.runDir(config, runId), 'scores', `iter-${pad(iteration)}`);
       const log = await rt.openPartialLog<ScoredResponse[]>(dir, shard);
       for (const item of items.slice(log.items.length)) {
-        await log.append(await scoreResponses(model, tok, item.samples.map((s) => ({ prompt: item.prompt, reference: item.reference, response: s.text }))));
+        await log.append(
+          await scoreResponses(
+            model,
+            tok,
+            item.samples.map((s) => ({ prompt: item.prompt, reference: item.reference, response: s.text })),
+          ),
+        );
       }
       const scored: ScoredItem[] = items.map((item, k) => ({ ...item, scores: log.items[k]! }));
-      const artifact = await putJson(rt.db, { runId, kind: 'scores', iteration, name: `shard-${shard}.json` }, join(dir, `shard-${shard}.json`), { iteration, shard, items: scored });
+      const artifact = await putJson(
+        rt.db,
+        { runId, kind: 'scores', iteration, name: `shard-${shard}.json` },
+        join(dir, `shard-${shard}.json`),
+        { iteration, shard, items: scored },
+      );
       await log.remove();
       return { artifact, samples: scored.reduce((n, it) => n + it.samples.length, 0) };
     });

@@ -47,7 +47,8 @@ export class PermanentError extends Error {
 /** A readable message: drizzle's "Failed query: <sql> params: <every value>" is reduced to the server's reason. */
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  if (err.message.startsWith('Failed query:') && err.cause instanceof Error) return `database write failed: ${err.cause.message}`;
+  if (err.message.startsWith('Failed query:') && err.cause instanceof Error)
+    return `database write failed: ${err.cause.message}`;
   return err.message;
 }
 
@@ -64,11 +65,13 @@ export function createRuntime(deps: ActivityDeps) {
   const lastDetails = new WeakMap<Context, unknown>();
 
   /** The run's config from its row (frozen when the run was recorded). */
-  const runConfig = (runId: string): Promise<RunConfig> => cachedPromise(configs, runId, async () => runConfigSchema.parse((await requireRun(db, runId)).config));
+  const runConfig = (runId: string): Promise<RunConfig> =>
+    cachedPromise(configs, runId, async () => runConfigSchema.parse((await requireRun(db, runId)).config));
 
   const runDir = (config: RunConfig, runId: string): string => resolve(config.runtime.artifactsDir, runId);
 
-  const loadDataset = (ref: DatasetRef): Promise<DatasetFile> => cachedPromise(datasets, ref.artifact.sha256, () => getJson<DatasetFile>(ref.artifact));
+  const loadDataset = (ref: DatasetRef): Promise<DatasetFile> =>
+    cachedPromise(datasets, ref.artifact.sha256, () => getJson<DatasetFile>(ref.artifact));
 
   function heartbeat(details: object): void {
     const ctx = Context.current();
@@ -92,11 +95,16 @@ export function createRuntime(deps: ActivityDeps) {
    * unusable (no partial saved yet, a file missing or changed, a different config) means step 0, and the
    * log says which and why.
    */
-  async function resumePartial(partialDir: (step: number) => string, config: LlamaConfig): Promise<{ step: number; checkpoint: Checkpoint; progress: PartialProgress } | undefined> {
+  async function resumePartial(
+    partialDir: (step: number) => string,
+    config: LlamaConfig,
+  ): Promise<{ step: number; checkpoint: Checkpoint; progress: PartialProgress } | undefined> {
     const resumed = resumeDetails<PartialProgress>();
     if (resumed === undefined) return undefined;
     if (resumed.partialStep === undefined || resumed.partialFiles === undefined) {
-      logResume(`the previous attempt reached step ${resumed.step} but saved no partial checkpoint: restarting from step 0`);
+      logResume(
+        `the previous attempt reached step ${resumed.step} but saved no partial checkpoint: restarting from step 0`,
+      );
       return undefined;
     }
     const dir = partialDir(resumed.partialStep);
@@ -104,11 +112,16 @@ export function createRuntime(deps: ActivityDeps) {
       await verifyCheckpointFiles(dir, resumed.partialFiles);
       const checkpoint = await loadCheckpoint(dir, config);
       if (!checkpoint.optimizer) throw new Error('it has no optimizer state');
-      if (Number(checkpoint.extra?.step) !== resumed.partialStep) throw new Error(`its trainer state says step ${String(checkpoint.extra?.step)}`);
-      logResume(`resumes from the partial checkpoint at step ${resumed.partialStep} (the previous attempt reached step ${resumed.step})`);
+      if (Number(checkpoint.extra?.step) !== resumed.partialStep)
+        throw new Error(`its trainer state says step ${String(checkpoint.extra?.step)}`);
+      logResume(
+        `resumes from the partial checkpoint at step ${resumed.partialStep} (the previous attempt reached step ${resumed.step})`,
+      );
       return { step: resumed.partialStep, checkpoint, progress: resumed };
     } catch (err) {
-      logResume(`the partial checkpoint at step ${resumed.partialStep} is unusable (${(err as Error).message}): restarting from step 0`);
+      logResume(
+        `the partial checkpoint at step ${resumed.partialStep} is unusable (${(err as Error).message}): restarting from step 0`,
+      );
       return undefined;
     }
   }
@@ -117,9 +130,16 @@ export function createRuntime(deps: ActivityDeps) {
    * Saves a partial checkpoint and returns the heartbeat details that point a later attempt at it. The
    * previous partial is kept (the heartbeat naming this one may never reach the server); older ones go.
    */
-  async function savePartial(partialDir: (step: number) => string, step: number, previous: PartialProgress | undefined, every: number, ckpt: Checkpoint): Promise<PartialProgress> {
+  async function savePartial(
+    partialDir: (step: number) => string,
+    step: number,
+    previous: PartialProgress | undefined,
+    every: number,
+    ckpt: Checkpoint,
+  ): Promise<PartialProgress> {
     const files = await saveCheckpoint(partialDir(step), ckpt);
-    if (previous?.partialStep !== undefined && previous.partialStep - every > 0) await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
+    if (previous?.partialStep !== undefined && previous.partialStep - every > 0)
+      await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
     return { step, partialStep: step, partialFiles: fileHashes(files) };
   }
 
@@ -181,5 +201,16 @@ export function createRuntime(deps: ActivityDeps) {
     }
   }
 
-  return { db, log: deps.log, runConfig, runDir, loadDataset, heartbeat, resumePartial, savePartial, openPartialLog, stage };
+  return {
+    db,
+    log: deps.log,
+    runConfig,
+    runDir,
+    loadDataset,
+    heartbeat,
+    resumePartial,
+    savePartial,
+    openPartialLog,
+    stage,
+  };
 }

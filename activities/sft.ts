@@ -36,7 +36,13 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
       const budget = Math.min(opts.maxNewTokens, maxPositions - prompt.length);
       // A context that fills the model's positions ends the step empty (the trace cannot grow further).
       if (budget <= 0) return { text: '', stoppedBy: null, logps: [] };
-      const [r] = await sample(teacher, tok, [{ prompt, key: opts.key }], { temperature: opts.temperature, topK: opts.topK, topP: opts.topP, maxNewTokens: budget, seed });
+      const [r] = await sample(teacher, tok, [{ prompt, key: opts.key }], {
+        temperature: opts.temperature,
+        topK: opts.topK,
+        topP: opts.topP,
+        maxNewTokens: budget,
+        seed,
+      });
       const end = r!.tokens.findIndex((t) => ending.has(t));
       const kept = end < 0 ? r!.tokens : r!.tokens.slice(0, end);
       const cut = applyStops(tok.decode(kept), opts.stop);
@@ -57,18 +63,33 @@ export const sftActivities = (rt: Runtime) => {
    * (opera/coldstart.ts). Resumable per prompt: finished rows go to a per-attempt partial log named in
    * the heartbeat, and the finished set is an artifact that a retried SFT reuses.
    */
-  async function synthesizeColdStart(config: RunConfig, runId: string, data: DatasetFile, tok: Tokenizer, modelConfig: LlamaConfig, initialWeights: Weights): Promise<SftRow[]> {
+  async function synthesizeColdStart(
+    config: RunConfig,
+    runId: string,
+    data: DatasetFile,
+    tok: Tokenizer,
+    modelConfig: LlamaConfig,
+    initialWeights: Weights,
+  ): Promise<SftRow[]> {
     const key = { runId, kind: 'coldstart', iteration: 0, name: 'sft.json' };
     const recorded = await getArtifact(rt.db, key);
     if (recorded) return getJson<SftRow[]>(recorded);
     const { checkpoint, ...options } = config.coldStart.teacher;
     const teacher = checkpoint
-      ? await loadCheckpoint(checkpoint).then((c) => new LlamaModel(c.config, c.weights, { providers: config.runtime.providers }))
+      ? await loadCheckpoint(checkpoint).then(
+          (c) => new LlamaModel(c.config, c.weights, { providers: config.runtime.providers }),
+        )
       : new LlamaModel(modelConfig, initialWeights, { providers: config.runtime.providers });
     const dir = join(rt.runDir(config, runId), 'coldstart');
     const log = await rt.openPartialLog<SftRow>(dir, 0);
     const done = new Set(log.items.map((i) => i.id));
-    for await (const row of synthesizeRows(data.train, engineTeacher(teacher, tok, config.seed), options, [deriveSeed(config.seed, 'coldstart')], done)) {
+    for await (const row of synthesizeRows(
+      data.train,
+      engineTeacher(teacher, tok, config.seed),
+      options,
+      [deriveSeed(config.seed, 'coldstart')],
+      done,
+    )) {
       await log.append({ id: row.id, prompt: row.prompt, response: row.output });
     }
     await putJson(rt.db, key, join(dir, 'sft.json'), log.items);
@@ -83,14 +104,18 @@ export const sftActivities = (rt: Runtime) => {
       const config = await rt.runConfig(runId);
       const tok = await getTokenizer(config.model.tokenizer);
       const modelConfig = modelConfigFor(config, tok);
-      const weights = config.model.checkpoint ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights : initWeights(modelConfig, config.seed);
+      const weights = config.model.checkpoint
+        ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights
+        : initWeights(modelConfig, config.seed);
       const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
       const cs = config.coldStart;
       let steps = 0;
       let finalLoss: number | null = null;
       if (cs.enabled && cs.steps > 0) {
         const data = await rt.loadDataset(input.dataset);
-        const sft = cs.synthesize ? await synthesizeColdStart(config, runId, data, tok, modelConfig, weights) : coldStartSet(data.train, config.seed);
+        const sft = cs.synthesize
+          ? await synthesizeColdStart(config, runId, data, tok, modelConfig, weights)
+          : coldStartSet(data.train, config.seed);
         if (sft.length === 0) throw new PermanentError('cold start: the dataset yields no SFT examples');
         const examples = sft.map((ex) => {
           const p = promptTokens(tok, ex.prompt);
@@ -98,7 +123,8 @@ export const sftActivities = (rt: Runtime) => {
           return { tokens: [...p, ...r], lossMask: [...p.map(() => 0), ...r.map(() => 1)] };
         });
         // One directory per saved step: the last heartbeat that reached the server may name an older one.
-        const partialDir = (n: number) => join(rt.runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
+        const partialDir = (n: number) =>
+          join(rt.runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
         const every = Math.max(10, Math.ceil(cs.steps / 4));
         const resumed = await rt.resumePartial(partialDir, modelConfig);
         if (resumed) model.setWeights(resumed.checkpoint.weights);
@@ -112,28 +138,47 @@ export const sftActivities = (rt: Runtime) => {
             objective: sftObjective,
             steps: cs.steps,
             start: resumed?.step ?? 0,
-            batch: (step) => sftBatch(Array.from({ length: batchSize }, (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!)),
+            batch: (step) =>
+              sftBatch(
+                Array.from(
+                  { length: batchSize },
+                  (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!,
+                ),
+              ),
             lr: (step) => warmupLr(cs.lr, cs.warmupSteps, step),
             onStep: async (step, out) => {
               finalLoss = out.loss;
-              if (step % 5 === 0 || step === cs.steps - 1) await upsertMetrics(rt.db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
+              if (step % 5 === 0 || step === cs.steps - 1)
+                await upsertMetrics(rt.db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
               if ((step + 1) % every === 0 && step + 1 < cs.steps) {
-                progress = await rt.savePartial(partialDir, step + 1, progress, every, { config: modelConfig, weights: model.weights, optimizer: trainer.state(), extra: { step: step + 1 } });
+                progress = await rt.savePartial(partialDir, step + 1, progress, every, {
+                  config: modelConfig,
+                  weights: model.weights,
+                  optimizer: trainer.state(),
+                  extra: { step: step + 1 },
+                });
               }
               rt.heartbeat({ ...progress, step: step + 1 });
             },
           });
         } catch (err) {
-          if (err instanceof NonFiniteLossError) throw new PermanentError(`cold-start SFT: ${err.message} (lower coldStart.lr)`);
+          if (err instanceof NonFiniteLossError)
+            throw new PermanentError(`cold-start SFT: ${err.message} (lower coldStart.lr)`);
           throw err;
         }
         steps = cs.steps;
       }
-      const { checkpoint } = await saveCheckpointRecorded(rt.db, runId, 0, join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(0)}`), {
-        config: modelConfig,
-        weights: model.weights,
-        extra: { iteration: 0, stage: 'coldStartSft', steps, ema: null, dataPosition: 0 },
-      });
+      const { checkpoint } = await saveCheckpointRecorded(
+        rt.db,
+        runId,
+        0,
+        join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(0)}`),
+        {
+          config: modelConfig,
+          weights: model.weights,
+          extra: { iteration: 0, stage: 'coldStartSft', steps, ema: null, dataPosition: 0 },
+        },
+      );
       return { checkpoint, steps, finalLoss };
     });
   }

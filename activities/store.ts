@@ -16,7 +16,6 @@ import type { ArtifactRef } from './types';
 export const uriToPath = (uri: string): string => (uri.startsWith('file://') ? fileURLToPath(uri) : resolve(uri));
 export const pathToUri = (path: string): string => pathToFileURL(resolve(path)).href;
 
-
 export interface ArtifactKey {
   runId: string;
   kind: string;
@@ -37,7 +36,8 @@ export async function putJson(db: Db, key: ArtifactKey, path: string, data: unkn
 export async function getJson<T>(ref: ArtifactRef): Promise<T> {
   const bytes = await readFile(uriToPath(ref.uri));
   const digest = sha256(bytes);
-  if (digest !== ref.sha256) throw new Error(`artifact ${ref.uri}: sha256 ${digest} does not match the recorded ${ref.sha256}`);
+  if (digest !== ref.sha256)
+    throw new Error(`artifact ${ref.uri}: sha256 ${digest} does not match the recorded ${ref.sha256}`);
   return JSON.parse(bytes.toString('utf8')) as T;
 }
 

@@ -35,7 +35,11 @@ export const updateActivities = (rt: Runtime) => ({
       const ckpt = await loadCheckpointChecked(input.checkpoint);
       const model = new LlamaModel(ckpt.config, ckpt.weights, { providers: config.runtime.providers });
       const reference = await inferenceModel(input.reference, config.runtime.providers);
-      const seqs = sequences.map((s) => ({ tokens: [...s.promptTokens, ...s.tokens], start: s.promptTokens.length, advantage: s.advantage }));
+      const seqs = sequences.map((s) => ({
+        tokens: [...s.promptTokens, ...s.tokens],
+        start: s.promptTokens.length,
+        advantage: s.advantage,
+      }));
       const usable = seqs.filter((s) => s.tokens.length > s.start);
       // Old and reference log-probs come from the input checkpoints, so a resumed update gets the same ones.
       const oldLogp = await model.tokenLogps(usable);
@@ -44,15 +48,31 @@ export const updateActivities = (rt: Runtime) => ({
       const perEpoch = Math.ceil(usable.length / g.miniBatchSize);
       const totalSteps = g.epochs * perEpoch;
       const every = Math.max(1, Math.ceil(totalSteps / 4));
-      const partialDir = (n: number) => join(rt.runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
+      const partialDir = (n: number) =>
+        join(rt.runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
       const resumed = await rt.resumePartial(partialDir, ckpt.config);
       if (resumed) model.setWeights(resumed.checkpoint.weights);
       const trainer = new Trainer(model, {}, resumed?.checkpoint.optimizer ?? ckpt.optimizer);
-      const stats: LossStats = (resumed?.checkpoint.extra?.stats as LossStats | undefined) ?? { loss: [], pgLoss: [], klLoss: [], clipFraction: [], gradNorm: [] };
+      const stats: LossStats = (resumed?.checkpoint.extra?.stats as LossStats | undefined) ?? {
+        loss: [],
+        pgLoss: [],
+        klLoss: [],
+        clipFraction: [],
+        gradNorm: [],
+      };
       let progress: PartialProgress | undefined = resumed?.progress;
       // The mini-batch order of each epoch is seeded, so a resumed update applies the same batches.
-      const orders = Array.from({ length: g.epochs }, (_, epoch) => permutation(usable.length, deriveSeed(config.seed, 'update-order', iteration, epoch)));
-      const loss = { clip: g.clip, clipLow: g.clipLow, clipHigh: g.clipHigh, dualClip: g.dualClip, klCoef: g.klCoef, aggregation: g.aggregation };
+      const orders = Array.from({ length: g.epochs }, (_, epoch) =>
+        permutation(usable.length, deriveSeed(config.seed, 'update-order', iteration, epoch)),
+      );
+      const loss = {
+        clip: g.clip,
+        clipLow: g.clipLow,
+        clipHigh: g.clipHigh,
+        dualClip: g.dualClip,
+        klCoef: g.klCoef,
+        aggregation: g.aggregation,
+      };
       let lr = g.lr;
       try {
         await trainer.train({
@@ -62,7 +82,16 @@ export const updateActivities = (rt: Runtime) => ({
           batch: (step) => {
             const b = (step % perEpoch) * g.miniBatchSize;
             const picked = orders[Math.floor(step / perEpoch)]!.slice(b, b + g.miniBatchSize);
-            return grpoBatch(picked.map((u) => ({ tokens: usable[u]!.tokens, responseStart: usable[u]!.start, advantage: usable[u]!.advantage, oldLogp: oldLogp[u]!, refLogp: refLogp[u]! })), g.aggregation);
+            return grpoBatch(
+              picked.map((u) => ({
+                tokens: usable[u]!.tokens,
+                responseStart: usable[u]!.start,
+                advantage: usable[u]!.advantage,
+                oldLogp: oldLogp[u]!,
+                refLogp: refLogp[u]!,
+              })),
+              g.aggregation,
+            );
           },
           // Warm-up counts optimizer steps across iterations (the AdamW state carries the count).
           lr: (_, optimizerStep) => (lr = warmupLr(g.lr, g.warmupSteps, optimizerStep)),
@@ -74,21 +103,33 @@ export const updateActivities = (rt: Runtime) => ({
             stats.gradNorm.push(out.gradNorm);
             const done = step + 1;
             if (done % every === 0 && done < totalSteps) {
-              progress = await rt.savePartial(partialDir, done, progress, every, { config: ckpt.config, weights: model.weights, optimizer: trainer.state(), extra: { step: done, stats } });
+              progress = await rt.savePartial(partialDir, done, progress, every, {
+                config: ckpt.config,
+                weights: model.weights,
+                optimizer: trainer.state(),
+                extra: { step: done, stats },
+              });
             }
             rt.heartbeat({ ...progress, step: done });
           },
         });
       } catch (err) {
-        if (err instanceof NonFiniteLossError) throw new PermanentError(`update: ${err.message} of iteration ${iteration} (diverged; lower grpo.lr)`);
+        if (err instanceof NonFiniteLossError)
+          throw new PermanentError(`update: ${err.message} of iteration ${iteration} (diverged; lower grpo.lr)`);
         throw err;
       }
-      const saved = await saveCheckpointRecorded(rt.db, runId, iteration, join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`), {
-        config: ckpt.config,
-        weights: model.weights,
-        optimizer: trainer.state(),
-        extra: { iteration, ema: input.ema, dataPosition: input.dataPosition, seed: config.seed },
-      });
+      const saved = await saveCheckpointRecorded(
+        rt.db,
+        runId,
+        iteration,
+        join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`),
+        {
+          config: ckpt.config,
+          weights: model.weights,
+          optimizer: trainer.state(),
+          extra: { iteration, ema: input.ema, dataPosition: input.dataPosition, seed: config.seed },
+        },
+      );
       const metrics: Record<string, number> = {
         'train/loss': mean(stats.loss),
         'train/pg_loss': mean(stats.pgLoss),
@@ -99,7 +140,13 @@ export const updateActivities = (rt: Runtime) => ({
         'train/steps': totalSteps,
       };
       await upsertMetrics(rt.db, runId, iteration, metrics);
-      return { checkpoint: saved.checkpoint, optimizer: saved.optimizer, ema: input.ema, dataPosition: input.dataPosition, metrics };
+      return {
+        checkpoint: saved.checkpoint,
+        optimizer: saved.optimizer,
+        ema: input.ema,
+        dataPosition: input.dataPosition,
+        metrics,
+      };
     });
   },
 });

@@ -5,7 +5,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { dedupeRows, parseJsonl, parseRecords, prepareRows, type DatasetRow, type Located, type PreparedDataset } from '../opera/dataset';
+import {
+  dedupeRows,
+  parseJsonl,
+  parseRecords,
+  prepareRows,
+  type DatasetRow,
+  type Located,
+  type PreparedDataset,
+} from '../opera/dataset';
 import { syntheticTasks } from '../opera/synthetic';
 import type { RunConfig } from './schema';
 
@@ -58,5 +66,10 @@ export async function prepareDataset(
   seed: number,
   options: { baseDir?: string; promptTokens?: (prompt: string) => number } = {},
 ): Promise<PreparedDataset> {
-  return prepareRows(await sourceRows(data, options.baseDir), { evalFraction: data.evalFraction, maxPromptTokens: data.maxPromptTokens, seed, ...(options.promptTokens ? { promptTokens: options.promptTokens } : {}) });
+  return prepareRows(await sourceRows(data, options.baseDir), {
+    evalFraction: data.evalFraction,
+    maxPromptTokens: data.maxPromptTokens,
+    seed,
+    ...(options.promptTokens ? { promptTokens: options.promptTokens } : {}),
+  });
 }

@@ -26,11 +26,23 @@ function locate(doc: Document, path: readonly PathKey[]): { node: Node | null; k
       if (!pair) return { node: node as Node, keyNode, found: false };
       keyNode = pair.key as Node;
       node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number' && /* Stryker disable ConditionalExpression: equivalent, zod reports only indexes the parsed list has, and it has the sequence's items */ node.items[key] !== undefined) {
+    } else if (
+      isSeq(node) &&
+      typeof key === 'number' &&
+      /* Stryker disable ConditionalExpression: equivalent, zod reports only indexes the parsed list has, and it has the sequence's items */ node
+        .items[key] !== undefined
+    ) {
       // Stryker restore ConditionalExpression
       keyNode = null;
       node = node.items[key];
-    } else return { node: /* Stryker disable LogicalOperator: equivalent, the walk ends here only at an empty document (null either way); zod never reports a path below a scalar */ (node as Node | null) ?? null, /* Stryker restore LogicalOperator */ keyNode, found: false };
+    } else
+      return {
+        node:
+          /* Stryker disable LogicalOperator: equivalent, the walk ends here only at an empty document (null either way); zod never reports a path below a scalar */ (node as Node | null) ??
+          null,
+        /* Stryker restore LogicalOperator */ keyNode,
+        found: false,
+      };
   }
   return { node: (node as Node | null) ?? null, keyNode, found: true };
 }
@@ -74,7 +86,9 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     // invalid_type (defaults fill every other absent key, and aliases are followed), so testing the code
     // is defensive: making it always true is an equivalent mutant. (The directive also covers the other
     // ConditionalExpression mutants of this `&&`, which start at the same place.)
-    const missing = /* Stryker disable ConditionalExpression: equivalent, see above */ issue.code === 'invalid_type' && /* Stryker restore ConditionalExpression */ !found;
+    const missing =
+      /* Stryker disable ConditionalExpression: equivalent, see above */ issue.code === 'invalid_type' &&
+      /* Stryker restore ConditionalExpression */ !found;
     const message = missing ? 'required key is missing' : issue.message;
     return `${file}${line ? `:${line}` : ''}: ${path.length ? path.join('.') : '(root)'}: ${message}`;
   });

@@ -12,6 +12,7 @@ export function modelConfigFor(config: RunConfig, tokenizer: Tokenizer): LlamaCo
   const base = { ...modelPresets[config.model.preset], ...overrides };
   if (overrides.vocab_size === undefined) base.vocab_size = Math.max(tokenizer.vocabSize, base.vocab_size);
   const parsed = llamaConfigSchema.safeParse(base);
-  if (!parsed.success) throw new Error(`model.config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new Error(`model.config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return parsed.data;
 }

@@ -21,7 +21,9 @@ const llamaOverrides = z.object(llamaConfigFields).partial().strict();
 
 const model = z
   .object({
-    preset: z.enum(Object.keys(modelPresets) as [keyof typeof modelPresets, ...(keyof typeof modelPresets)[]]).default('demo'),
+    preset: z
+      .enum(Object.keys(modelPresets) as [keyof typeof modelPresets, ...(keyof typeof modelPresets)[]])
+      .default('demo'),
     config: llamaOverrides.optional(),
     /** Directory with `config.json` + `model.safetensors` (HF layout); absent → fresh initialisation. */
     checkpoint: z.string().min(1).optional(),
@@ -63,7 +65,10 @@ const teacher = z
     maxReflections: int(0).default(CS.maxReflections),
     /** Token budget of one generation call (a step, a candidate, the closing step, the answer). */
     maxStepTokens: int(1).default(CS.maxStepTokens),
-    guidingWords: z.array(z.string().min(1)).min(1).default([...CS.guidingWords]),
+    guidingWords: z
+      .array(z.string().min(1))
+      .min(1)
+      .default([...CS.guidingWords]),
   })
   .strict();
 
@@ -113,7 +118,10 @@ const reward = z
     reflectionWeight: z.number().min(0).default(RW.reflectionWeight),
     emaAlpha: z.number().gt(0).max(1).default(RW.emaAlpha),
     emaMix: unit.default(RW.emaMix),
-    keywords: z.array(z.string().min(1)).min(1).default([...RW.keywords]),
+    keywords: z
+      .array(z.string().min(1))
+      .min(1)
+      .default([...RW.keywords]),
     keywordMatch: z.enum(['word', 'substring']).default(RW.keywordMatch),
   })
   .strict();
@@ -155,14 +163,23 @@ export const runConfigSchema = z
   .superRefine((c, ctx) => {
     // A freshly initialised model as the teacher writes random bytes as "reasoning" and trains on them.
     if (c.coldStart.enabled && c.coldStart.synthesize && !c.coldStart.teacher.checkpoint && !c.model.checkpoint) {
-      ctx.addIssue({ code: 'custom', path: ['coldStart', 'synthesize'], message: 'needs a trained teacher: set coldStart.teacher.checkpoint (or model.checkpoint, whose model then writes the traces); a freshly initialised model would write random text' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['coldStart', 'synthesize'],
+        message:
+          'needs a trained teacher: set coldStart.teacher.checkpoint (or model.checkpoint, whose model then writes the traces); a freshly initialised model would write random text',
+      });
     }
     // The preset with its overrides must be a model the engine can build (heads divide the width, …):
     // refused here, naming the key, not by a worker after the run is recorded.
     const merged = llamaConfigSchema.safeParse({ ...modelPresets[c.model.preset], ...c.model.config });
     if (merged.success) return;
     for (const issue of merged.error.issues) {
-      ctx.addIssue({ code: 'custom', path: ['model', 'config', ...issue.path.filter((k): k is string | number => typeof k !== 'symbol')], message: `${issue.message} (preset ${c.model.preset} with these overrides)` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'config', ...issue.path.filter((k): k is string | number => typeof k !== 'symbol')],
+        message: `${issue.message} (preset ${c.model.preset} with these overrides)`,
+      });
     }
   });
 

@@ -16,7 +16,8 @@ export interface DbHandle {
   close(): Promise<void>;
 }
 
-const START_HINT = 'Start the local services with `npm run services:up` (it prints the DATABASE_URL to use), or set DATABASE_URL to a running PostgreSQL server.';
+const START_HINT =
+  'Start the local services with `npm run services:up` (it prints the DATABASE_URL to use), or set DATABASE_URL to a running PostgreSQL server.';
 
 /** The URL with its password replaced, for error messages and logs. */
 export function redactUrl(url: string): string {
@@ -32,11 +33,18 @@ export function redactUrl(url: string): string {
 /** Turns a pg connection error into one that names the server and the fix; other errors pass through. */
 export function explainConnectionError(err: unknown, url: string): Error {
   // Duck-typed, not instanceof: Node's socket errors come from another realm under jest's vm sandbox.
-  if (typeof err !== 'object' || err === null || typeof (err as Error).message !== 'string') return new Error(String(err));
+  if (typeof err !== 'object' || err === null || typeof (err as Error).message !== 'string')
+    return new Error(String(err));
   const code = (err as { code?: string }).code;
   const where = redactUrl(url);
   let message: string | undefined;
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH') {
+  if (
+    code === 'ECONNREFUSED' ||
+    code === 'ENOTFOUND' ||
+    code === 'EAI_AGAIN' ||
+    code === 'ETIMEDOUT' ||
+    code === 'EHOSTUNREACH'
+  ) {
     message = `PostgreSQL is not reachable at ${where} (${code}). ${START_HINT}`;
   } else if (code === '3D000') {
     message = `PostgreSQL at ${where}: ${(err as Error).message}. Run \`npm run services:up\` (creates the database and applies migrations), or create it yourself.`;
@@ -66,7 +74,9 @@ function explainingClient(url: string): new () => pg.ClientBase {
     override connect(callback: (err: Error | null, client?: pg.Client) => void): void;
     override connect(callback?: (err: Error | null, client?: pg.Client) => void): Promise<pg.Client> | void {
       if (callback) {
-        return super.connect(((err: Error | null) => callback(err ? explainConnectionError(err, url) : null, this)) as (err: Error) => void);
+        return super.connect(((err: Error | null) => callback(err ? explainConnectionError(err, url) : null, this)) as (
+          err: Error,
+        ) => void);
       }
       return super.connect().catch((err: unknown) => {
         throw explainConnectionError(err, url);
@@ -97,7 +107,10 @@ export function createDb(url: string | undefined = process.env.DATABASE_URL, opt
 }
 
 /** createDb plus a round trip, so a wrong or down DATABASE_URL fails here with a clear message. */
-export async function connectDb(url: string | undefined = process.env.DATABASE_URL, options: { max?: number } = {}): Promise<DbHandle> {
+export async function connectDb(
+  url: string | undefined = process.env.DATABASE_URL,
+  options: { max?: number } = {},
+): Promise<DbHandle> {
   const handle = createDb(url, options);
   try {
     await handle.pool.query('select 1');

@@ -129,10 +129,18 @@ export async function completedStageOutput(db: Db, key: StageKey): Promise<{ out
  * to executions that died (killed worker, heartbeat timeout) and are closed as failed. The attempt
  * number is max + 1, retried on the unique key if two executions race.
  */
-export async function startStageAttempt(db: Db, key: StageKey, worker: string): Promise<{ id: number; attempt: number }> {
+export async function startStageAttempt(
+  db: Db,
+  key: StageKey,
+  worker: string,
+): Promise<{ id: number; attempt: number }> {
   await db
     .update(stageAttempts)
-    .set({ status: 'failed', finishedAt: new Date(), error: 'abandoned: the worker running it stopped heartbeating (crashed or timed out)' })
+    .set({
+      status: 'failed',
+      finishedAt: new Date(),
+      error: 'abandoned: the worker running it stopped heartbeating (crashed or timed out)',
+    })
     .where(and(keyWhere(key), eq(stageAttempts.status, 'running')));
   for (let tries = 0; tries < 5; tries++) {
     const [last] = await db
@@ -168,7 +176,10 @@ export async function finishStageAttempt(
 }
 
 /** The stage that started most recently, with how many of its shards exist and how many completed (for progress lines). */
-export async function latestStageProgress(db: Db, runId: string): Promise<{ stage: string; iteration: number; shards: number; done: number } | undefined> {
+export async function latestStageProgress(
+  db: Db,
+  runId: string,
+): Promise<{ stage: string; iteration: number; shards: number; done: number } | undefined> {
   const rows = await db
     .select({
       stage: stageAttempts.stage,
@@ -189,12 +200,22 @@ export async function listStageAttempts(db: Db, runId: string): Promise<StageAtt
     .select()
     .from(stageAttempts)
     .where(eq(stageAttempts.runId, runId))
-    .orderBy(asc(stageAttempts.iteration), asc(stageAttempts.startedAt), asc(stageAttempts.shard), asc(stageAttempts.attempt));
+    .orderBy(
+      asc(stageAttempts.iteration),
+      asc(stageAttempts.startedAt),
+      asc(stageAttempts.shard),
+      asc(stageAttempts.attempt),
+    );
 }
 
 // ---------------------------------------------------------------- metrics, samples, artifacts, events
 
-export async function upsertMetrics(db: Db, runId: string, step: number, values: Record<string, number>): Promise<void> {
+export async function upsertMetrics(
+  db: Db,
+  runId: string,
+  step: number,
+  values: Record<string, number>,
+): Promise<void> {
   const rows = Object.entries(values)
     .filter(([, value]) => Number.isFinite(value))
     .map(([name, value]) => ({ runId, step, name, value }));
@@ -218,7 +239,11 @@ export async function latestMetrics(db: Db, runId: string): Promise<Record<strin
   return Object.fromEntries(rows.map((r) => [r.name, { step: r.step, value: r.value }]));
 }
 
-export async function metricSeries(db: Db, runId: string, names?: string[]): Promise<{ step: number; name: string; value: number }[]> {
+export async function metricSeries(
+  db: Db,
+  runId: string,
+  names?: string[],
+): Promise<{ step: number; name: string; value: number }[]> {
   return db
     .select({ step: metrics.step, name: metrics.name, value: metrics.value })
     .from(metrics)
@@ -230,7 +255,10 @@ export async function metricSeries(db: Db, runId: string, names?: string[]): Pro
  * `SET col = excluded.col` for every column of `table` but `keep`: a retried write replaces the row's
  * values, and a column added to the schema is covered without touching the upsert.
  */
-function overwriteFromExcluded<T extends PgTable>(table: T, keep: (keyof T['$inferInsert'] & string)[]): Record<string, SQL> {
+function overwriteFromExcluded<T extends PgTable>(
+  table: T,
+  keep: (keyof T['$inferInsert'] & string)[],
+): Record<string, SQL> {
   return Object.fromEntries(
     Object.entries(getTableColumns(table))
       .filter(([key]) => !(keep as string[]).includes(key))
@@ -247,7 +275,15 @@ export async function upsertSamples(db: Db, rows: NewSample[]): Promise<void> {
       .values(chunk)
       .onConflictDoUpdate({
         target: [samples.runId, samples.split, samples.iteration, samples.promptId, samples.sampleIndex],
-        set: overwriteFromExcluded(samples, ['id', 'runId', 'split', 'iteration', 'promptId', 'sampleIndex', 'createdAt']),
+        set: overwriteFromExcluded(samples, [
+          'id',
+          'runId',
+          'split',
+          'iteration',
+          'promptId',
+          'sampleIndex',
+          'createdAt',
+        ]),
       });
   }
 }
@@ -273,7 +309,12 @@ export async function getArtifact(
     .select()
     .from(artifacts)
     .where(
-      and(eq(artifacts.runId, key.runId), eq(artifacts.kind, key.kind), eq(artifacts.iteration, key.iteration), eq(artifacts.name, key.name)),
+      and(
+        eq(artifacts.runId, key.runId),
+        eq(artifacts.kind, key.kind),
+        eq(artifacts.iteration, key.iteration),
+        eq(artifacts.name, key.name),
+      ),
     )
     .limit(1);
   return rows[0];
@@ -287,7 +328,13 @@ export async function listArtifacts(db: Db, runId: string, kind?: string): Promi
     .orderBy(asc(artifacts.iteration), asc(artifacts.kind), asc(artifacts.name));
 }
 
-export async function appendEvent(db: Db, runId: string, type: string, actor: string, detail?: Record<string, unknown>): Promise<void> {
+export async function appendEvent(
+  db: Db,
+  runId: string,
+  type: string,
+  actor: string,
+  detail?: Record<string, unknown>,
+): Promise<void> {
   await db.insert(events).values({ runId, type, actor, detail: detail ? pgSafe(detail) : null });
 }
 
@@ -316,15 +363,29 @@ export interface RunSummary {
     iteration: number;
     shard: number;
     status: string;
-    attempts: { attempt: number; status: string; worker: string | null; durationMs: number | null; error: string | null; startedAt: string }[];
+    attempts: {
+      attempt: number;
+      status: string;
+      worker: string | null;
+      durationMs: number | null;
+      error: string | null;
+      startedAt: string;
+    }[];
   }[];
   metrics: Record<string, { step: number; value: number }>;
   counts: { samples: number; metrics: number; artifacts: number; events: number; stageAttempts: number };
   events: { type: string; actor: string; at: string; detail: Record<string, unknown> | null }[];
 }
 
-async function countRows(db: Db, table: typeof samples | typeof metrics | typeof artifacts | typeof events, runId: string): Promise<number> {
-  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(table).where(eq(table.runId, runId));
+async function countRows(
+  db: Db,
+  table: typeof samples | typeof metrics | typeof artifacts | typeof events,
+  runId: string,
+): Promise<number> {
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(table)
+    .where(eq(table.runId, runId));
   return Number(row?.n ?? 0);
 }
 
@@ -377,17 +438,28 @@ export async function runSummary(db: Db, runId: string): Promise<RunSummary> {
     summary: run.summary ?? null,
     stages,
     metrics: latest,
-    counts: { samples: nSamples, metrics: nMetrics, artifacts: nArtifacts, events: nEvents, stageAttempts: attempts.length },
+    counts: {
+      samples: nSamples,
+      metrics: nMetrics,
+      artifacts: nArtifacts,
+      events: nEvents,
+      stageAttempts: attempts.length,
+    },
     events: evs.map((e) => ({ type: e.type, actor: e.actor, at: e.at.toISOString(), detail: e.detail ?? null })),
   };
 }
 
 /** The last iteration whose update completed, with the checkpoint it produced (for `resume` of a dead run). */
-export async function lastCompletedUpdate(db: Db, runId: string): Promise<{ iteration: number; output: unknown } | undefined> {
+export async function lastCompletedUpdate(
+  db: Db,
+  runId: string,
+): Promise<{ iteration: number; output: unknown } | undefined> {
   const rows = await db
     .select({ iteration: stageAttempts.iteration, output: stageAttempts.output })
     .from(stageAttempts)
-    .where(and(eq(stageAttempts.runId, runId), eq(stageAttempts.stage, 'update'), eq(stageAttempts.status, 'completed')))
+    .where(
+      and(eq(stageAttempts.runId, runId), eq(stageAttempts.stage, 'update'), eq(stageAttempts.status, 'completed')),
+    )
     .orderBy(desc(stageAttempts.iteration))
     .limit(1);
   return rows[0];
@@ -400,7 +472,8 @@ export async function lastCompletedUpdate(db: Db, runId: string): Promise<{ iter
  * The workflow carries the same state in memory; this is how a run whose workflow closed gets it back.
  */
 export async function recordedRunState(db: Db, runId: string): Promise<RunState | undefined> {
-  const output = async <T>(stage: string, iteration: number) => (await completedStageOutput(db, { runId, stage, iteration, shard: 0 }))?.output as T | undefined;
+  const output = async <T>(stage: string, iteration: number) =>
+    (await completedStageOutput(db, { runId, stage, iteration, shard: 0 }))?.output as T | undefined;
   const dataset = await output<DatasetRef>('prepareDataset', 0);
   const sft = await output<SftOutput>('coldStartSft', 0);
   const evalBefore = await output<EvalResult>('evaluate', 0);

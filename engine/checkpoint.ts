@@ -63,13 +63,23 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
   const shapes = parameterShapes(ckpt.config);
   const problems = checkTensors(withShapes(ckpt.weights, shapes), shapes);
   if (ckpt.optimizer !== undefined) {
-    problems.push(...checkTensors(withShapes(ckpt.optimizer.m, shapes, 'm.'), shapes, 'm.'), ...checkTensors(withShapes(ckpt.optimizer.v, shapes, 'v.'), shapes, 'v.'));
-    if (!Number.isSafeInteger(ckpt.optimizer.step) || ckpt.optimizer.step < 0) problems.push(`optimizer step: expected a non-negative integer got ${ckpt.optimizer.step}`);
+    problems.push(
+      ...checkTensors(withShapes(ckpt.optimizer.m, shapes, 'm.'), shapes, 'm.'),
+      ...checkTensors(withShapes(ckpt.optimizer.v, shapes, 'v.'), shapes, 'v.'),
+    );
+    if (!Number.isSafeInteger(ckpt.optimizer.step) || ckpt.optimizer.step < 0)
+      problems.push(`optimizer step: expected a non-negative integer got ${ckpt.optimizer.step}`);
   }
-  if (problems.length > 0) throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0)
+    throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
   await mkdir(dir, { recursive: true });
   const files: CheckpointFile[] = [];
-  files.push(await writeFileAtomic(join(dir, CHECKPOINT_FILES.model), encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' })));
+  files.push(
+    await writeFileAtomic(
+      join(dir, CHECKPOINT_FILES.model),
+      encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' }),
+    ),
+  );
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
   if (ckpt.optimizer !== undefined) {
     const { step, m, v } = ckpt.optimizer;
@@ -78,7 +88,12 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
   } else {
     await rm(optimizerPath, { force: true }); // a stale file from an earlier save would resurrect old moments
   }
-  files.push(await writeFileAtomic(join(dir, CHECKPOINT_FILES.config), Buffer.from(`${JSON.stringify(hfConfigJson(ckpt.config), null, 2)}\n`)));
+  files.push(
+    await writeFileAtomic(
+      join(dir, CHECKPOINT_FILES.config),
+      Buffer.from(`${JSON.stringify(hfConfigJson(ckpt.config), null, 2)}\n`),
+    ),
+  );
   const statePath = join(dir, CHECKPOINT_FILES.trainerState);
   if (ckpt.extra !== undefined) {
     files.push(await writeFileAtomic(statePath, Buffer.from(`${JSON.stringify(ckpt.extra, null, 2)}\n`)));
@@ -90,14 +105,23 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
 
 /** Flat arrays carry no shape: take the expected one when the size fits, else report the flat length. */
 function withShapes(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, { shape: number[] }> {
-  return new Map([...weights].map(([name, data]) => {
-    const shape = shapes.get(name);
-    return [prefix + name, { shape: shape !== undefined && shape.reduce((a, b) => a * b, 1) === data.length ? shape : [data.length] }];
-  }));
+  return new Map(
+    [...weights].map(([name, data]) => {
+      const shape = shapes.get(name);
+      return [
+        prefix + name,
+        { shape: shape !== undefined && shape.reduce((a, b) => a * b, 1) === data.length ? shape : [data.length] },
+      ];
+    }),
+  );
 }
 
 /** Lists missing names, unexpected names and wrong shapes (each with expected vs got). */
-function checkTensors(tensors: Map<string, { shape: number[] }>, expected: Map<string, number[]>, prefix = ''): string[] {
+function checkTensors(
+  tensors: Map<string, { shape: number[] }>,
+  expected: Map<string, number[]>,
+  prefix = '',
+): string[] {
   const problems: string[] = [];
   const missing = [...expected.keys()].filter((n) => !tensors.has(prefix + n));
   const unexpected = [...tensors.keys()].filter((n) => !n.startsWith(prefix) || !expected.has(n.slice(prefix.length)));
@@ -115,11 +139,14 @@ function checkTensors(tensors: Map<string, { shape: number[] }>, expected: Map<s
 /** Settings in a foreign config.json that would change the computation but that this engine does not implement. */
 function unsupportedHfSettings(raw: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) out.push(`rope_scaling ${JSON.stringify(raw.rope_scaling)} (only plain RoPE is implemented)`);
-  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') out.push(`hidden_act "${String(raw.hidden_act)}" (only silu)`);
+  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null)
+    out.push(`rope_scaling ${JSON.stringify(raw.rope_scaling)} (only plain RoPE is implemented)`);
+  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu')
+    out.push(`hidden_act "${String(raw.hidden_act)}" (only silu)`);
   if (raw.attention_bias === true) out.push('attention_bias true (projections have no bias)');
   if (raw.mlp_bias === true) out.push('mlp_bias true (projections have no bias)');
-  if (raw.model_type !== undefined && raw.model_type !== 'llama') out.push(`model_type "${String(raw.model_type)}" (only llama)`);
+  if (raw.model_type !== undefined && raw.model_type !== 'llama')
+    out.push(`model_type "${String(raw.model_type)}" (only llama)`);
   return out;
 }
 
@@ -131,15 +158,24 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Llama
   const fields = Object.fromEntries(Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null));
   const parsed = llamaConfigSchema.safeParse(fields);
   if (!parsed.success) {
-    throw new Error(`${file}: invalid config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    throw new Error(
+      `${file}: invalid config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+    );
   }
   return parsed.data;
 }
 
 function configDifferences(a: LlamaConfig, b: LlamaConfig): string[] {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)] as (keyof LlamaConfig)[]);
-  const norm = (c: LlamaConfig, k: keyof LlamaConfig) => (k === 'num_key_value_heads' ? (c.num_key_value_heads ?? c.num_attention_heads) : k === 'model_type' ? 'llama' : c[k]);
-  return [...keys].filter((k) => norm(a, k) !== norm(b, k)).map((k) => `${k}: expected ${JSON.stringify(norm(a, k))} got ${JSON.stringify(norm(b, k))}`);
+  const norm = (c: LlamaConfig, k: keyof LlamaConfig) =>
+    k === 'num_key_value_heads'
+      ? (c.num_key_value_heads ?? c.num_attention_heads)
+      : k === 'model_type'
+        ? 'llama'
+        : c[k];
+  return [...keys]
+    .filter((k) => norm(a, k) !== norm(b, k))
+    .map((k) => `${k}: expected ${JSON.stringify(norm(a, k))} got ${JSON.stringify(norm(b, k))}`);
 }
 
 async function readOrExplain(path: string, what: string): Promise<Buffer> {
@@ -151,7 +187,10 @@ async function readOrExplain(path: string, what: string): Promise<Buffer> {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promise<Checkpoint> {
@@ -160,12 +199,17 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
   try {
     rawConfig = JSON.parse((await readOrExplain(configPath, 'config')).toString('utf8')) as Record<string, unknown>;
   } catch (err) {
-    throw new Error((err as Error).message.startsWith('loadCheckpoint') ? (err as Error).message : `loadCheckpoint: ${configPath} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(
+      (err as Error).message.startsWith('loadCheckpoint')
+        ? (err as Error).message
+        : `loadCheckpoint: ${configPath} is not valid JSON: ${(err as Error).message}`,
+    );
   }
   const config = parseHfConfig(rawConfig, configPath);
   if (expected !== undefined) {
     const diffs = configDifferences(expected, config);
-    if (diffs.length > 0) throw new Error(`loadCheckpoint: ${configPath} differs from the expected config: ${diffs.join('; ')}`);
+    if (diffs.length > 0)
+      throw new Error(`loadCheckpoint: ${configPath} differs from the expected config: ${diffs.join('; ')}`);
   }
   const shapes = parameterShapes(config);
 
@@ -173,7 +217,8 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
   // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
   if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) tensors.delete('lm_head.weight');
   const problems = checkTensors(tensors, shapes);
-  if (problems.length > 0) throw new Error(`loadCheckpoint: ${source} does not match config.json:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0)
+    throw new Error(`loadCheckpoint: ${source} does not match config.json:\n  ${problems.join('\n  ')}`);
   const weights: Weights = new Map([...shapes.keys()].map((n) => [n, tensors.get(n)!.data]));
 
   const result: Checkpoint = { config, weights };
@@ -182,14 +227,17 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     const opt = decodeOrExplain(await readOrExplain(optimizerPath, 'optimizer state'), optimizerPath);
     const step = Number(opt.metadata.step);
     if (opt.metadata.step === undefined || !Number.isSafeInteger(step) || step < 0) {
-      throw new Error(`loadCheckpoint: ${optimizerPath} metadata "step" must be a non-negative integer, got ${JSON.stringify(opt.metadata.step)}`);
+      throw new Error(
+        `loadCheckpoint: ${optimizerPath} metadata "step" must be a non-negative integer, got ${JSON.stringify(opt.metadata.step)}`,
+      );
     }
     const m = new Map([...opt.tensors].filter(([n]) => n.startsWith('m.')));
     const v = new Map([...opt.tensors].filter(([n]) => n.startsWith('v.')));
     const other = [...opt.tensors.keys()].filter((n) => !n.startsWith('m.') && !n.startsWith('v.'));
     const optProblems = [...checkTensors(m, shapes, 'm.'), ...checkTensors(v, shapes, 'v.')];
     if (other.length > 0) optProblems.push(`unexpected: ${other.join(', ')}`);
-    if (optProblems.length > 0) throw new Error(`loadCheckpoint: ${optimizerPath} does not match config.json:\n  ${optProblems.join('\n  ')}`);
+    if (optProblems.length > 0)
+      throw new Error(`loadCheckpoint: ${optimizerPath} does not match config.json:\n  ${optProblems.join('\n  ')}`);
     const strip = (t: Map<string, TensorEntry>): Weights => new Map([...t].map(([n, e]) => [n.slice(2), e.data]));
     result.optimizer = { step, m: strip(m), v: strip(v) };
   }
@@ -216,15 +264,19 @@ async function readModelTensors(dir: string): Promise<{ tensors: Map<string, Ten
   }
   let weightMap: Record<string, unknown>;
   try {
-    weightMap = (JSON.parse((await readFile(indexPath)).toString('utf8')) as { weight_map?: Record<string, unknown> }).weight_map ?? {};
+    weightMap =
+      (JSON.parse((await readFile(indexPath)).toString('utf8')) as { weight_map?: Record<string, unknown> })
+        .weight_map ?? {};
   } catch (err) {
     throw new Error(`loadCheckpoint: ${indexPath} is not valid JSON: ${(err as Error).message}`);
   }
   const tensors = new Map<string, TensorEntry>();
   for (const shard of new Set(Object.values(weightMap).map(String))) {
-    if (shard.includes('/') || shard.includes('\\')) throw new Error(`loadCheckpoint: ${indexPath} names shard "${shard}" outside the checkpoint directory`);
+    if (shard.includes('/') || shard.includes('\\'))
+      throw new Error(`loadCheckpoint: ${indexPath} names shard "${shard}" outside the checkpoint directory`);
     const path = join(dir, shard);
-    for (const [name, entry] of decodeOrExplain(await readOrExplain(path, 'weight shard'), path).tensors) tensors.set(name, entry);
+    for (const [name, entry] of decodeOrExplain(await readOrExplain(path, 'weight shard'), path).tensors)
+      tensors.set(name, entry);
   }
   return { tensors, source: indexPath };
 }

@@ -32,9 +32,24 @@ export const llamaConfigSchema = z
   .strict()
   .superRefine((c, ctx) => {
     const kv = c.num_key_value_heads ?? c.num_attention_heads;
-    if (c.hidden_size % c.num_attention_heads !== 0) ctx.addIssue({ code: 'custom', path: ['hidden_size'], message: 'hidden_size must be divisible by num_attention_heads' });
-    if (c.num_attention_heads % kv !== 0) ctx.addIssue({ code: 'custom', path: ['num_key_value_heads'], message: 'num_attention_heads must be divisible by num_key_value_heads' });
-    if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['hidden_size'], message: 'head dimension must be even for rotary embeddings' });
+    if (c.hidden_size % c.num_attention_heads !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hidden_size'],
+        message: 'hidden_size must be divisible by num_attention_heads',
+      });
+    if (c.num_attention_heads % kv !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['num_key_value_heads'],
+        message: 'num_attention_heads must be divisible by num_key_value_heads',
+      });
+    if ((c.hidden_size / c.num_attention_heads) % 2 !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hidden_size'],
+        message: 'head dimension must be even for rotary embeddings',
+      });
   });
 
 export type LlamaConfig = z.infer<typeof llamaConfigSchema>;
@@ -47,15 +62,43 @@ export function dims(c: LlamaConfig) {
   return { C: c.hidden_size, I: c.intermediate_size, L: c.num_hidden_layers, H, Hkv, D, G: H / Hkv, V: c.vocab_size };
 }
 
-const preset = (c: z.input<typeof llamaConfigSchema>): LlamaConfig => llamaConfigSchema.parse({ model_type: 'llama', ...c });
+const preset = (c: z.input<typeof llamaConfigSchema>): LlamaConfig =>
+  llamaConfigSchema.parse({ model_type: 'llama', ...c });
 
 export type ModelPreset = keyof typeof modelPresets;
 
 export const modelPresets = {
   /** Test-sized: GQA (4 heads over 2 kv heads), byte-tokenizer vocabulary. */
-  tiny: preset({ hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 264, max_position_embeddings: 256, tie_word_embeddings: false }),
+  tiny: preset({
+    hidden_size: 32,
+    intermediate_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 264,
+    max_position_embeddings: 256,
+    tie_word_embeddings: false,
+  }),
   /** Trains usefully in a minute or two on two cores. */
-  demo: preset({ hidden_size: 128, intermediate_size: 344, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 264, max_position_embeddings: 512, tie_word_embeddings: true }),
+  demo: preset({
+    hidden_size: 128,
+    intermediate_size: 344,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 4,
+    vocab_size: 264,
+    max_position_embeddings: 512,
+    tie_word_embeddings: true,
+  }),
   /** The `npm run bench` train-step shape. */
-  bench: preset({ hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, max_position_embeddings: 1024, tie_word_embeddings: false }),
+  bench: preset({
+    hidden_size: 512,
+    intermediate_size: 1376,
+    num_hidden_layers: 4,
+    num_attention_heads: 8,
+    num_key_value_heads: 8,
+    vocab_size: 512,
+    max_position_embeddings: 1024,
+    tie_word_embeddings: false,
+  }),
 } satisfies Record<string, LlamaConfig>;

@@ -9,7 +9,11 @@ export type FloatType = 'float32' | 'float64';
 /** A dimension: a number, or a symbolic product such as "T", "8*T" or "P+T" (atoms joined by '*'). */
 export type Dim = number | string;
 
-export interface Value { readonly name: string; readonly dtype: DType; readonly shape: readonly Dim[] }
+export interface Value {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly Dim[];
+}
 
 export type Attr =
   | { type: 'float'; value: number }
@@ -76,7 +80,9 @@ function dimDivide(a: Dim, b: Dim): Dim {
   return formatDim(pa.coef / pb.coef, atoms);
 }
 export function dimEq(a: Dim, b: Dim): boolean {
-  return String(formatDim(parseDim(a).coef, parseDim(a).atoms)) === String(formatDim(parseDim(b).coef, parseDim(b).atoms));
+  return (
+    String(formatDim(parseDim(a).coef, parseDim(a).atoms)) === String(formatDim(parseDim(b).coef, parseDim(b).atoms))
+  );
 }
 function dimSum(a: Dim, b: Dim): Dim {
   if (typeof a === 'number' && typeof b === 'number') return a + b;
@@ -104,7 +110,17 @@ export const ints = (value: number[]): Attr => ({ type: 'ints', value });
 export const str = (value: string): Attr => ({ type: 'string', value });
 
 /** Op types whose outputs carry no gradient (comparisons, index plumbing). */
-export const NON_DIFFERENTIABLE = new Set(['Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'And', 'Not', 'Shape', 'ConstantOfShape']);
+export const NON_DIFFERENTIABLE = new Set([
+  'Equal',
+  'Less',
+  'LessOrEqual',
+  'Greater',
+  'GreaterOrEqual',
+  'And',
+  'Not',
+  'Shape',
+  'ConstantOfShape',
+]);
 
 export class Graph {
   readonly nodes: GraphNode[] = [];
@@ -151,10 +167,13 @@ export class Graph {
     if (hit) return hit;
     const v: Value = { name: this.fresh('const'), dtype, shape };
     const data =
-      dtype === 'float32' ? Float32Array.from(values)
-      : dtype === 'float64' ? Float64Array.from(values)
-      : dtype === 'int64' ? BigInt64Array.from(Array.from(values, (x) => BigInt(x)))
-      : Uint8Array.from(values);
+      dtype === 'float32'
+        ? Float32Array.from(values)
+        : dtype === 'float64'
+          ? Float64Array.from(values)
+          : dtype === 'int64'
+            ? BigInt64Array.from(Array.from(values, (x) => BigInt(x)))
+            : Uint8Array.from(values);
     this.initializers.push({ value: v, data });
     if (values.length <= 64) this.constCache.set(key, v);
     return v;
@@ -165,8 +184,19 @@ export class Graph {
   }
 
   /** Appends a node with explicitly given output types; the op helpers below infer them. */
-  emit(op: string, inputs: Value[], attrs: Record<string, Attr>, outs: { dtype: DType; shape: readonly Dim[] }[], name?: string, domain?: string): Value[] {
-    const outputs = outs.map((o, k) => ({ name: name && outs.length === 1 ? name : this.fresh(`${op.toLowerCase()}${k ? `_${k}` : ''}`), dtype: o.dtype, shape: [...o.shape] }));
+  emit(
+    op: string,
+    inputs: Value[],
+    attrs: Record<string, Attr>,
+    outs: { dtype: DType; shape: readonly Dim[] }[],
+    name?: string,
+    domain?: string,
+  ): Value[] {
+    const outputs = outs.map((o, k) => ({
+      name: name && outs.length === 1 ? name : this.fresh(`${op.toLowerCase()}${k ? `_${k}` : ''}`),
+      dtype: o.dtype,
+      shape: [...o.shape],
+    }));
     this.nodes.push(domain ? { op, domain, inputs, outputs, attrs } : { op, inputs, outputs, attrs });
     return outputs;
   }
@@ -179,51 +209,113 @@ export class Graph {
   private binary(op: string, a: Value, b: Value, dtype?: DType): Value {
     return this.one(op, [a, b], {}, dtype ?? a.dtype, broadcastShapes(a.shape, b.shape));
   }
-  add(a: Value, b: Value) { return this.binary('Add', a, b); }
-  sub(a: Value, b: Value) { return this.binary('Sub', a, b); }
-  mul(a: Value, b: Value) { return this.binary('Mul', a, b); }
-  div(a: Value, b: Value) { return this.binary('Div', a, b); }
-  max(a: Value, b: Value) { return this.binary('Max', a, b); }
-  min(a: Value, b: Value) { return this.binary('Min', a, b); }
-  pow(a: Value, b: Value) { return this.binary('Pow', a, b); }
-  less(a: Value, b: Value) { return this.binary('Less', a, b, 'bool'); }
-  lessOrEqual(a: Value, b: Value) { return this.binary('LessOrEqual', a, b, 'bool'); }
-  greater(a: Value, b: Value) { return this.binary('Greater', a, b, 'bool'); }
-  greaterOrEqual(a: Value, b: Value) { return this.binary('GreaterOrEqual', a, b, 'bool'); }
-  equal(a: Value, b: Value) { return this.binary('Equal', a, b, 'bool'); }
-  and(a: Value, b: Value) { return this.binary('And', a, b, 'bool'); }
-  private unary(op: string, x: Value) { return this.one(op, [x], {}, x.dtype, x.shape); }
-  neg(x: Value) { return this.unary('Neg', x); }
-  exp(x: Value) { return this.unary('Exp', x); }
-  log(x: Value) { return this.unary('Log', x); }
-  sqrt(x: Value) { return this.unary('Sqrt', x); }
-  reciprocal(x: Value) { return this.unary('Reciprocal', x); }
-  sigmoid(x: Value) { return this.unary('Sigmoid', x); }
-  identity(x: Value) { return this.unary('Identity', x); }
-  not(x: Value) { return this.unary('Not', x); }
-  cast(x: Value, to: DType) { return this.one('Cast', [x], { to: i(dataType[to]) }, to, x.shape); }
+  add(a: Value, b: Value) {
+    return this.binary('Add', a, b);
+  }
+  sub(a: Value, b: Value) {
+    return this.binary('Sub', a, b);
+  }
+  mul(a: Value, b: Value) {
+    return this.binary('Mul', a, b);
+  }
+  div(a: Value, b: Value) {
+    return this.binary('Div', a, b);
+  }
+  max(a: Value, b: Value) {
+    return this.binary('Max', a, b);
+  }
+  min(a: Value, b: Value) {
+    return this.binary('Min', a, b);
+  }
+  pow(a: Value, b: Value) {
+    return this.binary('Pow', a, b);
+  }
+  less(a: Value, b: Value) {
+    return this.binary('Less', a, b, 'bool');
+  }
+  lessOrEqual(a: Value, b: Value) {
+    return this.binary('LessOrEqual', a, b, 'bool');
+  }
+  greater(a: Value, b: Value) {
+    return this.binary('Greater', a, b, 'bool');
+  }
+  greaterOrEqual(a: Value, b: Value) {
+    return this.binary('GreaterOrEqual', a, b, 'bool');
+  }
+  equal(a: Value, b: Value) {
+    return this.binary('Equal', a, b, 'bool');
+  }
+  and(a: Value, b: Value) {
+    return this.binary('And', a, b, 'bool');
+  }
+  private unary(op: string, x: Value) {
+    return this.one(op, [x], {}, x.dtype, x.shape);
+  }
+  neg(x: Value) {
+    return this.unary('Neg', x);
+  }
+  exp(x: Value) {
+    return this.unary('Exp', x);
+  }
+  log(x: Value) {
+    return this.unary('Log', x);
+  }
+  sqrt(x: Value) {
+    return this.unary('Sqrt', x);
+  }
+  reciprocal(x: Value) {
+    return this.unary('Reciprocal', x);
+  }
+  sigmoid(x: Value) {
+    return this.unary('Sigmoid', x);
+  }
+  identity(x: Value) {
+    return this.unary('Identity', x);
+  }
+  not(x: Value) {
+    return this.unary('Not', x);
+  }
+  cast(x: Value, to: DType) {
+    return this.one('Cast', [x], { to: i(dataType[to]) }, to, x.shape);
+  }
   where(c: Value, a: Value, b: Value) {
     return this.one('Where', [c, a, b], {}, a.dtype, broadcastShapes(c.shape, broadcastShapes(a.shape, b.shape)));
   }
-  clip(x: Value, lo: Value, hi: Value) { return this.one('Clip', [x, lo, hi], {}, x.dtype, x.shape); }
+  clip(x: Value, lo: Value, hi: Value) {
+    return this.one('Clip', [x, lo, hi], {}, x.dtype, x.shape);
+  }
 
   // ---- reductions / normalisations ----
   reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax', x: Value, axes: number[], keepdims: boolean): Value {
     const r = x.shape.length;
     const ax = axes.map((a) => normAxis(a, r));
-    const shape = keepdims ? x.shape.map((d, k) => (ax.includes(k) ? 1 : d)) : x.shape.filter((_, k) => !ax.includes(k));
+    const shape = keepdims
+      ? x.shape.map((d, k) => (ax.includes(k) ? 1 : d))
+      : x.shape.filter((_, k) => !ax.includes(k));
     return this.one(op, [x, this.ints(ax)], { keepdims: i(keepdims ? 1 : 0) }, x.dtype, shape);
   }
-  reduceSum(x: Value, axes: number[], keepdims = true) { return this.reduce('ReduceSum', x, axes, keepdims); }
-  reduceMean(x: Value, axes: number[], keepdims = true) { return this.reduce('ReduceMean', x, axes, keepdims); }
-  softmax(x: Value, axis = -1) { return this.one('Softmax', [x], { axis: i(axis) }, x.dtype, x.shape); }
-  logSoftmax(x: Value, axis = -1) { return this.one('LogSoftmax', [x], { axis: i(axis) }, x.dtype, x.shape); }
+  reduceSum(x: Value, axes: number[], keepdims = true) {
+    return this.reduce('ReduceSum', x, axes, keepdims);
+  }
+  reduceMean(x: Value, axes: number[], keepdims = true) {
+    return this.reduce('ReduceMean', x, axes, keepdims);
+  }
+  softmax(x: Value, axis = -1) {
+    return this.one('Softmax', [x], { axis: i(axis) }, x.dtype, x.shape);
+  }
+  logSoftmax(x: Value, axis = -1) {
+    return this.one('LogSoftmax', [x], { axis: i(axis) }, x.dtype, x.shape);
+  }
 
   // ---- linear algebra ----
   matmul(a: Value, b: Value): Value {
     if (a.shape.length < 2 || b.shape.length < 2) throw new Error('matmul: operands must have rank >= 2');
     const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
-    return this.one('MatMul', [a, b], {}, a.dtype, [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!]);
+    return this.one('MatMul', [a, b], {}, a.dtype, [
+      ...batch,
+      a.shape[a.shape.length - 2]!,
+      b.shape[b.shape.length - 1]!,
+    ]);
   }
   /**
    * op(A)·op(B) where op transposes the last two axes. float32 graphs use ORT's FusedMatMul so the
@@ -240,13 +332,24 @@ export class Graph {
     const bs = opts.transB ? swap(b) : b.shape;
     const batch = broadcastShapes(as.slice(0, -2), bs.slice(0, -2));
     const attrs = { transA: i(opts.transA ? 1 : 0), transB: i(opts.transB ? 1 : 0), alpha: f(1) };
-    return this.emit('FusedMatMul', [a, b], attrs, [{ dtype: a.dtype, shape: [...batch, as[as.length - 2]!, bs[bs.length - 1]!] }], undefined, 'com.microsoft')[0]!;
+    return this.emit(
+      'FusedMatMul',
+      [a, b],
+      attrs,
+      [{ dtype: a.dtype, shape: [...batch, as[as.length - 2]!, bs[bs.length - 1]!] }],
+      undefined,
+      'com.microsoft',
+    )[0]!;
   }
   /** 2-D Y = alpha · op(A) · op(B); no C input (the gradient rule relies on that). */
   gemm(a: Value, b: Value, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Value {
     const [a0, a1] = a.shape as [Dim, Dim];
     const [b0, b1] = b.shape as [Dim, Dim];
-    const attrs: Record<string, Attr> = { transA: i(opts.transA ? 1 : 0), transB: i(opts.transB ? 1 : 0), alpha: f(opts.alpha ?? 1) };
+    const attrs: Record<string, Attr> = {
+      transA: i(opts.transA ? 1 : 0),
+      transB: i(opts.transB ? 1 : 0),
+      alpha: f(opts.alpha ?? 1),
+    };
     return this.one('Gemm', [a, b], attrs, a.dtype, [opts.transA ? a1 : a0, opts.transB ? b0 : b1]);
   }
 
@@ -266,7 +369,8 @@ export class Graph {
         known.push(d);
       } else {
         const src = x.shape[k];
-        if (src === undefined || !dimEq(src, d)) throw new Error(`reshape: symbolic dim ${d} at ${k} must equal the input's (${String(src)}); use -1`);
+        if (src === undefined || !dimEq(src, d))
+          throw new Error(`reshape: symbolic dim ${d} at ${k} must equal the input's (${String(src)}); use -1`);
         spec.push(0);
         known.push(d);
       }
@@ -276,7 +380,13 @@ export class Graph {
     return this.one('Reshape', [x, this.ints(spec)], {}, x.dtype, shape);
   }
   transpose(x: Value, perm: number[]): Value {
-    return this.one('Transpose', [x], { perm: ints(perm) }, x.dtype, perm.map((p) => x.shape[p]!));
+    return this.one(
+      'Transpose',
+      [x],
+      { perm: ints(perm) },
+      x.dtype,
+      perm.map((p) => x.shape[p]!),
+    );
   }
   unsqueeze(x: Value, axes: number[]): Value {
     const shape: Dim[] = [...x.shape];
@@ -286,7 +396,13 @@ export class Graph {
   }
   squeeze(x: Value, axes: number[]): Value {
     const ax = axes.map((a) => normAxis(a, x.shape.length));
-    return this.one('Squeeze', [x, this.ints(axes)], {}, x.dtype, x.shape.filter((_, k) => !ax.includes(k)));
+    return this.one(
+      'Squeeze',
+      [x, this.ints(axes)],
+      {},
+      x.dtype,
+      x.shape.filter((_, k) => !ax.includes(k)),
+    );
   }
   concat(xs: Value[], axis: number): Value {
     const first = xs[0]!;
@@ -311,41 +427,75 @@ export class Graph {
     return this.one('GatherND', [data, indices], { batch_dims: i(batchDims) }, data.dtype, shape);
   }
   gatherElements(data: Value, indices: Value, axis: number): Value {
-    return this.one('GatherElements', [data, indices], { axis: i(normAxis(axis, data.shape.length)) }, data.dtype, indices.shape);
+    return this.one(
+      'GatherElements',
+      [data, indices],
+      { axis: i(normAxis(axis, data.shape.length)) },
+      data.dtype,
+      indices.shape,
+    );
   }
   scatterElements(data: Value, indices: Value, updates: Value, axis: number): Value {
-    return this.one('ScatterElements', [data, indices, updates], { axis: i(normAxis(axis, data.shape.length)) }, data.dtype, data.shape);
+    return this.one(
+      'ScatterElements',
+      [data, indices, updates],
+      { axis: i(normAxis(axis, data.shape.length)) },
+      data.dtype,
+      data.shape,
+    );
   }
   shapeOf(x: Value): Value {
     return this.one('Shape', [x], {}, 'int64', [x.shape.length]);
   }
   /** Zeros with x's runtime shape (used by gradient rules that scatter into a fresh buffer). */
   zerosLike(x: Value): Value {
-    const t: onnx.ITensorProto = { dataType: dataType[x.dtype], dims: [1], rawData: new Uint8Array(x.dtype === 'float64' ? 8 : 4) };
-    return this.emit('ConstantOfShape', [this.shapeOf(x)], { value: { type: 'tensor', value: t } }, [{ dtype: x.dtype, shape: x.shape }])[0]!;
+    const t: onnx.ITensorProto = {
+      dataType: dataType[x.dtype],
+      dims: [1],
+      rawData: new Uint8Array(x.dtype === 'float64' ? 8 : 4),
+    };
+    return this.emit('ConstantOfShape', [this.shapeOf(x)], { value: { type: 'tensor', value: t } }, [
+      { dtype: x.dtype, shape: x.shape },
+    ])[0]!;
   }
 
   // ---- serialisation ----
   toBytes(): Uint8Array {
     const valueInfo = (v: Value): onnx.IValueInfoProto => ({
       name: v.name,
-      type: { tensorType: { elemType: dataType[v.dtype], shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: String(d) })) } } },
+      type: {
+        tensorType: {
+          elemType: dataType[v.dtype],
+          shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: String(d) })) },
+        },
+      },
     });
     const attr = (name: string, a: Attr): onnx.IAttributeProto => {
       const t = onnx.AttributeProto.AttributeType;
       switch (a.type) {
-        case 'float': return { name, type: t.FLOAT, f: a.value };
-        case 'int': return { name, type: t.INT, i: a.value };
-        case 'ints': return { name, type: t.INTS, ints: a.value };
-        case 'floats': return { name, type: t.FLOATS, floats: a.value };
-        case 'string': return { name, type: t.STRING, s: new TextEncoder().encode(a.value) };
-        case 'tensor': return { name, type: t.TENSOR, t: a.value };
+        case 'float':
+          return { name, type: t.FLOAT, f: a.value };
+        case 'int':
+          return { name, type: t.INT, i: a.value };
+        case 'ints':
+          return { name, type: t.INTS, ints: a.value };
+        case 'floats':
+          return { name, type: t.FLOATS, floats: a.value };
+        case 'string':
+          return { name, type: t.STRING, s: new TextEncoder().encode(a.value) };
+        case 'tensor':
+          return { name, type: t.TENSOR, t: a.value };
       }
     };
     const model: onnx.IModelProto = {
       irVersion: 8,
       producerName: 'operaflow',
-      opsetImport: this.nodes.some((n) => n.domain === 'com.microsoft') ? [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }] : [{ domain: '', version: OPSET }],
+      opsetImport: this.nodes.some((n) => n.domain === 'com.microsoft')
+        ? [
+            { domain: '', version: OPSET },
+            { domain: 'com.microsoft', version: 1 },
+          ]
+        : [{ domain: '', version: OPSET }],
       graph: {
         name: 'operaflow',
         input: this.inputs.map(valueInfo),
@@ -362,7 +512,9 @@ export class Graph {
           ...(n.domain ? { domain: n.domain } : {}),
           input: n.inputs.map((v) => v.name),
           output: n.outputs.map((v) => v.name),
-          attribute: Object.keys(n.attrs).sort().map((name) => attr(name, n.attrs[name]!)),
+          attribute: Object.keys(n.attrs)
+            .sort()
+            .map((name) => attr(name, n.attrs[name]!)),
         })),
       },
     };

@@ -11,9 +11,14 @@ export function parameterNames(config: LlamaConfig): string[] {
     const p = `model.layers.${l}`;
     names.push(
       `${p}.input_layernorm.weight`,
-      `${p}.self_attn.q_proj.weight`, `${p}.self_attn.k_proj.weight`, `${p}.self_attn.v_proj.weight`, `${p}.self_attn.o_proj.weight`,
+      `${p}.self_attn.q_proj.weight`,
+      `${p}.self_attn.k_proj.weight`,
+      `${p}.self_attn.v_proj.weight`,
+      `${p}.self_attn.o_proj.weight`,
       `${p}.post_attention_layernorm.weight`,
-      `${p}.mlp.gate_proj.weight`, `${p}.mlp.up_proj.weight`, `${p}.mlp.down_proj.weight`,
+      `${p}.mlp.gate_proj.weight`,
+      `${p}.mlp.up_proj.weight`,
+      `${p}.mlp.down_proj.weight`,
     );
   }
   names.push('model.norm.weight');
@@ -28,13 +33,19 @@ export function parameterShapes(config: LlamaConfig): Map<string, number[]> {
   for (const name of parameterNames(config)) {
     const leaf = name.split('.').slice(-2, -1)[0]!;
     const shape =
-      name === 'model.embed_tokens.weight' || name === 'lm_head.weight' ? [V, C]
-      : leaf.endsWith('norm') ? [C]
-      : leaf === 'q_proj' ? [H * D, C]
-      : leaf === 'k_proj' || leaf === 'v_proj' ? [Hkv * D, C]
-      : leaf === 'o_proj' ? [C, H * D]
-      : leaf === 'gate_proj' || leaf === 'up_proj' ? [I, C]
-      : [C, I]; // down_proj
+      name === 'model.embed_tokens.weight' || name === 'lm_head.weight'
+        ? [V, C]
+        : leaf.endsWith('norm')
+          ? [C]
+          : leaf === 'q_proj'
+            ? [H * D, C]
+            : leaf === 'k_proj' || leaf === 'v_proj'
+              ? [Hkv * D, C]
+              : leaf === 'o_proj'
+                ? [C, H * D]
+                : leaf === 'gate_proj' || leaf === 'up_proj'
+                  ? [I, C]
+                  : [C, I]; // down_proj
     shapes.set(name, shape);
   }
   return shapes;
@@ -115,7 +126,13 @@ function rope(g: Graph, x2: Value, cos: Value, sin: Value, R: Value, B: number, 
  * layer computes queries, MLP and LM head for those positions only (every position still supplies keys
  * and values): scoring reads few positions, which makes tree-masked scoring markedly cheaper.
  */
-export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows?: Value): LlamaOutputs {
+export function buildLlama(
+  g: Graph,
+  config: LlamaConfig,
+  params: Map<string, Value>,
+  inp: LlamaInputs,
+  rows?: Value,
+): LlamaOutputs {
   const out = decoder(g, config, params, inp, rows, false);
   return { logits: out.logits!, presents: out.presents };
 }
@@ -124,11 +141,23 @@ export function buildLlama(g: Graph, config: LlamaConfig, params: Map<string, Va
  * Only the keys/values of every layer (a prefill whose logits nobody reads): the last layer stops after
  * its key/value projections, skipping its queries, attention, MLP and the LM head.
  */
-export function buildLlamaPresents(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs): LlamaOutputs['presents'] {
+export function buildLlamaPresents(
+  g: Graph,
+  config: LlamaConfig,
+  params: Map<string, Value>,
+  inp: LlamaInputs,
+): LlamaOutputs['presents'] {
   return decoder(g, config, params, inp, undefined, true).presents;
 }
 
-function decoder(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp: LlamaInputs, rows: Value | undefined, presentsOnly: boolean): { logits?: Value; presents: LlamaOutputs['presents'] } {
+function decoder(
+  g: Graph,
+  config: LlamaConfig,
+  params: Map<string, Value>,
+  inp: LlamaInputs,
+  rows: Value | undefined,
+  presentsOnly: boolean,
+): { logits?: Value; presents: LlamaOutputs['presents'] } {
   const { H, Hkv, D, G, L } = dims(config);
   const B = inp.tokens.shape[0] as number;
   const w = (name: string) => {
@@ -161,7 +190,22 @@ function decoder(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp:
     presents.push({ keys, values });
     if (presentsOnly && l === L - 1) return { presents };
     if (inp.tree) {
-      x = treeAttention(g, config, inp, inp.tree, x, h, keys, values, l === L - 1, cosQ, sinQ, R, w(`${p}.self_attn.q_proj.weight`), w(`${p}.self_attn.o_proj.weight`));
+      x = treeAttention(
+        g,
+        config,
+        inp,
+        inp.tree,
+        x,
+        h,
+        keys,
+        values,
+        l === L - 1,
+        cosQ,
+        sinQ,
+        R,
+        w(`${p}.self_attn.q_proj.weight`),
+        w(`${p}.self_attn.o_proj.weight`),
+      );
       x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
       continue;
     }
@@ -185,8 +229,16 @@ function decoder(g: Graph, config: LlamaConfig, params: Map<string, Value>, inp:
       // all of it on every decode step (and hand it back as an output, a second copy).
       const probs = g.softmax(g.add(g.concat([qk(past.keys), qk(keys)], -1), biasT), -1); // [B, Hkv, (G,) T, P+T]
       const axis = probs.shape.length - 1;
-      const shapes = [past.keys.shape[2]!, keys.shape[2]!].map((d) => ({ dtype: probs.dtype, shape: probs.shape.map((x, a) => (a === axis ? d : x)) }));
-      const [pPast, pNew] = g.emit('Split', [probs, inp.pastSplit!], { axis: { type: 'int', value: axis } }, shapes) as [Value, Value];
+      const shapes = [past.keys.shape[2]!, keys.shape[2]!].map((d) => ({
+        dtype: probs.dtype,
+        shape: probs.shape.map((x, a) => (a === axis ? d : x)),
+      }));
+      const [pPast, pNew] = g.emit(
+        'Split',
+        [probs, inp.pastSplit!],
+        { axis: { type: 'int', value: axis } },
+        shapes,
+      ) as [Value, Value];
       ctx = g.add(g.matmul(pPast, kv(past.values)), g.matmul(pNew, kv(values)));
     } else {
       ctx = g.matmul(g.softmax(g.add(qk(keys), biasT), -1), kv(values));
@@ -216,7 +268,22 @@ function mlp(g: Graph, x: Value, w: (name: string) => Value, eps: number): Value
  * continuation queries against all keys. In the last layer only the continuation rows go on, so x
  * shrinks to [B·S, C].
  */
-function treeAttention(g: Graph, config: LlamaConfig, inp: LlamaInputs, tree: NonNullable<LlamaInputs['tree']>, x: Value, h: Value, keys: Value, values: Value, last: boolean, cosQ: Value, sinQ: Value, R: Value, wq: Value, wo: Value): Value {
+function treeAttention(
+  g: Graph,
+  config: LlamaConfig,
+  inp: LlamaInputs,
+  tree: NonNullable<LlamaInputs['tree']>,
+  x: Value,
+  h: Value,
+  keys: Value,
+  values: Value,
+  last: boolean,
+  cosQ: Value,
+  sinQ: Value,
+  R: Value,
+  wq: Value,
+  wo: Value,
+): Value {
   const { H, Hkv, D, G } = dims(config);
   const C = config.hidden_size;
   const B = inp.tokens.shape[0] as number;
@@ -226,11 +293,15 @@ function treeAttention(g: Graph, config: LlamaConfig, inp: LlamaInputs, tree: No
     return g.emit('Split', [t, tree.split], { axis: { type: 'int', value: axis } }, shapes) as [Value, Value];
   };
   const kv = (t: Value) => (grouped ? g.unsqueeze(t, [2]) : t);
-  const heads = (q: Value) => (grouped
-    ? g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]) // [B, Hkv, G, t, D]
-    : g.transpose(q, [0, 2, 1, 3])); // [B, H, t, D]
+  const heads = (q: Value) =>
+    grouped
+      ? g.transpose(g.reshape(q, [B, q.shape[1]!, Hkv, G, D]), [0, 2, 3, 1, 4]) // [B, Hkv, G, t, D]
+      : g.transpose(q, [0, 2, 1, 3]); // [B, H, t, D]
   const attend = (qa: Value, ks: Value, vs: Value, bias: Value) =>
-    g.matmul(g.softmax(g.add(g.matmul(qa, kv(g.transpose(ks, [0, 1, 3, 2]))), g.unsqueeze(bias, grouped ? [1, 2] : [1])), -1), kv(vs));
+    g.matmul(
+      g.softmax(g.add(g.matmul(qa, kv(g.transpose(ks, [0, 1, 3, 2]))), g.unsqueeze(bias, grouped ? [1, 2] : [1])), -1),
+      kv(vs),
+    );
   const merge = (ctx: Value) => g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [rows, H·D]
   const gemmT = (a: Value, b: Value) => g.gemm(a, b, { transB: true });
   if (last) {
@@ -245,7 +316,9 @@ function treeAttention(g: Graph, config: LlamaConfig, inp: LlamaInputs, tree: No
   const ctxS = attend(qS, keys, values, tree.copyBias); // [B, Hkv, (G,) S, D]
   const axis = grouped ? 3 : 2;
   const ctxShape = ctxS.shape.map((d, a) => (a === axis ? keys.shape[2]! : d)); // N + S = T again (Graph.concat would name it N+S)
-  const ctx = g.emit('Concat', [ctxC, ctxS], { axis: { type: 'int', value: axis } }, [{ dtype: ctxS.dtype, shape: ctxShape }])[0]!;
+  const ctx = g.emit('Concat', [ctxC, ctxS], { axis: { type: 'int', value: axis } }, [
+    { dtype: ctxS.dtype, shape: ctxShape },
+  ])[0]!;
   return g.add(x, gemmT(merge(ctx), wo)); // [B·T, C]
 }
 

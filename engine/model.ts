@@ -4,7 +4,16 @@
 import type { LlamaConfig } from './config';
 import { dims } from './config';
 import { Graph, type Value } from './graph';
-import { type LlamaInputs, buildLlama, forwardInputs, parameterInputs, parameterNames, parameterShapes, rotaryTables, targetLogps } from './llama';
+import {
+  type LlamaInputs,
+  buildLlama,
+  forwardInputs,
+  parameterInputs,
+  parameterNames,
+  parameterShapes,
+  rotaryTables,
+  targetLogps,
+} from './llama';
 import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders } from './ort';
 import { cachedPromise } from '../util/cache';
 
@@ -12,7 +21,12 @@ export { parameterShapes, parameterNames };
 
 export type Weights = Map<string, Float32Array>;
 
-export interface KVCache { keys: Float32Array[]; values: Float32Array[]; batch: number; length: number } // per layer [B, Hkv, P, D]
+export interface KVCache {
+  keys: Float32Array[];
+  values: Float32Array[];
+  batch: number;
+  length: number;
+} // per layer [B, Hkv, P, D]
 
 /**
  * Where forward keeps a cache between decode steps: per layer [B, Hkv, capacity, D], of which the first
@@ -20,7 +34,13 @@ export interface KVCache { keys: Float32Array[]; values: Float32Array[]; batch: 
  * buffer (the columns past the cache length are masked out), so a step copies only its own new columns
  * instead of the whole cache (once into a Concat, once out as an output).
  */
-interface CacheStore { keys: Float32Array[]; values: Float32Array[]; batch: number; capacity: number; filled: number }
+interface CacheStore {
+  keys: Float32Array[];
+  values: Float32Array[];
+  batch: number;
+  capacity: number;
+  filled: number;
+}
 
 /** Capacity grows in blocks: masked spare columns cost a little attention, regrowing copies the cache. */
 const CACHE_BLOCK = 64;
@@ -56,7 +76,8 @@ export function initWeights(config: LlamaConfig, seed: number): Weights {
     const n = shape.reduce((a, b) => a * b, 1);
     const w = new Float32Array(n);
     if (shape.length === 1) w.fill(1);
-    else for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+    else
+      for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
     weights.set(name, w);
   }
   return weights;
@@ -69,7 +90,8 @@ export function weightFeeds(config: LlamaConfig, weights: Weights): Feeds {
     const w = weights.get(name);
     const n = shape.reduce((a, b) => a * b, 1);
     if (!w) throw new Error(`weights: missing ${name}`);
-    if (w.length !== n) throw new Error(`weights: ${name} has ${w.length} values, expected ${n} for shape [${shape.join(', ')}]`);
+    if (w.length !== n)
+      throw new Error(`weights: ${name} has ${w.length} values, expected ${n} for shape [${shape.join(', ')}]`);
     feeds[name] = { data: w, dims: shape };
   }
   return feeds;
@@ -200,8 +222,16 @@ export class LlamaModel {
     const cache: KVCache = {
       batch: store.batch,
       length,
-      get keys() { return (keys ??= store.keys.map((k) => (store.capacity === length ? k : restride(k, rows, store.capacity, length, length, D)))); },
-      get values() { return (values ??= store.values.map((v) => (store.capacity === length ? v : restride(v, rows, store.capacity, length, length, D)))); },
+      get keys() {
+        return (keys ??= store.keys.map((k) =>
+          store.capacity === length ? k : restride(k, rows, store.capacity, length, length, D),
+        ));
+      },
+      get values() {
+        return (values ??= store.values.map((v) =>
+          store.capacity === length ? v : restride(v, rows, store.capacity, length, length, D),
+        ));
+      },
     };
     this.stores.set(cache, store);
     return cache;
@@ -286,7 +316,10 @@ export class LlamaModel {
     // Append this step's columns: [B, Hkv, S, D] into columns P..P+S-1 of [B, Hkv, Cap, D].
     const Cap = store.capacity;
     for (let l = 0; l < L; l++) {
-      for (const [src, dst] of [[out[`present_key_${l}`]!.data as Float32Array, store.keys[l]!], [out[`present_value_${l}`]!.data as Float32Array, store.values[l]!]] as const) {
+      for (const [src, dst] of [
+        [out[`present_key_${l}`]!.data as Float32Array, store.keys[l]!],
+        [out[`present_value_${l}`]!.data as Float32Array, store.values[l]!],
+      ] as const) {
         for (let r = 0; r < B * Hkv; r++) dst.set(src.subarray(r * S * D, (r + 1) * S * D), (r * Cap + P) * D);
       }
     }
@@ -298,7 +331,12 @@ export class LlamaModel {
    * Runs the log-prob graph on right-padded sequences; `picks` are (flat position b·T + t, target token)
    * pairs and the result holds log p(target) at each, in order.
    */
-  async rowLogps(seqs: { tokens: number[]; positions: number[] }[], bias: Float32Array, T: number, picks: [number, number][]): Promise<Float32Array> {
+  async rowLogps(
+    seqs: { tokens: number[]; positions: number[] }[],
+    bias: Float32Array,
+    T: number,
+    picks: [number, number][],
+  ): Promise<Float32Array> {
     const B = seqs.length;
     // Rows score equally many positions; short ones repeat their first pick and the extra results are dropped.
     const perRow = seqs.map(() => [] as number[]);
@@ -316,10 +354,22 @@ export class LlamaModel {
         if (j < ks.length) slot[k] = b * R + j;
       }
     });
-    const rot = rotaryTables(this.config, seqs.map((r) => r.positions), T);
-    const out = await (await this.logpSession(B)).run({
+    const rot = rotaryTables(
+      this.config,
+      seqs.map((r) => r.positions),
+      T,
+    );
+    const out = await (
+      await this.logpSession(B)
+    ).run({
       ...this.inferenceFeeds(),
-      tokens: { data: padRows(seqs.map((r) => r.tokens), T), dims: [B, T] },
+      tokens: {
+        data: padRows(
+          seqs.map((r) => r.tokens),
+          T,
+        ),
+        dims: [B, T],
+      },
       rows: { data: rows, dims: [B, R] },
       targets: { data: targets, dims: [B, R] },
       cos: { data: rot.cos, dims: rot.dims },
@@ -334,9 +384,14 @@ export class LlamaModel {
     const result: number[][] = [];
     for (let c = 0; c < seqs.length; c += maxRows) {
       const chunk = seqs.slice(c, c + maxRows);
-      for (const s of chunk) if (s.start < 1 || s.start > s.tokens.length) throw new Error(`tokenLogps: start ${s.start} must be in [1, ${s.tokens.length}]`);
+      for (const s of chunk)
+        if (s.start < 1 || s.start > s.tokens.length)
+          throw new Error(`tokenLogps: start ${s.start} must be in [1, ${s.tokens.length}]`);
       const T = Math.max(...chunk.map((s) => s.tokens.length - 1), 1);
-      const rows = chunk.map((s) => ({ tokens: s.tokens.slice(0, -1), positions: s.tokens.slice(0, -1).map((_, k) => k) }));
+      const rows = chunk.map((s) => ({
+        tokens: s.tokens.slice(0, -1),
+        positions: s.tokens.slice(0, -1).map((_, k) => k),
+      }));
       const picks: [number, number][] = [];
       chunk.forEach((s, b) => {
         for (let t = s.start; t < s.tokens.length; t++) picks.push([b * T + t - 1, s.tokens[t]!]);
@@ -345,7 +400,15 @@ export class LlamaModel {
         chunk.forEach(() => result.push([]));
         continue;
       }
-      const logp = await this.rowLogps(rows, causalBias(rows.map((r) => Math.max(1, r.tokens.length)), T), T, picks);
+      const logp = await this.rowLogps(
+        rows,
+        causalBias(
+          rows.map((r) => Math.max(1, r.tokens.length)),
+          T,
+        ),
+        T,
+        picks,
+      );
       let at = 0;
       chunk.forEach((s) => {
         const n = s.tokens.length - s.start;
@@ -365,10 +428,15 @@ export class LlamaModel {
    * so the dense (context + copies)² score matrix of a plain tree mask is never formed, and the last
    * layer runs queries, MLP and LM head on the copy rows only.
    */
-  async scoreCheckpoints(items: { context: number[]; checkpoints: number[]; target: number[] }[], maxRows = 8): Promise<number[][]> {
+  async scoreCheckpoints(
+    items: { context: number[]; checkpoints: number[]; target: number[] }[],
+    maxRows = 8,
+  ): Promise<number[][]> {
     for (const { context, checkpoints, target } of items) {
       if (target.length === 0) throw new Error('scoreCheckpoints: empty target');
-      for (const cp of checkpoints) if (!Number.isInteger(cp) || cp < 1 || cp > context.length) throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${context.length}]`);
+      for (const cp of checkpoints)
+        if (!Number.isInteger(cp) || cp < 1 || cp > context.length)
+          throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${context.length}]`);
     }
     const result: number[][] = [];
     for (let c = 0; c < items.length; c += maxRows) {
@@ -408,21 +476,29 @@ export class LlamaModel {
         });
       });
       const rot = rotaryTables(this.config, positions, T);
-      const logp = (await (await this.treeSession(B)).run({
-        ...this.inferenceFeeds(),
-        tokens: { data: tokens, dims: [B, T] },
-        targets: { data: targets, dims: [B, S] },
-        cos: { data: rot.cos, dims: rot.dims },
-        sin: { data: rot.sin, dims: rot.dims },
-        bias: { data: causalBias(lens, n), dims: [B, n, n] },
-        copy_bias: { data: copyBias, dims: [B, S, T] },
-        split: { data: new BigInt64Array([BigInt(n), BigInt(S)]), dims: [2] },
-      })).logp!.data as Float32Array;
-      chunk.forEach(({ checkpoints, target }, b) => result.push(checkpoints.map((_, j) => {
-        let sum = 0;
-        for (let k = 0; k < target.length; k++) sum += logp[b * S + j * M + k]!;
-        return sum / target.length;
-      })));
+      const logp = (
+        await (
+          await this.treeSession(B)
+        ).run({
+          ...this.inferenceFeeds(),
+          tokens: { data: tokens, dims: [B, T] },
+          targets: { data: targets, dims: [B, S] },
+          cos: { data: rot.cos, dims: rot.dims },
+          sin: { data: rot.sin, dims: rot.dims },
+          bias: { data: causalBias(lens, n), dims: [B, n, n] },
+          copy_bias: { data: copyBias, dims: [B, S, T] },
+          split: { data: new BigInt64Array([BigInt(n), BigInt(S)]), dims: [2] },
+        })
+      ).logp!.data as Float32Array;
+      chunk.forEach(({ checkpoints, target }, b) =>
+        result.push(
+          checkpoints.map((_, j) => {
+            let sum = 0;
+            for (let k = 0; k < target.length; k++) sum += logp[b * S + j * M + k]!;
+            return sum / target.length;
+          }),
+        ),
+      );
     }
     return result;
   }

@@ -14,14 +14,25 @@ import { sha256 } from '../util/canonical';
 type Typed = Float32Array | Float64Array | BigInt64Array | Uint8Array;
 type Kind = 'float32' | 'float64' | 'int64' | 'bool';
 type Ctor = new (b: ArrayBufferLike, o: number, n: number) => Typed;
-const localArray: Record<Kind, Ctor> = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array };
-const mainArray = runInThisContext('({ float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array })') as Record<Kind, Ctor>;
+const localArray: Record<Kind, Ctor> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int64: BigInt64Array,
+  bool: Uint8Array,
+};
+const mainArray = runInThisContext(
+  '({ float32: Float32Array, float64: Float64Array, int64: BigInt64Array, bool: Uint8Array })',
+) as Record<Kind, Ctor>;
 const crossRealm = mainArray.float32 !== localArray.float32;
 if (crossRealm) {
   const common = require.resolve('onnxruntime-common', { paths: [dirname(require.resolve('onnxruntime-node'))] });
-  const mapping = require(join(dirname(common), 'tensor-impl-type-mapping.js')) as { NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP: Map<string, unknown>; checkTypedArray?: () => void };
+  const mapping = require(join(dirname(common), 'tensor-impl-type-mapping.js')) as {
+    NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP: Map<string, unknown>;
+    checkTypedArray?: () => void;
+  };
   mapping.checkTypedArray?.(); // it fills the int64 entry lazily; run it first so our entries stick
-  for (const k of ['float32', 'float64', 'int64'] as const) mapping.NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP.set(k, mainArray[k]);
+  for (const k of ['float32', 'float64', 'int64'] as const)
+    mapping.NUMERIC_TENSOR_TYPE_TO_TYPEDARRAY_MAP.set(k, mainArray[k]);
 }
 function view(data: Typed, kind: Kind, ctors: Record<Kind, Ctor>): Typed {
   const C = ctors[kind];
@@ -29,7 +40,13 @@ function view(data: Typed, kind: Kind, ctors: Record<Kind, Ctor>): Typed {
 }
 function kindOf(data: Typed): Kind {
   const tag = Object.prototype.toString.call(data);
-  return tag === '[object Float32Array]' ? 'float32' : tag === '[object Float64Array]' ? 'float64' : tag === '[object BigInt64Array]' ? 'int64' : 'bool';
+  return tag === '[object Float32Array]'
+    ? 'float32'
+    : tag === '[object Float64Array]'
+      ? 'float64'
+      : tag === '[object BigInt64Array]'
+        ? 'int64'
+        : 'bool';
 }
 
 export interface TensorData {
@@ -42,14 +59,21 @@ export const DEFAULT_PROVIDERS: readonly string[] = ['cpu'];
 
 const installHints: Record<string, string> = {
   cuda: 'install the CUDA 12 runtime and cuDNN 9 libraries, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (its installer fetches the CUDA provider: `npm rebuild onnxruntime-node`)',
-  tensorrt: 'install TensorRT 10 plus CUDA 12/cuDNN 9, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (`npm rebuild onnxruntime-node`)',
+  tensorrt:
+    'install TensorRT 10 plus CUDA 12/cuDNN 9, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (`npm rebuild onnxruntime-node`)',
   webgpu: 'the webgpu provider is bundled but needs a working GPU driver (Vulkan on Linux)',
   dml: 'DirectML is only available on Windows builds of onnxruntime-node',
   coreml: 'CoreML is only available on macOS builds of onnxruntime-node',
 };
 
 function installHint(provider: string): string {
-  return installHints[provider] ?? `execution provider "${provider}" is not part of onnxruntime-node ${ort.env.versions.common}; supported here: ${ort.listSupportedBackends().map((b) => b.name).join(', ')}`;
+  return (
+    installHints[provider] ??
+    `execution provider "${provider}" is not part of onnxruntime-node ${ort.env.versions.common}; supported here: ${ort
+      .listSupportedBackends()
+      .map((b) => b.name)
+      .join(', ')}`
+  );
 }
 
 /** Fails loudly (with an install hint) for a provider that this onnxruntime-node cannot load. */
@@ -104,7 +128,10 @@ export function engineStats(): EngineStats {
 }
 
 export class Session {
-  private constructor(private readonly session: ort.InferenceSession, readonly hash: string) {}
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly hash: string,
+  ) {}
 
   static async get(bytes: Uint8Array, providers: readonly string[] = DEFAULT_PROVIDERS): Promise<Session> {
     const hash = graphHash(bytes);
@@ -128,7 +155,9 @@ export class Session {
     const inputs: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
       const kind = kindOf(t.data);
-      inputs[name] = new ort.Tensor(kind, view(t.data, kind, kind === 'bool' ? localArray : mainArray) as never, [...t.dims]);
+      inputs[name] = new ort.Tensor(kind, view(t.data, kind, kind === 'bool' ? localArray : mainArray) as never, [
+        ...t.dims,
+      ]);
     }
     const t0 = performance.now();
     const out = await this.session.run(inputs);
@@ -142,4 +171,3 @@ export class Session {
     return result;
   }
 }
-

@@ -14,19 +14,29 @@ const W1 = 0xbb67ae85;
 
 /** High 32 bits of the 64-bit product of two uint32 (Math.imul gives only the low half). */
 function mulhi(a: number, b: number): number {
-  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
-  const lh = al * bh, hl = ah * bl;
+  const al = a & 0xffff,
+    ah = a >>> 16,
+    bl = b & 0xffff,
+    bh = b >>> 16;
+  const lh = al * bh,
+    hl = ah * bl;
   const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
   return (ah * bh + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 0x10000)) >>> 0;
 }
 
 /** Philox4x32 with 10 rounds: counter (4 × uint32), key (2 × uint32) → 4 × uint32. */
-export function philox4x32(counter: readonly [number, number, number, number], key: readonly [number, number]): [number, number, number, number] {
+export function philox4x32(
+  counter: readonly [number, number, number, number],
+  key: readonly [number, number],
+): [number, number, number, number] {
   let [c0, c1, c2, c3] = counter.map((x) => x >>> 0) as [number, number, number, number];
-  let k0 = key[0] >>> 0, k1 = key[1] >>> 0;
+  let k0 = key[0] >>> 0,
+    k1 = key[1] >>> 0;
   for (let round = 0; round < 10; round++) {
-    const hi0 = mulhi(M0, c0), lo0 = Math.imul(M0, c0) >>> 0;
-    const hi1 = mulhi(M1, c2), lo1 = Math.imul(M1, c2) >>> 0;
+    const hi0 = mulhi(M0, c0),
+      lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulhi(M1, c2),
+      lo1 = Math.imul(M1, c2) >>> 0;
     [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
     k0 = (k0 + W0) >>> 0;
     k1 = (k1 + W1) >>> 0;
@@ -56,7 +66,10 @@ function streamKey(seed: number, key: readonly number[]): [number, number] {
   const flat: number[] = [key.length];
   for (const k of key) flat.push(...words(k));
   for (let i = 0; i < flat.length; i += 3) {
-    const out = philox4x32([flat[i] ?? 0, flat[i + 1] ?? 0, flat[i + 2] ?? 0, 0x6b657931 /* 'key1' domain tag */ + i], state);
+    const out = philox4x32(
+      [flat[i] ?? 0, flat[i + 1] ?? 0, flat[i + 2] ?? 0, 0x6b657931 /* 'key1' domain tag */ + i],
+      state,
+    );
     state = [out[0], out[1]];
   }
   return state;

@@ -8,7 +8,10 @@
  */
 import { endianness } from 'node:os';
 
-export interface TensorEntry { shape: number[]; data: Float32Array }
+export interface TensorEntry {
+  shape: number[];
+  data: Float32Array;
+}
 
 const BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
 /** Larger headers than this are a corrupt length field, not a real checkpoint. */
@@ -36,7 +39,9 @@ export function encodeSafetensors(tensors: Map<string, TensorEntry>, metadata?: 
     const { shape, data } = tensors.get(name)!;
     const count = shape.reduce((a, b) => a * b, 1);
     if (!shape.every((d) => Number.isInteger(d) && d >= 0) || count !== data.length) {
-      throw new Error(`safetensors: tensor "${name}" has shape [${shape.join(', ')}] (${count} elements) but ${data.length} values`);
+      throw new Error(
+        `safetensors: tensor "${name}" has shape [${shape.join(', ')}] (${count} elements) but ${data.length} values`,
+      );
     }
     header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
@@ -81,7 +86,10 @@ function toFloat32(dtype: string, bytes: Buffer, count: number): Float32Array {
   return out;
 }
 
-export function decodeSafetensors(buf: Buffer): { tensors: Map<string, TensorEntry>; metadata: Record<string, string> } {
+export function decodeSafetensors(buf: Buffer): {
+  tensors: Map<string, TensorEntry>;
+  metadata: Record<string, string>;
+} {
   assertLittleEndianHost();
   if (buf.length < 8) throw new Error(`safetensors: ${buf.length} bytes is too short for the 8-byte header length`);
   const headerLen = Number(buf.readBigUInt64LE(0));
@@ -102,7 +110,8 @@ export function decodeSafetensors(buf: Buffer): { tensors: Map<string, TensorEnt
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') {
       for (const [k, v] of Object.entries((raw ?? {}) as Record<string, unknown>)) {
-        if (typeof v !== 'string') throw new Error(`safetensors: __metadata__.${k} must be a string, got ${JSON.stringify(v)}`);
+        if (typeof v !== 'string')
+          throw new Error(`safetensors: __metadata__.${k} must be a string, got ${JSON.stringify(v)}`);
         metadata[k] = v;
       }
       continue;
@@ -110,7 +119,8 @@ export function decodeSafetensors(buf: Buffer): { tensors: Map<string, TensorEnt
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = String(info.dtype);
     const size = BYTES[dtype];
-    if (size === undefined) throw new Error(`safetensors: tensor "${name}" has dtype ${dtype}; supported: ${Object.keys(BYTES).join(', ')}`);
+    if (size === undefined)
+      throw new Error(`safetensors: tensor "${name}" has dtype ${dtype}; supported: ${Object.keys(BYTES).join(', ')}`);
     const shape = info.shape;
     const offsets = info.data_offsets;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -122,14 +132,20 @@ export function decodeSafetensors(buf: Buffer): { tensors: Map<string, TensorEnt
     const [begin, end] = offsets as [number, number];
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
     if (end - begin !== count * size || end > dataLen) {
-      throw new Error(`safetensors: tensor "${name}" (${dtype} [${shape.join(', ')}]) needs ${count * size} bytes but data_offsets [${begin}, ${end}] give ${end - begin} within ${dataLen} data bytes`);
+      throw new Error(
+        `safetensors: tensor "${name}" (${dtype} [${shape.join(', ')}]) needs ${count * size} bytes but data_offsets [${begin}, ${end}] give ${end - begin} within ${dataLen} data bytes`,
+      );
     }
     spans.push([begin, end, name]);
-    tensors.set(name, { shape: shape as number[], data: toFloat32(dtype, buf.subarray(dataStart + begin, dataStart + end), count) });
+    tensors.set(name, {
+      shape: shape as number[],
+      data: toFloat32(dtype, buf.subarray(dataStart + begin, dataStart + end), count),
+    });
   }
   spans.sort((a, b) => a[0] - b[0]);
   for (let k = 1; k < spans.length; k++) {
-    if (spans[k]![0] < spans[k - 1]![1]) throw new Error(`safetensors: tensors "${spans[k - 1]![2]}" and "${spans[k]![2]}" overlap`);
+    if (spans[k]![0] < spans[k - 1]![1])
+      throw new Error(`safetensors: tensors "${spans[k - 1]![2]}" and "${spans[k]![2]}" overlap`);
   }
   return { tensors, metadata };
 }

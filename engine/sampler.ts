@@ -44,20 +44,28 @@ export interface SampleResult {
 
 function validate(requests: SampleRequest[], options: SampleOptions, vocabSize: number, maxPositions: number): void {
   const { temperature, topK, topP, maxNewTokens, seed, stop = [], batchSize = 16 } = options;
-  const bad = (what: string, got: unknown) => { throw new Error(`sample: ${what}, got ${JSON.stringify(got)}`); };
+  const bad = (what: string, got: unknown) => {
+    throw new Error(`sample: ${what}, got ${JSON.stringify(got)}`);
+  };
   if (!Number.isFinite(temperature) || temperature < 0) bad('temperature must be a finite number >= 0', temperature);
   if (!Number.isInteger(topK) || topK < 0) bad('topK must be an integer >= 0 (0 = off)', topK);
   if (!(topP > 0 && topP <= 1)) bad('topP must be in (0, 1] (1 = off)', topP);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) bad('maxNewTokens must be an integer >= 0', maxNewTokens);
   if (!Number.isSafeInteger(seed) || seed < 0) bad('seed must be a non-negative safe integer', seed);
   if (!Number.isInteger(batchSize) || batchSize < 1) bad('batchSize must be an integer >= 1', batchSize);
-  stop.forEach((s, i) => { if (typeof s !== 'string' || s.length === 0) bad(`stop[${i}] must be a non-empty string`, s); });
+  stop.forEach((s, i) => {
+    if (typeof s !== 'string' || s.length === 0) bad(`stop[${i}] must be a non-empty string`, s);
+  });
   requests.forEach((r, i) => {
     if (r.prompt.length === 0) bad(`requests[${i}].prompt must not be empty (start it with BOS)`, r.prompt);
     const outside = r.prompt.find((t) => !Number.isInteger(t) || t < 0 || t >= vocabSize);
-    if (outside !== undefined) bad(`requests[${i}].prompt has token ${outside} outside the vocabulary [0, ${vocabSize})`, outside);
+    if (outside !== undefined)
+      bad(`requests[${i}].prompt has token ${outside} outside the vocabulary [0, ${vocabSize})`, outside);
     if (r.prompt.length + maxNewTokens > maxPositions) {
-      bad(`requests[${i}]: prompt length ${r.prompt.length} + maxNewTokens ${maxNewTokens} exceeds max_position_embeddings ${maxPositions}`, r.prompt.length + maxNewTokens);
+      bad(
+        `requests[${i}]: prompt length ${r.prompt.length} + maxNewTokens ${maxNewTokens} exceeds max_position_embeddings ${maxPositions}`,
+        r.prompt.length + maxNewTokens,
+      );
     }
   });
 }
@@ -85,7 +93,11 @@ export function chooseToken(
   const V = Math.min(choosable, logits.length);
   let max = -Infinity;
   let best = 0;
-  for (let i = 0; i < V; i++) if (logits[i]! > max) { max = logits[i]!; best = i; }
+  for (let i = 0; i < V; i++)
+    if (logits[i]! > max) {
+      max = logits[i]!;
+      best = i;
+    }
 
   const { temperature, topK, topP } = options;
   if (temperature === 0 || topK === 1) return { token: best, logp: logp(best) };
@@ -153,7 +165,8 @@ function trimAtStop(row: Row, tokenizer: Tokenizer, stopAt: number): void {
   const wanted = row.text.slice(0, stopAt);
   let keep = row.tokens.length;
   let text = row.text;
-  while (keep > 0 && !(text.length <= wanted.length && wanted.startsWith(text))) text = tokenizer.decode(row.tokens.slice(0, --keep));
+  while (keep > 0 && !(text.length <= wanted.length && wanted.startsWith(text)))
+    text = tokenizer.decode(row.tokens.slice(0, --keep));
   if (keep === 0) text = '';
   row.tokens.length = keep;
   row.logps.length = keep;
@@ -184,7 +197,13 @@ function bucket(n: number, batchSize: number): number {
   return Math.min(batchSize, nextPow2(n));
 }
 
-async function sampleChunk(model: LlamaModel, tokenizer: Tokenizer, rows: Row[], options: SampleOptions, finished: () => void): Promise<void> {
+async function sampleChunk(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  rows: Row[],
+  options: SampleOptions,
+  finished: () => void,
+): Promise<void> {
   const { Hkv, D, V } = dims(model.config);
   const stops = options.stop ?? [];
   const { maxNewTokens, seed } = options;
@@ -203,7 +222,8 @@ async function sampleChunk(model: LlamaModel, tokenizer: Tokenizer, rows: Row[],
     tokens.push([...new Array<number>(off).fill(tokenizer.padId), ...prompt]);
     positions.push(Array.from({ length: S }, (_, k) => Math.max(0, k - off)));
     for (let q = 0; q < S; q++) {
-      if (q < off) bias[(b * S + q) * S + q] = 0; // padding rows attend to themselves only (no NaN)
+      if (q < off)
+        bias[(b * S + q) * S + q] = 0; // padding rows attend to themselves only (no NaN)
       else for (let k = off; k <= q; k++) bias[(b * S + q) * S + k] = 0;
     }
   });
@@ -214,7 +234,12 @@ async function sampleChunk(model: LlamaModel, tokenizer: Tokenizer, rows: Row[],
     slotRows.forEach((row, b) => {
       if (!row || row.finish) return;
       const row0 = (b * step + step - 1) * V;
-      const { token, logp } = chooseToken(logits.subarray(row0, row0 + V), options, uniform(seed, row.request.key, t), tokenizer.vocabSize);
+      const { token, logp } = chooseToken(
+        logits.subarray(row0, row0 + V),
+        options,
+        uniform(seed, row.request.key, t),
+        tokenizer.vocabSize,
+      );
       row.tokens.push(token);
       row.logps.push(logp);
       if (token === tokenizer.eosId) {
@@ -246,7 +271,9 @@ async function sampleChunk(model: LlamaModel, tokenizer: Tokenizer, rows: Row[],
       const from = Math.min(...active.map((r) => r.offset));
       slots = bucket(active.length, options.batchSize ?? 16);
       cache = compactCache(cache, keep, slots, from, Hkv, D);
-      active.forEach((r) => { r.offset -= from; });
+      active.forEach((r) => {
+        r.offset -= from;
+      });
       slotRows = Array.from({ length: slots }, (_, b) => active[b]);
     }
     const P = cache.length;
@@ -273,16 +300,27 @@ export async function sample(
   onProgress?: (done: number, total: number) => void,
 ): Promise<SampleResult[]> {
   validate(requests, options, model.config.vocab_size, model.config.max_position_embeddings);
-  const rows: Row[] = requests.map((request, index) => ({ index, request, tokens: [], logps: [], text: '', offset: 0 }));
+  const rows: Row[] = requests.map((request, index) => ({
+    index,
+    request,
+    tokens: [],
+    logps: [],
+    text: '',
+    offset: 0,
+  }));
   let done = 0;
   const finished = () => onProgress?.(++done, rows.length);
   if (options.maxNewTokens > 0) {
     // Similar prompt lengths share a batch, which keeps left padding (wasted compute) small.
     const order = [...rows].sort((a, b) => b.request.prompt.length - a.request.prompt.length || a.index - b.index);
     const batchSize = options.batchSize ?? 16;
-    for (let c = 0; c < order.length; c += batchSize) await sampleChunk(model, tokenizer, order.slice(c, c + batchSize), options, finished);
+    for (let c = 0; c < order.length; c += batchSize)
+      await sampleChunk(model, tokenizer, order.slice(c, c + batchSize), options, finished);
   } else {
-    rows.forEach((row) => { row.finish = 'length'; finished(); });
+    rows.forEach((row) => {
+      row.finish = 'length';
+      finished();
+    });
   }
   return rows.map((row) => ({
     tokens: row.tokens,

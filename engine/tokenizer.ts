@@ -51,7 +51,9 @@ export class ByteTokenizer implements Tokenizer {
 
   constructor() {
     this.specialIds = {};
-    BYTE_SPECIAL_TOKENS.forEach((text, i) => { this.specialIds[text] = 256 + i; });
+    BYTE_SPECIAL_TOKENS.forEach((text, i) => {
+      this.specialIds[text] = 256 + i;
+    });
     // Longest first, so a special that is a prefix of another could never shadow it.
     this.specials = Object.entries(this.specialIds)
       .map(([text, id]) => ({ text, id }))
@@ -63,8 +65,12 @@ export class ByteTokenizer implements Tokenizer {
     let plainStart = 0;
     let i = 0;
     while (i < text.length) {
-      const special = text.charCodeAt(i) === 0x3c /* '<' */ ? this.specials.find((s) => text.startsWith(s.text, i)) : undefined;
-      if (special === undefined) { i++; continue; }
+      const special =
+        text.charCodeAt(i) === 0x3c /* '<' */ ? this.specials.find((s) => text.startsWith(s.text, i)) : undefined;
+      if (special === undefined) {
+        i++;
+        continue;
+      }
       this.pushBytes(ids, text.slice(plainStart, i));
       ids.push(special.id);
       i += special.text.length;
@@ -83,9 +89,14 @@ export class ByteTokenizer implements Tokenizer {
       bytes = [];
     };
     for (const [pos, id] of ids.entries()) {
-      if (Number.isInteger(id) && id >= 0 && id < 256) { bytes.push(id); continue; }
+      if (Number.isInteger(id) && id >= 0 && id < 256) {
+        bytes.push(id);
+        continue;
+      }
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new Error(`ByteTokenizer.decode: id ${id} at position ${pos} is outside the vocabulary [0, ${this.vocabSize})`);
+        throw new Error(
+          `ByteTokenizer.decode: id ${id} at position ${pos} is outside the vocabulary [0, ${this.vocabSize})`,
+        );
       }
       flush();
       // The alignment padding ids (261-263) are never produced by encode; an untrained model may still
@@ -140,7 +151,8 @@ async function readJson(path: string, what: string): Promise<Record<string, unkn
   }
   try {
     const parsed: unknown = JSON.parse(text);
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('top level is not an object');
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      throw new Error('top level is not an object');
     return parsed as Record<string, unknown>;
   } catch (err) {
     throw new Error(`${what} ${path} is not valid JSON: ${(err as Error).message}`);
@@ -164,7 +176,12 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
   const file = (await isDirectory(path)) ? join(path, 'tokenizer.json') : path;
   const json = await readJson(file, 'tokenizer.json');
   const configPath = join(dirname(file), 'tokenizer_config.json');
-  const config = (await stat(configPath).then(() => true, () => false)) ? await readJson(configPath, 'tokenizer_config.json') : {};
+  const config = (await stat(configPath).then(
+    () => true,
+    () => false,
+  ))
+    ? await readJson(configPath, 'tokenizer_config.json')
+    : {};
 
   let inner: HfTokenizer;
   try {
@@ -186,16 +203,30 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
     if (id === undefined) throw new Error(`${configPath}: ${key} "${text}" is not in the vocabulary of ${file}`);
     return id;
   };
-  const eosId = idOf('eos_token') ?? ['</s>', '<|endoftext|>', '<|end_of_text|>', '<eos>'].map((t) => inner.token_to_id(t)).find((id) => id !== undefined);
+  const eosId =
+    idOf('eos_token') ??
+    ['</s>', '<|endoftext|>', '<|end_of_text|>', '<eos>']
+      .map((t) => inner.token_to_id(t))
+      .find((id) => id !== undefined);
   if (eosId === undefined) {
-    throw new Error(`${file}: no end-of-sequence token: set eos_token in ${configPath} (none of </s>, <|endoftext|>, <|end_of_text|>, <eos> is in the vocabulary)`);
+    throw new Error(
+      `${file}: no end-of-sequence token: set eos_token in ${configPath} (none of </s>, <|endoftext|>, <|end_of_text|>, <eos> is in the vocabulary)`,
+    );
   }
-  return new HfTokenizerAdapter(inner, maxId + 1, idOf('bos_token') ?? eosId, eosId, idOf('pad_token') ?? eosId, specialIds);
+  return new HfTokenizerAdapter(
+    inner,
+    maxId + 1,
+    idOf('bos_token') ?? eosId,
+    eosId,
+    idOf('pad_token') ?? eosId,
+    specialIds,
+  );
 }
 
 /** `'byte'` → the built-in byte tokenizer; anything else is a path to an HF tokenizer.json (or its directory). */
 export function tokenizerFromSpec(spec: 'byte' | string): Promise<Tokenizer> {
   if (spec === 'byte') return Promise.resolve(new ByteTokenizer());
-  if (spec.trim() === '') return Promise.reject(new Error(`tokenizer spec is empty: expected 'byte' or a path to tokenizer.json`));
+  if (spec.trim() === '')
+    return Promise.reject(new Error(`tokenizer spec is empty: expected 'byte' or a path to tokenizer.json`));
   return loadHfTokenizer(spec);
 }

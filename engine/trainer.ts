@@ -9,11 +9,27 @@ import { buildLlama, forwardInputs, parameterInputs, parameterShapes, rotaryTabl
 import { causalBias, type LlamaModel, type Weights, weightFeeds } from './model';
 import type { Feeds } from './ort';
 
-export interface OptimizerState { step: number; m: Weights; v: Weights }
-export interface AdamWOptions { beta1?: number; beta2?: number; eps?: number; weightDecay?: number; maxGradNorm?: number }
+export interface OptimizerState {
+  step: number;
+  m: Weights;
+  v: Weights;
+}
+export interface AdamWOptions {
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+}
 
 /** torch.optim.AdamW defaults plus verl's grad clip of 1.0; weight decay applies to matrices only. */
-export const adamwDefaults: Required<AdamWOptions> = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
+export const adamwDefaults: Required<AdamWOptions> = {
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+  maxGradNorm: 1.0,
+};
 
 /** What a training step minimises, built on the per-token log-probs of the targets. */
 export interface Objective {
@@ -52,14 +68,18 @@ export const sftObjective: Objective = {
 };
 
 /** SFT weights at the positions that predict masked-in tokens, normalised to a token mean. */
-export function sftBatch(batch: { tokens: number[]; lossMask: number[] }[], floatType: FloatType = 'float32'): TrainBatch & { tokens: number } {
+export function sftBatch(
+  batch: { tokens: number[]; lossMask: number[] }[],
+  floatType: FloatType = 'float32',
+): TrainBatch & { tokens: number } {
   const rows = batch.map((r) => r.tokens);
   const B = rows.length;
   const T = paddedLength(rows);
   const weight = floatType === 'float64' ? new Float64Array(B * T) : new Float32Array(B * T);
   let count = 0;
   batch.forEach((r, b) => {
-    if (r.lossMask.length !== r.tokens.length) throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
+    if (r.lossMask.length !== r.tokens.length)
+      throw new Error(`sftStep: row ${b} has ${r.tokens.length} tokens but ${r.lossMask.length} mask values`);
     for (let t = 1; t < r.tokens.length; t++) {
       if (r.lossMask[t]) {
         weight[b * T + t - 1] = 1;
@@ -88,11 +108,20 @@ function appendAdamW(g: Graph, params: Map<string, Value>, grads: Value[], o: Re
   const step = g.input('step', ft, []);
   const lr = g.input('lr', ft, []);
   const entries = [...params.entries()];
-  const sq = grads.map((gr) => g.reduceSum(g.mul(gr, gr), gr.shape.map((_, k) => k), false)); // [] each
+  const sq = grads.map((gr) =>
+    g.reduceSum(
+      g.mul(gr, gr),
+      gr.shape.map((_, k) => k),
+      false,
+    ),
+  ); // [] each
   const norm = g.sqrt(g.emit('Sum', sq, {}, [{ dtype: ft, shape: [] }])[0]!); // []
   g.output(norm, 'gradNorm');
   // torch.nn.utils.clip_grad_norm_: scale = min(1, max_norm / (norm + 1e-6)); folded into the moment coefficients.
-  const scale = Number.isFinite(o.maxGradNorm) && o.maxGradNorm > 0 ? g.min(c(1), g.div(c(o.maxGradNorm), g.add(norm, c(1e-6)))) : c(1);
+  const scale =
+    Number.isFinite(o.maxGradNorm) && o.maxGradNorm > 0
+      ? g.min(c(1), g.div(c(o.maxGradNorm), g.add(norm, c(1e-6))))
+      : c(1);
   const t = g.add(step, c(1));
   g.output(t, 'nextStep');
   const stepSize = g.div(lr, g.sub(c(1), g.pow(c(o.beta1), t))); // lr / (1 − β1^t)
@@ -117,7 +146,13 @@ function appendAdamW(g: Graph, params: Map<string, Value>, grads: Value[], o: Re
   });
 }
 
-export function buildTrainGraph(config: LlamaConfig, B: number, objective: Objective, adamw: Required<AdamWOptions>, floatType: FloatType = 'float32'): Graph {
+export function buildTrainGraph(
+  config: LlamaConfig,
+  B: number,
+  objective: Objective,
+  adamw: Required<AdamWOptions>,
+  floatType: FloatType = 'float32',
+): Graph {
   const g = new Graph(floatType);
   const { params, loss, metrics } = buildLoss(g, config, B, objective);
   const grads = gradients(g, loss, [...params.values()]);
@@ -128,7 +163,12 @@ export function buildTrainGraph(config: LlamaConfig, B: number, objective: Objec
 }
 
 /** Loss and its parameter gradients (outputs `loss`, metrics and `grad:<name>`): for checks and tools. */
-export function buildGradGraph(config: LlamaConfig, B: number, objective: Objective, floatType: FloatType = 'float32'): Graph {
+export function buildGradGraph(
+  config: LlamaConfig,
+  B: number,
+  objective: Objective,
+  floatType: FloatType = 'float32',
+): Graph {
   const g = new Graph(floatType);
   const { params, loss, metrics } = buildLoss(g, config, B, objective);
   const grads = gradients(g, loss, [...params.values()]);
@@ -150,8 +190,16 @@ export function batchFeeds(config: LlamaConfig, rows: number[][], floatType: Flo
       targets[b * T + t] = BigInt(r[t + 1]!);
     }
   });
-  const rot = rotaryTables(config, rows.map(() => Array.from({ length: T }, (_, k) => k)), T, floatType);
-  const bias32 = causalBias(rows.map((r) => Math.max(1, r.length - 1)), T);
+  const rot = rotaryTables(
+    config,
+    rows.map(() => Array.from({ length: T }, (_, k) => k)),
+    T,
+    floatType,
+  );
+  const bias32 = causalBias(
+    rows.map((r) => Math.max(1, r.length - 1)),
+    T,
+  );
   const bias = floatType === 'float64' ? Float64Array.from(bias32) : bias32;
   const feeds: Feeds = {
     tokens: { data: tokens, dims: [B, T] },
@@ -170,7 +218,10 @@ export function zerosLike(w: Weights): Weights {
 /** A step whose loss or gradient norm is not finite: the weights it would write are garbage. */
 export class NonFiniteLossError extends Error {
   override name = 'NonFiniteLossError';
-  constructor(readonly step: number, readonly result: StepResult) {
+  constructor(
+    readonly step: number,
+    readonly result: StepResult,
+  ) {
     super(`loss ${result.loss}, grad norm ${result.gradNorm} at step ${step}`);
   }
 }
@@ -192,14 +243,24 @@ export class Trainer {
   private readonly opts: Required<AdamWOptions>;
   private st: OptimizerState;
 
-  constructor(private readonly model: LlamaModel, options: AdamWOptions = {}, state?: OptimizerState) {
+  constructor(
+    private readonly model: LlamaModel,
+    options: AdamWOptions = {},
+    state?: OptimizerState,
+  ) {
     this.opts = { ...adamwDefaults, ...options };
     this.st = state ?? { step: 0, m: zerosLike(model.weights), v: zerosLike(model.weights) };
     for (const [name, shape] of parameterShapes(model.config)) {
       const n = shape.reduce((a, b) => a * b, 1);
-      for (const [which, moments] of [['m', this.st.m], ['v', this.st.v]] as const) {
+      for (const [which, moments] of [
+        ['m', this.st.m],
+        ['v', this.st.v],
+      ] as const) {
         const x = moments.get(name);
-        if (!x || x.length !== n) throw new Error(`optimizer state: ${which} for ${name} is ${x ? `${x.length} values` : 'missing'}, expected ${n}`);
+        if (!x || x.length !== n)
+          throw new Error(
+            `optimizer state: ${which} for ${name} is ${x ? `${x.length} values` : 'missing'}, expected ${n}`,
+          );
       }
     }
   }
@@ -214,7 +275,11 @@ export class Trainer {
     if (B === 0) throw new Error(`${objective.key} step: empty batch`);
     const key = `train|${objective.key}|${B}|${JSON.stringify(this.opts)}`;
     const session = await this.model.session(key, () => buildTrainGraph(this.model.config, B, objective, this.opts));
-    const all: Feeds = { ...batchFeeds(this.model.config, batch.rows).feeds, ...batch.feeds, ...weightFeeds(this.model.config, this.model.weights) };
+    const all: Feeds = {
+      ...batchFeeds(this.model.config, batch.rows).feeds,
+      ...batch.feeds,
+      ...weightFeeds(this.model.config, this.model.weights),
+    };
     for (const [name, shape] of parameterShapes(this.model.config)) {
       all[`m:${name}`] = { data: this.st.m.get(name)!, dims: shape };
       all[`v:${name}`] = { data: this.st.v.get(name)!, dims: shape };
@@ -233,7 +298,11 @@ export class Trainer {
     this.model.setWeights(weights);
     this.st = { step: this.st.step + 1, m, v };
     const scalar = (n: string) => Number(out[n]?.data[0] ?? NaN);
-    const metrics = Object.fromEntries(Object.keys(out).filter((n) => !n.includes(':') && !['loss', 'gradNorm', 'nextStep'].includes(n)).map((n) => [n, scalar(n)]));
+    const metrics = Object.fromEntries(
+      Object.keys(out)
+        .filter((n) => !n.includes(':') && !['loss', 'gradNorm', 'nextStep'].includes(n))
+        .map((n) => [n, scalar(n)]),
+    );
     return { loss: scalar('loss'), gradNorm: scalar('gradNorm'), metrics };
   }
 
@@ -244,13 +313,17 @@ export class Trainer {
   async train(loop: TrainLoop): Promise<void> {
     for (let step = loop.start ?? 0; step < loop.steps; step++) {
       const result = await this.step(loop.objective, loop.batch(step), loop.lr(step, this.st.step));
-      if (!Number.isFinite(result.loss) || !Number.isFinite(result.gradNorm)) throw new NonFiniteLossError(step, result);
+      if (!Number.isFinite(result.loss) || !Number.isFinite(result.gradNorm))
+        throw new NonFiniteLossError(step, result);
       await loop.onStep?.(step, result);
     }
   }
 
   /** One SFT step (next-token cross-entropy on the masked-in tokens). */
-  async sftStep(batch: { tokens: number[]; lossMask: number[] }[], lr: number): Promise<StepResult & { tokens: number }> {
+  async sftStep(
+    batch: { tokens: number[]; lossMask: number[] }[],
+    lr: number,
+  ): Promise<StepResult & { tokens: number }> {
     if (batch.length === 0) throw new Error('sftStep: empty batch');
     const b = sftBatch(batch);
     return { ...(await this.step(sftObjective, b, lr)), tokens: b.tokens };

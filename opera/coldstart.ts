@@ -59,7 +59,6 @@ export const DEFAULT_COLD_START_OPTIONS: Readonly<ColdStartOptions> = Object.fre
   guidingWords: ['Wait', 'But', 'Hmm', 'Let me think', 'However'],
 });
 
-
 /** Stops for a main step: any guiding word, anywhere, or the end of the reasoning. */
 export function stepStops(guidingWords: string[]): string[] {
   return [...guidingWords, THINK_CLOSE];
@@ -86,7 +85,12 @@ export function applyStops(text: string, stops: string[]): { text: string; stopp
     if (at < 0) continue;
     // Two different stops found at the same index cannot have the same length, so `>=` for the length
     // test below is an equivalent mutant (`<=` shares its node and is ignored with it).
-    if (!best || at < best.at || (at === best.at && /* Stryker disable EqualityOperator: equivalent, see above */ stop.length > best.stop.length)) best = { at, stop };
+    if (
+      !best ||
+      at < best.at ||
+      (at === best.at && /* Stryker disable EqualityOperator: equivalent, see above */ stop.length > best.stop.length)
+    )
+      best = { at, stop };
   }
   // Stryker restore EqualityOperator
   return best ? { text: text.slice(0, best.at), stoppedBy: best.stop } : { text, stoppedBy: null };

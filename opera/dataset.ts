@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { canonicalJson, sha256 } from '../util/canonical';
 
 // (The schema-level error already names min(1)'s issue too, so dropping min's own `{ error }` is equivalent.)
-const nonEmpty = z.string({ error: 'must be a non-empty string' }).min(1, /* Stryker disable ObjectLiteral: equivalent, see above */ { error: 'must be a non-empty string' });
+const nonEmpty = z
+  .string({ error: 'must be a non-empty string' })
+  .min(1, /* Stryker disable ObjectLiteral: equivalent, see above */ { error: 'must be a non-empty string' });
 // Stryker restore ObjectLiteral
 const optionalText = z.string({ error: 'must be a string' }).optional();
 
@@ -43,7 +45,8 @@ function validateRow(raw: unknown, where: string): DatasetRow {
   const cleaned: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     // An undefined member is absent for zod as well, so not skipping it is an equivalent mutant.
-    if (value === null || /* Stryker disable ConditionalExpression: equivalent, see above */ value === undefined) continue;
+    if (value === null || /* Stryker disable ConditionalExpression: equivalent, see above */ value === undefined)
+      continue;
     // Stryker restore ConditionalExpression
     cleaned[key] = key === 'id' && (typeof value === 'number' || typeof value === 'bigint') ? String(value) : value;
   }
@@ -51,7 +54,9 @@ function validateRow(raw: unknown, where: string): DatasetRow {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     // The row schema is flat: an issue path has at most one key, so the separator is never used.
-    throw new Error(`${where}: field '${issue.path.map(String).join(/* Stryker disable StringLiteral: equivalent, see above */ '.')}' ${issue.message}`);
+    throw new Error(
+      `${where}: field '${issue.path.map(String).join(/* Stryker disable StringLiteral: equivalent, see above */ '.')}' ${issue.message}`,
+    );
   }
   // Stryker restore StringLiteral
   const row = parsed.data;
@@ -108,7 +113,8 @@ export function dedupeRows(rows: Located[]): { rows: DatasetRow[]; duplicates: n
       continue;
     }
     const first = seenIds.get(item.row.id);
-    if (first) throw new Error(`${item.where}: field 'id' repeats '${item.row.id}' of ${first.where} with different content`);
+    if (first)
+      throw new Error(`${item.where}: field 'id' repeats '${item.row.id}' of ${first.where} with different content`);
     seenContent.add(content);
     seenIds.set(item.row.id, item);
     out.push(item.row);
@@ -132,7 +138,8 @@ export function splitDataset(
   evalFraction: number,
   seed: number,
 ): { train: DatasetRow[]; eval: DatasetRow[] } {
-  if (!(evalFraction >= 0 && evalFraction < 1)) throw new Error(`splitDataset: evalFraction ${evalFraction} not in [0, 1)`);
+  if (!(evalFraction >= 0 && evalFraction < 1))
+    throw new Error(`splitDataset: evalFraction ${evalFraction} not in [0, 1)`);
   const evalIds = new Set<string>();
   const byType = new Map<string, DatasetRow[]>();
   for (const row of rows) byType.set(row.taskType, [...(byType.get(row.taskType) ?? []), row]);
@@ -145,7 +152,13 @@ export function splitDataset(
       // Keys of distinct ids never tie (equal ids give equal keys, and then either order adds the same id),
       // and sort() reads only the sign of the result: `<=` for `<`, and any change to the
       // `a.key > b.key ? 1 : 0` branch, select the same rows. (`>=` for `<` shares its node.)
-      .sort((a, b) => (/* Stryker disable EqualityOperator: equivalent, see above */ a.key < b.key ? -1 : /* Stryker disable ConditionalExpression: equivalent, see above */ a.key > b.key ? 1 : 0));
+      .sort((a, b) =>
+        /* Stryker disable EqualityOperator: equivalent, see above */ a.key < b.key
+          ? -1
+          : /* Stryker disable ConditionalExpression: equivalent, see above */ a.key > b.key
+            ? 1
+            : 0,
+      );
     // Stryker restore EqualityOperator,ConditionalExpression
     for (const { row } of ordered.slice(0, nEval)) evalIds.add(row.id);
   }
@@ -166,7 +179,15 @@ export interface PreparedDataset {
   eval: DatasetRow[];
   /** datasetHash of all kept rows (before the split). */
   hash: string;
-  counts: { total: number; train: number; eval: number; duplicates: number; tooLong: number; writing: number; math: number };
+  counts: {
+    total: number;
+    train: number;
+    eval: number;
+    duplicates: number;
+    tooLong: number;
+    writing: number;
+    math: number;
+  };
 }
 
 /** The dataset stage: de-duplicate, drop prompts longer than `maxPromptTokens` tokens, hash and split. */

@@ -56,7 +56,11 @@ export function grpoObjective(options: PolicyLossOptions = {}): Objective {
 }
 
 /** Inputs of `grpoObjective` for a mini-batch: log-probs at the positions that predict response tokens, and the weights. */
-export function grpoBatch(batch: GrpoSequence[], aggregation: LossAggregation = resolvePolicyLoss().aggregation, floatType: FloatType = 'float32'): TrainBatch {
+export function grpoBatch(
+  batch: GrpoSequence[],
+  aggregation: LossAggregation = resolvePolicyLoss().aggregation,
+  floatType: FloatType = 'float32',
+): TrainBatch {
   const rows = batch.map((r) => r.tokens);
   const B = rows.length;
   const T = paddedLength(rows);
@@ -70,8 +74,12 @@ export function grpoBatch(batch: GrpoSequence[], aggregation: LossAggregation = 
   let seqs = 0;
   batch.forEach((r, b) => {
     const n = r.tokens.length - r.responseStart;
-    if (r.responseStart < 1 || n < 0) throw new Error(`grpo batch: row ${b}: responseStart ${r.responseStart} must be in [1, ${r.tokens.length}]`);
-    if (r.oldLogp.length !== n || r.refLogp.length !== n) throw new Error(`grpo batch: row ${b}: oldLogp/refLogp need ${n} values (one per response token), got ${r.oldLogp.length}/${r.refLogp.length}`);
+    if (r.responseStart < 1 || n < 0)
+      throw new Error(`grpo batch: row ${b}: responseStart ${r.responseStart} must be in [1, ${r.tokens.length}]`);
+    if (r.oldLogp.length !== n || r.refLogp.length !== n)
+      throw new Error(
+        `grpo batch: row ${b}: oldLogp/refLogp need ${n} values (one per response token), got ${r.oldLogp.length}/${r.refLogp.length}`,
+      );
     advantage[b] = r.advantage;
     total += n;
     if (n > 0) seqs++;

@@ -46,7 +46,12 @@ export function grpoAdvantages(
     const mean = values.reduce((a, b) => a + b, 0) / n;
     // Σ(v + m)(v − m) = Σv² − n·m² = Σ(v − m)² because Σv = n·m: turning either `v - mean` alone into
     // `v + mean` computes the same variance, so those two mutants are equivalent (the others are not).
-    const variance = values.reduce((a, v) => a + (/* Stryker disable ArithmeticOperator: equivalent, see above */ v - mean) * (v - mean), /* Stryker restore ArithmeticOperator */ 0) / (n - 1);
+    const variance =
+      values.reduce(
+        (a, v) => a + /* Stryker disable ArithmeticOperator: equivalent, see above */ (v - mean) * (v - mean),
+        /* Stryker restore ArithmeticOperator */ 0,
+      ) /
+      (n - 1);
     stats.set(key, { mean, std: Math.sqrt(variance) });
   }
   return rewards.map((r, i) => {
@@ -56,7 +61,12 @@ export function grpoAdvantages(
 }
 
 /** verl's defaults (OPERA.md "GRPO"): the one table the plain loss, the training graph and the run config use. */
-export const POLICY_LOSS_DEFAULTS = Object.freeze({ clip: 0.2, dualClip: 3, klCoef: 0.001, aggregation: 'token-mean' as LossAggregation });
+export const POLICY_LOSS_DEFAULTS = Object.freeze({
+  clip: 0.2,
+  dualClip: 3,
+  klCoef: 0.001,
+  aggregation: 'token-mean' as LossAggregation,
+});
 
 /** Options with every default filled in and the clip bounds resolved (each defaults to `clip`). */
 export function resolvePolicyLoss(options: PolicyLossOptions = {}): Required<Omit<PolicyLossOptions, 'clip'>> {
@@ -162,7 +172,11 @@ export function policyLoss(input: PolicyLossInput, options: PolicyLossOptions = 
   const { logp, oldLogp, refLogp, advantages, mask } = input;
 
   const nSeq = logp.length;
-  for (const [name, arr] of [['oldLogp', oldLogp], ['refLogp', refLogp], ['mask', mask]] as const) {
+  for (const [name, arr] of [
+    ['oldLogp', oldLogp],
+    ['refLogp', refLogp],
+    ['mask', mask],
+  ] as const) {
     if (arr.length !== nSeq) throw new Error(`policyLoss: ${name} has ${arr.length} sequences, logp has ${nSeq}`);
   }
   if (advantages.length !== nSeq) {
@@ -175,7 +189,11 @@ export function policyLoss(input: PolicyLossInput, options: PolicyLossOptions = 
   for (let s = 0; s < nSeq; s++) {
     const row = logp[s]!;
     const T = row.length;
-    for (const [name, arr] of [['oldLogp', oldLogp], ['refLogp', refLogp], ['mask', mask]] as const) {
+    for (const [name, arr] of [
+      ['oldLogp', oldLogp],
+      ['refLogp', refLogp],
+      ['mask', mask],
+    ] as const) {
       if (arr[s]!.length !== T) {
         throw new Error(`policyLoss: sequence ${s}: ${name} has ${arr[s]!.length} tokens, logp has ${T}`);
       }

@@ -56,7 +56,6 @@ export const DEFAULT_OPERA_REWARD_OPTIONS: Readonly<OperaRewardOptions> = Object
   keywordMatch: 'word' as const,
 });
 
-
 /**
  * The reasoning steps of a response: the text between the first `<think>` and the first `</think>`
  * after it, stripped, split on blank lines ("\n\n"), each piece stripped, empty pieces dropped.
@@ -83,7 +82,10 @@ export function reflectionSegments(response: string): string[] {
  * full = prompt + response, initial = prompt + "<think>", and one per segment with every segment so
  * far followed by "\n\n" (the reference builds the prefix the same way, re-joining stripped pieces).
  */
-export function scoringContexts(prompt: string, response: string): { full: string; initial: string; segments: string[] } {
+export function scoringContexts(
+  prompt: string,
+  response: string,
+): { full: string; initial: string; segments: string[] } {
   const initial = prompt + THINK_OPEN;
   let prefix = initial;
   const segments = reflectionSegments(response).map((s) => (prefix += `${s}\n\n`));
@@ -156,7 +158,8 @@ export function operaRewards(
         ...rollout.logpSegments.map((v, j) => [`logpSegments[${j}]`, v] as const),
       ];
       const bad = named.find(([, v]) => !Number.isFinite(v));
-      if (bad) throw new Error(`operaRewards: group ${g} rollout ${i}: ${bad[0]} is ${bad[1]}, not a finite log-probability`);
+      if (bad)
+        throw new Error(`operaRewards: group ${g} rollout ${i}: ${bad[0]} is ${bad[1]}, not a finite log-probability`);
       const segs = reflectionSegments(rollout.response);
       if (segs.length !== rollout.logpSegments.length) {
         throw new Error(

@@ -80,9 +80,16 @@ export function answerText(row: Pick<DatasetRow, 'reference' | 'taskType'>): str
  */
 export function coldStartSet(rows: DatasetRow[], seed: number): SftRow[] {
   const sft = rows.flatMap((row): SftRow[] => {
-    if (row.response !== undefined && row.response !== '') return [{ id: row.id, prompt: row.prompt, response: row.response }];
+    if (row.response !== undefined && row.response !== '')
+      return [{ id: row.id, prompt: row.prompt, response: row.response }];
     if (row.trace !== undefined && row.trace.trim() !== '') {
-      return [{ id: row.id, prompt: row.prompt, response: `${THINK_OPEN}${row.trace.trim()}${THINK_CLOSE}${answerText(row)}` }];
+      return [
+        {
+          id: row.id,
+          prompt: row.prompt,
+          response: `${THINK_OPEN}${row.trace.trim()}${THINK_CLOSE}${answerText(row)}`,
+        },
+      ];
     }
     return [];
   });

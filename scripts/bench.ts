@@ -18,7 +18,10 @@ import { sample } from '../engine/sampler';
 import { ByteTokenizer, type Tokenizer } from '../engine/tokenizer';
 import { Trainer } from '../engine/trainer';
 
-interface Args { json: boolean; quick: boolean }
+interface Args {
+  json: boolean;
+  quick: boolean;
+}
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { json: false, quick: false };
@@ -59,7 +62,8 @@ async function compared(repeats: number, fns: (() => Promise<unknown>)[], cold: 
   return times.map(median);
 }
 
-const randomTokens = (n: number, vocab: number, stream: number) => Array.from({ length: n }, (_, k) => Math.floor(uniform(1, [stream], k) * vocab));
+const randomTokens = (n: number, vocab: number, stream: number) =>
+  Array.from({ length: n }, (_, k) => Math.floor(uniform(1, [stream], k) * vocab));
 
 /** Matmul FLOPs of one forward over B rows of T tokens. */
 export function forwardMatmulFlops(config: LlamaConfig, B: number, T: number): number {
@@ -78,7 +82,9 @@ async function gemmJob(n = 2048): Promise<{ run: () => Promise<unknown>; flops: 
   const b = Float32Array.from({ length: n * n }, (_, k) => Math.cos(k));
   // Several products per timed run: one alone (~0.1 s) would sample the machine's load for too short a moment.
   const perRun = 8;
-  const run = async () => { for (let k = 0; k < perRun; k++) await session.run({ a: { data: a, dims: [n, n] }, b: { data: b, dims: [n, n] } }); };
+  const run = async () => {
+    for (let k = 0; k < perRun; k++) await session.run({ a: { data: a, dims: [n, n] }, b: { data: b, dims: [n, n] } });
+  };
   return { run, flops: perRun * 2 * n ** 3 };
 }
 
@@ -113,29 +119,55 @@ async function treeScoring(repeats: number, model: LlamaModel) {
   let separate: number[] = [];
   let batched: number[] = [];
   const [treeSeconds, separateSeconds, batchedSeconds] = (await compared(repeats, [
-    async () => { [tree] = (await model.scoreCheckpoints([item])) as [number[]]; },
+    async () => {
+      [tree] = (await model.scoreCheckpoints([item])) as [number[]];
+    },
     async () => {
       separate = [];
       for (const seq of seqs) separate.push(meanOf((await model.tokenLogps([seq]))[0]!));
     },
-    async () => { batched = (await model.tokenLogps(seqs, seqs.length)).map(meanOf); },
+    async () => {
+      batched = (await model.tokenLogps(seqs, seqs.length)).map(meanOf);
+    },
   ])) as [number, number, number];
   const maxAbsDiff = Math.max(...tree.map((v, k) => Math.max(Math.abs(v - separate[k]!), Math.abs(v - batched[k]!))));
   // The ceiling on the speedup if both sides ran at the same FLOP rate: the shared context is computed
   // once by the tree but once per prefix by the baseline.
   const treeTokens = context.length + checkpoints.length * (target.length - 1);
-  const flopRatio = seqs.reduce((sum, q) => sum + forwardMatmulFlops(model.config, 1, q.tokens.length - 1), 0) / forwardMatmulFlops(model.config, 1, treeTokens);
-  return { speedup: separateSeconds / treeSeconds, speedupVsBatched: batchedSeconds / treeSeconds, maxAbsDiff, treeSeconds, separateSeconds, batchedSeconds, flopRatio };
+  const flopRatio =
+    seqs.reduce((sum, q) => sum + forwardMatmulFlops(model.config, 1, q.tokens.length - 1), 0) /
+    forwardMatmulFlops(model.config, 1, treeTokens);
+  return {
+    speedup: separateSeconds / treeSeconds,
+    speedupVsBatched: batchedSeconds / treeSeconds,
+    maxAbsDiff,
+    treeSeconds,
+    separateSeconds,
+    batchedSeconds,
+    flopRatio,
+  };
 }
 
 /** Feeds a fixed continuation token by token with the KV cache, or recomputing the whole prefix each time. */
-async function kvDecode(repeats: number, model: LlamaModel, newTokens: number, B = 1): Promise<{ speedup: number; cacheSeconds: number; recomputeSeconds: number }> {
+async function kvDecode(
+  repeats: number,
+  model: LlamaModel,
+  newTokens: number,
+  B = 1,
+): Promise<{ speedup: number; cacheSeconds: number; recomputeSeconds: number }> {
   const V = model.config.vocab_size;
   const prompts = Array.from({ length: B }, (_, b) => randomTokens(32, V, 300 + b));
   const continuations = Array.from({ length: B }, (_, b) => randomTokens(newTokens, V, 400 + b));
   const P0 = prompts[0]!.length;
   const withCache = async () => {
-    let { cache } = await model.forward({ tokens: prompts, positions: prompts.map((p) => p.map((_, k) => k)), attnBias: causalBias(prompts.map(() => P0), P0) });
+    let { cache } = await model.forward({
+      tokens: prompts,
+      positions: prompts.map((p) => p.map((_, k) => k)),
+      attnBias: causalBias(
+        prompts.map(() => P0),
+        P0,
+      ),
+    });
     for (let t = 0; t < newTokens - 1; t++) {
       ({ cache } = await model.forward({
         tokens: continuations.map((c) => [c[t]!]),
@@ -149,7 +181,14 @@ async function kvDecode(repeats: number, model: LlamaModel, newTokens: number, B
     for (let t = 0; t < newTokens; t++) {
       const rows = prompts.map((p, b) => [...p, ...continuations[b]!.slice(0, t)]);
       const S = rows[0]!.length;
-      await model.forward({ tokens: rows, positions: rows.map((r) => r.map((_, k) => k)), attnBias: causalBias(rows.map(() => S), S) });
+      await model.forward({
+        tokens: rows,
+        positions: rows.map((r) => r.map((_, k) => k)),
+        attnBias: causalBias(
+          rows.map(() => S),
+          S,
+        ),
+      });
     }
   };
   // Recompute needs no warm-up: the cached run's prefill already compiled the no-cache graph.
@@ -160,9 +199,20 @@ async function kvDecode(repeats: number, model: LlamaModel, newTokens: number, B
 async function sampling(repeats: number, model: LlamaModel, maxNewTokens: number, B = 16): Promise<number> {
   const byte = new ByteTokenizer();
   // EOS disabled so that every row generates maxNewTokens and each run does the same work.
-  const tok: Tokenizer = { ...byte, specialIds: byte.specialIds, eosId: -1, encode: (s) => byte.encode(s), decode: (ids) => byte.decode(ids) };
-  const requests = Array.from({ length: B }, (_, k) => ({ prompt: randomTokens(32, byte.vocabSize, 500 + k), key: [0, k, 0] }));
-  const seconds = await timed(repeats, () => sample(model, tok, requests, { temperature: 1, topK: 0, topP: 1, maxNewTokens, seed: 1, batchSize: B }));
+  const tok: Tokenizer = {
+    ...byte,
+    specialIds: byte.specialIds,
+    eosId: -1,
+    encode: (s) => byte.encode(s),
+    decode: (ids) => byte.decode(ids),
+  };
+  const requests = Array.from({ length: B }, (_, k) => ({
+    prompt: randomTokens(32, byte.vocabSize, 500 + k),
+    key: [0, k, 0],
+  }));
+  const seconds = await timed(repeats, () =>
+    sample(model, tok, requests, { temperature: 1, topK: 0, topP: 1, maxNewTokens, seed: 1, batchSize: B }),
+  );
   return (B * maxNewTokens) / seconds;
 }
 
@@ -170,9 +220,14 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const repeats = args.quick ? 2 : 5;
   const newTokens = args.quick ? 64 : 256;
-  const log = (s: string) => { if (!args.json) console.log(s); else console.error(s); };
+  const log = (s: string) => {
+    if (!args.json) console.log(s);
+    else console.error(s);
+  };
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  log(`bench on ${availableParallelism()} × ${cpu}, node ${process.version}${args.quick ? ' (quick)' : ''}; medians of ${repeats} runs`);
+  log(
+    `bench on ${availableParallelism()} × ${cpu}, node ${process.version}${args.quick ? ' (quick)' : ''}; medians of ${repeats} runs`,
+  );
 
   // Interleaved, so that the peak fraction compares the two under the same machine load.
   const gemmJ = await gemmJob();
@@ -207,18 +262,56 @@ async function main(): Promise<void> {
   };
   const rows: [string, string, string, string][] = [
     ['gemmGflops', gemm.toFixed(1), '', 'fp32 2048×2048 MatMul through ORT'],
-    ['trainStepGflops', train.gflops.toFixed(1), '', `modelPresets.bench SFT step, batch 8 × 256, ${train.seconds.toFixed(2)} s/step`],
+    [
+      'trainStepGflops',
+      train.gflops.toFixed(1),
+      '',
+      `modelPresets.bench SFT step, batch 8 × 256, ${train.seconds.toFixed(2)} s/step`,
+    ],
     ['trainStepPeakFraction', result.trainStepPeakFraction.toFixed(3), '≥ 0.6', 'trainStepGflops / gemmGflops'],
-    ['treeScoringSpeedup', tree.speedup.toFixed(2), '≥ 4', `8 checkpoints, 512-token response, 32-token reference: ${tree.treeSeconds.toFixed(3)} s vs ${tree.separateSeconds.toFixed(3)} s for one forward per prefix`],
-    ['treeScoringSpeedupVsBatched', tree.speedupVsBatched.toFixed(2), '', `same, baseline = the 8 prefixes as one padded batch: ${tree.batchedSeconds.toFixed(3)} s`],
-    ['treeScoringFlopRatio', tree.flopRatio.toFixed(2), '', 'matmul FLOPs of one forward per prefix / of the tree: the speedup at equal FLOP rates'],
+    [
+      'treeScoringSpeedup',
+      tree.speedup.toFixed(2),
+      '≥ 4',
+      `8 checkpoints, 512-token response, 32-token reference: ${tree.treeSeconds.toFixed(3)} s vs ${tree.separateSeconds.toFixed(3)} s for one forward per prefix`,
+    ],
+    [
+      'treeScoringSpeedupVsBatched',
+      tree.speedupVsBatched.toFixed(2),
+      '',
+      `same, baseline = the 8 prefixes as one padded batch: ${tree.batchedSeconds.toFixed(3)} s`,
+    ],
+    [
+      'treeScoringFlopRatio',
+      tree.flopRatio.toFixed(2),
+      '',
+      'matmul FLOPs of one forward per prefix / of the tree: the speedup at equal FLOP rates',
+    ],
     ['treeScoringMaxAbsDiff', tree.maxAbsDiff.toExponential(2), '≤ 1e-4', 'mean log p, tree vs both baselines'],
-    ['kvDecodeSpeedup', kv.speedup.toFixed(2), '≥ 10', `${newTokens} new tokens after a 32-token prompt, batch 1: ${kv.cacheSeconds.toFixed(2)} s vs ${kv.recomputeSeconds.toFixed(2)} s`],
-    ['sampleTokensPerSec', tps.toFixed(1), '', `sample(), batch 16, ${args.quick ? 32 : 128} new tokens, modelPresets.bench`],
+    [
+      'kvDecodeSpeedup',
+      kv.speedup.toFixed(2),
+      '≥ 10',
+      `${newTokens} new tokens after a 32-token prompt, batch 1: ${kv.cacheSeconds.toFixed(2)} s vs ${kv.recomputeSeconds.toFixed(2)} s`,
+    ],
+    [
+      'sampleTokensPerSec',
+      tps.toFixed(1),
+      '',
+      `sample(), batch 16, ${args.quick ? 32 : 128} new tokens, modelPresets.bench`,
+    ],
   ];
-  const widths = [0, 1, 2, 3].map((c) => Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length));
+  const widths = [0, 1, 2, 3].map((c) =>
+    Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length),
+  );
   const line = (r: string[]) => `| ${r.map((x, c) => x.padEnd(widths[c]!)).join(' | ')} |`;
-  console.log([line(['metric', 'value', 'target', 'what']), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n'));
+  console.log(
+    [
+      line(['metric', 'value', 'target', 'what']),
+      `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+      ...rows.map(line),
+    ].join('\n'),
+  );
   if (args.json) console.log(JSON.stringify(result));
 }
 

@@ -23,9 +23,14 @@ const OUT_DIR = join('.operaflow', 'demo');
 
 // Each animal has one fixed trait (a fact to memorise); colour, verb and place vary (to copy or to guess).
 const ANIMALS: Record<string, { plural: string; trait: string }> = {
-  fox: { plural: 'Foxes', trait: 'clever' }, cat: { plural: 'Cats', trait: 'curious' }, dog: { plural: 'Dogs', trait: 'loyal' },
-  owl: { plural: 'Owls', trait: 'wise' }, frog: { plural: 'Frogs', trait: 'green' }, bear: { plural: 'Bears', trait: 'strong' },
-  horse: { plural: 'Horses', trait: 'fast' }, mouse: { plural: 'Mice', trait: 'small' },
+  fox: { plural: 'Foxes', trait: 'clever' },
+  cat: { plural: 'Cats', trait: 'curious' },
+  dog: { plural: 'Dogs', trait: 'loyal' },
+  owl: { plural: 'Owls', trait: 'wise' },
+  frog: { plural: 'Frogs', trait: 'green' },
+  bear: { plural: 'Bears', trait: 'strong' },
+  horse: { plural: 'Horses', trait: 'fast' },
+  mouse: { plural: 'Mice', trait: 'small' },
 };
 const COLORS = ['red', 'blue', 'white', 'black', 'brown', 'golden'];
 const VERBS = ['runs', 'sleeps', 'jumps', 'hides', 'sings'];
@@ -61,9 +66,13 @@ async function main(): Promise<void> {
     const { prompt, response } = example(k);
     return [tok.bosId, ...tok.encode(prompt + response), tok.eosId];
   };
-  console.log(`engine demo: modelPresets.demo (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, ${(params / 1e6).toFixed(2)}M parameters), byte tokenizer`);
+  console.log(
+    `engine demo: modelPresets.demo (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, ${(params / 1e6).toFixed(2)}M parameters), byte tokenizer`,
+  );
   console.log(`corpus: synthetic, generated in code, e.g. ${JSON.stringify(example(0).prompt + example(0).response)}`);
-  console.log(`training: ${STEPS} SFT steps × ${BATCH} examples, AdamW, peak lr ${PEAK_LR}, warm-up ${WARMUP}, cosine decay\n`);
+  console.log(
+    `training: ${STEPS} SFT steps × ${BATCH} examples, AdamW, peak lr ${PEAK_LR}, warm-up ${WARMUP}, cosine decay\n`,
+  );
 
   const losses: number[] = [];
   const bar = new cliProgress.SingleBar(
@@ -83,8 +92,14 @@ async function main(): Promise<void> {
     if (!Number.isFinite(result.loss)) throw new Error(`training diverged: loss ${result.loss} at step ${step}`);
     losses.push(result.loss);
     tokens += result.tokens;
-    if (step % 40 === 0 || step === STEPS - 1) checkpoints.push(`  step ${String(step).padStart(4)}  loss ${result.loss.toFixed(3)}  grad-norm ${result.gradNorm.toFixed(2)}`);
-    bar.update(step + 1, { loss: result.loss.toFixed(3), tps: Math.round(tokens / ((performance.now() - started) / 1000)) });
+    if (step % 40 === 0 || step === STEPS - 1)
+      checkpoints.push(
+        `  step ${String(step).padStart(4)}  loss ${result.loss.toFixed(3)}  grad-norm ${result.gradNorm.toFixed(2)}`,
+      );
+    bar.update(step + 1, {
+      loss: result.loss.toFixed(3),
+      tps: Math.round(tokens / ((performance.now() - started) / 1000)),
+    });
   }
   bar.stop();
   const seconds = (performance.now() - started) / 1000;
@@ -92,18 +107,42 @@ async function main(): Promise<void> {
   const window = Math.min(10, Math.floor(STEPS / 2));
   const first = mean(losses.slice(0, window));
   const last = mean(losses.slice(-window));
-  console.log(`\nloss fell from ${first.toFixed(3)} to ${last.toFixed(3)} (mean of the first and last ${window} steps; ln(264) = ${Math.log(264).toFixed(3)} is uniform), ${seconds.toFixed(1)} s, ${Math.round(tokens / seconds)} tokens/s`);
-  if (!(last < 0.5 * first)) throw new Error(`the loss did not fall enough: first ${first.toFixed(3)}, last ${last.toFixed(3)}`);
+  console.log(
+    `\nloss fell from ${first.toFixed(3)} to ${last.toFixed(3)} (mean of the first and last ${window} steps; ln(264) = ${Math.log(264).toFixed(3)} is uniform), ${seconds.toFixed(1)} s, ${Math.round(tokens / seconds)} tokens/s`,
+  );
+  if (!(last < 0.5 * first))
+    throw new Error(`the loss did not fall enough: first ${first.toFixed(3)}, last ${last.toFixed(3)}`);
 
-  const prompts = ['Describe a golden owl.', 'Describe a blue fox.', 'Describe a white frog.', 'Describe a black horse.'];
+  const prompts = [
+    'Describe a golden owl.',
+    'Describe a blue fox.',
+    'Describe a white frog.',
+    'Describe a black horse.',
+  ];
   const requests = prompts.map((p, k) => ({ prompt: [tok.bosId, ...tok.encode(p)], key: [0, k, 0] }));
-  const samples = await sample(model, tok, requests, { temperature: 0.7, topK: 0, topP: 0.95, maxNewTokens: 80, seed: SEED });
+  const samples = await sample(model, tok, requests, {
+    temperature: 0.7,
+    topK: 0,
+    topP: 0.95,
+    maxNewTokens: 80,
+    seed: SEED,
+  });
   console.log('\nsamples (temperature 0.7, top-p 0.95):');
-  samples.forEach((s, k) => console.log(`  ${prompts[k]} → ${JSON.stringify(s.text)} [${s.finish}, mean log p ${mean(s.logps).toFixed(3)}]`));
+  samples.forEach((s, k) =>
+    console.log(`  ${prompts[k]} → ${JSON.stringify(s.text)} [${s.finish}, mean log p ${mean(s.logps).toFixed(3)}]`),
+  );
 
-  const files = await saveCheckpoint(OUT_DIR, { config, weights: model.weights, optimizer: trainer.state(), extra: { step: STEPS, seed: SEED, finalLoss: last } });
+  const files = await saveCheckpoint(OUT_DIR, {
+    config,
+    weights: model.weights,
+    optimizer: trainer.state(),
+    extra: { step: STEPS, seed: SEED, finalLoss: last },
+  });
   console.log(`\ncheckpoint saved to ${OUT_DIR}/:`);
-  for (const f of files) console.log(`  ${f.path.slice(OUT_DIR.length + 1).padEnd(22)} ${String(f.bytes).padStart(9)} bytes  sha256 ${f.sha256.slice(0, 16)}…`);
+  for (const f of files)
+    console.log(
+      `  ${f.path.slice(OUT_DIR.length + 1).padEnd(22)} ${String(f.bytes).padStart(9)} bytes  sha256 ${f.sha256.slice(0, 16)}…`,
+    );
 
   const loaded = await loadCheckpoint(OUT_DIR, config);
   const reloaded = new LlamaModel(loaded.config, loaded.weights);
@@ -112,8 +151,15 @@ async function main(): Promise<void> {
   const after = await reloaded.tokenLogps(heldOut);
   let maxDiff = 0;
   let count = 0;
-  before.forEach((row, r) => row.forEach((lp, t) => { maxDiff = Math.max(maxDiff, Math.abs(lp - after[r]![t]!)); count++; }));
-  console.log(`reloaded: optimizer step ${loaded.optimizer?.step}, ${count} held-out token log-probs, max |difference| = ${maxDiff} (mean log p ${mean(before.flat()).toFixed(3)})`);
+  before.forEach((row, r) =>
+    row.forEach((lp, t) => {
+      maxDiff = Math.max(maxDiff, Math.abs(lp - after[r]![t]!));
+      count++;
+    }),
+  );
+  console.log(
+    `reloaded: optimizer step ${loaded.optimizer?.step}, ${count} held-out token log-probs, max |difference| = ${maxDiff} (mean log p ${mean(before.flat()).toFixed(3)})`,
+  );
   if (maxDiff !== 0) throw new Error(`the reloaded checkpoint gives different log-probs (max difference ${maxDiff})`);
   console.log('identical log-probs after reload: yes');
 }

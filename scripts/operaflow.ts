@@ -34,10 +34,18 @@ interface Command {
 }
 
 const json: Options = { json: { type: 'boolean' } };
-const controlCommand = (name: 'pause' | 'resume' | 'cancel' | 'retry'): Command => ({ args: ['run'], options: {}, run: ([id]) => control(name, id!) });
+const controlCommand = (name: 'pause' | 'resume' | 'cancel' | 'retry'): Command => ({
+  args: ['run'],
+  options: {},
+  run: ([id]) => control(name, id!),
+});
 
 const COMMANDS: Record<string, Command> = {
-  train: { args: ['config.yaml'], options: { wait: { type: 'boolean' }, ...json, id: { type: 'string' } }, run: ([file], f) => train(file!, f as { wait?: boolean; json?: boolean; id?: string }) },
+  train: {
+    args: ['config.yaml'],
+    options: { wait: { type: 'boolean' }, ...json, id: { type: 'string' } },
+    run: ([file], f) => train(file!, f as { wait?: boolean; json?: boolean; id?: string }),
+  },
   worker: { args: [], options: { queues: { type: 'string' } }, run: (_, f) => worker(f as { queues?: string }) },
   runs: { args: [], options: json, run: (_, f) => runs(f) as Promise<number> },
   show: { args: ['run'], options: json, run: ([id], f) => show(id!, f) },
@@ -56,8 +64,10 @@ function parseCommand(name: string, command: Command, argv: string[]): { args: s
     throw new UsageError(`${name}: ${(err as Error).message}`);
   }
   const { positionals } = parsed;
-  if (positionals.length < command.args.length) throw new UsageError(`${name} needs ${command.args.map((a) => `<${a}>`).join(' ')}`);
-  if (positionals.length > command.args.length) throw new UsageError(`${name}: unexpected argument "${positionals[command.args.length]}"`);
+  if (positionals.length < command.args.length)
+    throw new UsageError(`${name} needs ${command.args.map((a) => `<${a}>`).join(' ')}`);
+  if (positionals.length > command.args.length)
+    throw new UsageError(`${name}: unexpected argument "${positionals[command.args.length]}"`);
   return { args: positionals, flags: parsed.values as Flags };
 }
 

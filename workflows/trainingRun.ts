@@ -208,7 +208,10 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         const entry: BlockedStage = { stage: name, iteration, shard, error: errorMessage(err) };
         blocked.push(entry);
         const generation = retryGeneration;
-        await db.setRunStatus(runId, { status: 'blocked', error: `${name} (iteration ${iteration}, shard ${shard}): ${entry.error}` });
+        await db.setRunStatus(runId, {
+          status: 'blocked',
+          error: `${name} (iteration ${iteration}, shard ${shard}): ${entry.error}`,
+        });
         await db.appendEvent(runId, 'blocked', 'workflow', { ...entry });
         await condition(() => retryGeneration !== generation || cancelRequested);
         blocked.splice(blocked.indexOf(entry), 1);
@@ -246,12 +249,20 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   try {
     if (input.cancel) throw new RunCancelled();
     if (input.resume) state = (await db.recordedRunState(runId)) ?? undefined;
-    await db.setRunStatus(runId, { status: 'running', started: true, finished: false, error: null, currentIteration: state?.iteration ?? 0 });
+    await db.setRunStatus(runId, {
+      status: 'running',
+      started: true,
+      finished: false,
+      error: null,
+      currentIteration: state?.iteration ?? 0,
+    });
 
     if (!state) {
       const dataset = await single('prepareDataset', 0, () => trainActs.prepareDataset({ runId, iteration: 0 }));
       const sft = await single('coldStartSft', 0, () => trainActs.coldStartSft({ runId, iteration: 0, dataset }));
-      const evalBefore = await single('evaluate', 0, () => trainActs.evaluate({ runId, iteration: 0, dataset, checkpoint: sft.checkpoint }));
+      const evalBefore = await single('evaluate', 0, () =>
+        trainActs.evaluate({ runId, iteration: 0, dataset, checkpoint: sft.checkpoint }),
+      );
       state = {
         iteration: 0,
         dataset,
@@ -272,7 +283,15 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       const i = s.iteration + 1;
       progress.iteration = i;
       const rollouts = await shards('rollout', i, (shard) =>
-        rolloutActs.rollout({ runId, iteration: i, shard, shards: plan.rolloutShards, dataset: s.dataset, checkpoint: s.checkpoint, dataPosition: s.dataPosition }),
+        rolloutActs.rollout({
+          runId,
+          iteration: i,
+          shard,
+          shards: plan.rolloutShards,
+          dataset: s.dataset,
+          checkpoint: s.checkpoint,
+          dataPosition: s.dataPosition,
+        }),
       );
       const scores = await shards('score', i, (shard) =>
         rolloutActs.score({ runId, iteration: i, shard, checkpoint: s.checkpoint, rollout: rollouts[shard]! }),
@@ -289,20 +308,32 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
           dataPosition: s.dataPosition + rollouts.reduce((n, r) => n + r.prompts, 0),
         }),
       );
-      state = { ...s, iteration: i, checkpoint: update.checkpoint, optimizer: update.optimizer, ema: update.ema, dataPosition: update.dataPosition };
+      state = {
+        ...s,
+        iteration: i,
+        checkpoint: update.checkpoint,
+        optimizer: update.optimizer,
+        ema: update.ema,
+        dataPosition: update.dataPosition,
+      };
       progress.ema = state.ema;
       await db.setRunStatus(runId, { status: 'running', currentIteration: i });
 
       if (plan.evalEvery > 0 && i % plan.evalEvery === 0 && i < plan.iterations) {
         const cp = state.checkpoint;
         const ds = state.dataset;
-        const result = await single('evaluate', i, () => trainActs.evaluate({ runId, iteration: i, dataset: ds, checkpoint: cp }));
+        const result = await single('evaluate', i, () =>
+          trainActs.evaluate({ runId, iteration: i, dataset: ds, checkpoint: cp }),
+        );
         state = { ...state, evalLatest: result };
         progress.evalLatest = result;
       }
 
       sinceContinue++;
-      if (state.iteration < plan.iterations && (sinceContinue >= plan.continueAsNewEvery || workflowInfo().continueAsNewSuggested)) {
+      if (
+        state.iteration < plan.iterations &&
+        (sinceContinue >= plan.continueAsNewEvery || workflowInfo().continueAsNewSuggested)
+      ) {
         await checkpointGate();
         await continueAsNew<typeof trainingRun>({ runId, plan, state });
       }
@@ -312,7 +343,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     let evalAfter = finalState.evalLatest;
     if (plan.iterations > 0 && evalAfter?.iteration !== plan.iterations) {
       evalAfter = await single('evaluate', plan.iterations, () =>
-        trainActs.evaluate({ runId, iteration: plan.iterations, dataset: finalState.dataset, checkpoint: finalState.checkpoint }),
+        trainActs.evaluate({
+          runId,
+          iteration: plan.iterations,
+          dataset: finalState.dataset,
+          checkpoint: finalState.checkpoint,
+        }),
       );
       progress.evalLatest = evalAfter;
     }
@@ -331,7 +367,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       error: null,
       currentIteration: finalState.iteration,
       finished: true,
-      summary: { evalBefore: result.evalBefore, evalAfter: result.evalAfter, ema: result.ema, checkpoint: result.checkpoint },
+      summary: {
+        evalBefore: result.evalBefore,
+        evalAfter: result.evalAfter,
+        ema: result.ema,
+        checkpoint: result.checkpoint,
+      },
     });
     progress.status = 'completed';
     return result;
@@ -340,7 +381,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
     if (err instanceof RunCancelled || isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
         // A run cancelled before this execution knew its state keeps the iteration it recorded.
-        await db.setRunStatus(runId, { status: 'cancelled', finished: true, ...(state ? { currentIteration: state.iteration } : {}) });
+        await db.setRunStatus(runId, {
+          status: 'cancelled',
+          finished: true,
+          ...(state ? { currentIteration: state.iteration } : {}),
+        });
         await db.appendEvent(runId, 'cancelled', 'workflow', { iteration: state?.iteration ?? null });
       });
       progress.status = 'cancelled';
@@ -355,7 +400,12 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       };
     }
     await CancellationScope.nonCancellable(() =>
-      db.setRunStatus(runId, { status: 'failed', error: errorMessage(err), finished: true, ...(state ? { currentIteration: state.iteration } : {}) }),
+      db.setRunStatus(runId, {
+        status: 'failed',
+        error: errorMessage(err),
+        finished: true,
+        ...(state ? { currentIteration: state.iteration } : {}),
+      }),
     );
     throw err;
   }

@@ -49,7 +49,9 @@ export function actor(): string {
 /** The code a run was started from: the git commit, or the package version outside a checkout. */
 export function codeVersion(): string {
   try {
-    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
   } catch {
     return `v${(require('../../package.json') as { version: string }).version}`;
   }

@@ -28,7 +28,13 @@ async function liveWorkflow(s: Services, runId: string, status: string): Promise
 async function retry(s: Services, runId: string): Promise<string> {
   const handle = s.client.workflow.getHandle(runId);
   const timeout = new Promise<never>((_, reject) =>
-    setTimeout(() => reject(new Error(`no worker answered within 60 s: is a worker polling the run's train queue? (operaflow worker)`)), 60_000).unref(),
+    setTimeout(
+      () =>
+        reject(
+          new Error(`no worker answered within 60 s: is a worker polling the run's train queue? (operaflow worker)`),
+        ),
+      60_000,
+    ).unref(),
   );
   try {
     const { retried } = await Promise.race([handle.executeUpdate(retryStageUpdate), timeout]);
@@ -62,7 +68,9 @@ export async function control(command: ControlCommand, runId: string): Promise<n
         console.log(`cancelled run ${runId}`);
         return 0;
       }
-      throw new Error(`run ${runId} is ${run.status} and its workflow is not running${command === 'retry' ? ` (use: operaflow resume ${runId})` : ''}`);
+      throw new Error(
+        `run ${runId} is ${run.status} and its workflow is not running${command === 'retry' ? ` (use: operaflow resume ${runId})` : ''}`,
+      );
     }
     const handle = s.client.workflow.getHandle(runId);
     let detail: Record<string, unknown> = { previousStatus: run.status };

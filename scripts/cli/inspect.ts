@@ -29,7 +29,9 @@ export async function runs(flags: { json?: boolean }): Promise<number> {
     if (rows.length === 0) console.log('no runs yet: operaflow train configs/smoke.yaml --wait');
     for (const r of rows) {
       const total = (r.config as { grpo?: { iterations?: number } }).grpo?.iterations ?? '?';
-      console.log(`${r.id.padEnd(48)} ${r.status.padEnd(10)} ${`${r.currentIteration}/${total}`.padEnd(7)} ${r.createdAt.toISOString()}`);
+      console.log(
+        `${r.id.padEnd(48)} ${r.status.padEnd(10)} ${`${r.currentIteration}/${total}`.padEnd(7)} ${r.createdAt.toISOString()}`,
+      );
     }
     return 0;
   } finally {
@@ -45,31 +47,50 @@ export async function show(runId: string, flags: { json?: boolean }): Promise<nu
       await printOut(JSON.stringify(summary));
       return 0;
     }
-    console.log(`run ${summary.id} (${summary.name ?? ''})  status ${summary.status}  iteration ${summary.currentIteration}`);
-    console.log(`config ${summary.configHash.slice(0, 12)}  code ${summary.codeVersion.slice(0, 12)}  seed ${summary.seed}  created ${summary.createdAt}`);
+    console.log(
+      `run ${summary.id} (${summary.name ?? ''})  status ${summary.status}  iteration ${summary.currentIteration}`,
+    );
+    console.log(
+      `config ${summary.configHash.slice(0, 12)}  code ${summary.codeVersion.slice(0, 12)}  seed ${summary.seed}  created ${summary.createdAt}`,
+    );
     if (summary.error) console.log(`error: ${summary.error}`);
     console.log('stages:');
     for (const st of summary.stages) {
       const attempts = st.attempts
-        .map((a) => `#${a.attempt} ${a.status}${a.durationMs !== null ? ` ${(a.durationMs / 1000).toFixed(1)}s` : ''}${a.worker ? ` @${a.worker}` : ''}${a.error ? ` (${a.error.slice(0, 120)})` : ''}`)
+        .map(
+          (a) =>
+            `#${a.attempt} ${a.status}${a.durationMs !== null ? ` ${(a.durationMs / 1000).toFixed(1)}s` : ''}${a.worker ? ` @${a.worker}` : ''}${a.error ? ` (${a.error.slice(0, 120)})` : ''}`,
+        )
         .join('; ');
-      console.log(`  ${`${st.stage} it${st.iteration}${st.stage === 'rollout' || st.stage === 'score' ? ` s${st.shard}` : ''}`.padEnd(22)} ${st.status.padEnd(10)} ${attempts}`);
+      console.log(
+        `  ${`${st.stage} it${st.iteration}${st.stage === 'rollout' || st.stage === 'score' ? ` s${st.shard}` : ''}`.padEnd(22)} ${st.status.padEnd(10)} ${attempts}`,
+      );
     }
     console.log('latest metrics:');
-    for (const [name, m] of Object.entries(summary.metrics)) console.log(`  ${name.padEnd(28)} ${m.value.toFixed(5).padStart(12)}  (step ${m.step})`);
-    console.log(`rows: ${summary.counts.samples} samples, ${summary.counts.metrics} metrics, ${summary.counts.artifacts} artifacts, ${summary.counts.stageAttempts} stage attempts`);
+    for (const [name, m] of Object.entries(summary.metrics))
+      console.log(`  ${name.padEnd(28)} ${m.value.toFixed(5).padStart(12)}  (step ${m.step})`);
+    console.log(
+      `rows: ${summary.counts.samples} samples, ${summary.counts.metrics} metrics, ${summary.counts.artifacts} artifacts, ${summary.counts.stageAttempts} stage attempts`,
+    );
     if (await workflowRunning(s, runId)) {
       // The workflow's own view (answered by a worker; skipped if none answers within a few seconds).
       const progress = await Promise.race([
-        s.client.workflow.getHandle(runId).query(progressQuery).catch(() => undefined),
+        s.client.workflow
+          .getHandle(runId)
+          .query(progressQuery)
+          .catch(() => undefined),
         new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000).unref()),
       ]);
       if (progress) {
         const blocked = progress.blocked.map((b) => `${b.stage} it${b.iteration} s${b.shard}: ${b.error}`).join('; ');
-        console.log(`live: ${progress.status} · ${progress.stage} iteration ${progress.iteration}/${progress.iterations} · ${progress.shardsDone}/${progress.shards} shards${progress.ema !== null ? ` · ema ${progress.ema.toFixed(4)}` : ''}${blocked ? ` · blocked on ${blocked}` : ''}`);
+        console.log(
+          `live: ${progress.status} · ${progress.stage} iteration ${progress.iteration}/${progress.iterations} · ${progress.shardsDone}/${progress.shards} shards${progress.ema !== null ? ` · ema ${progress.ema.toFixed(4)}` : ''}${blocked ? ` · blocked on ${blocked}` : ''}`,
+        );
       }
     } else if (!['completed', 'failed', 'cancelled'].includes(summary.status)) {
-      console.log(`note: the run's workflow is not running (its status ${summary.status} is what it last recorded); \`operaflow resume ${runId}\` continues it`);
+      console.log(
+        `note: the run's workflow is not running (its status ${summary.status} is what it last recorded); \`operaflow resume ${runId}\` continues it`,
+      );
     }
     printEvalComparison(summary, console.log);
     return 0;

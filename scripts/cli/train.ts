@@ -27,13 +27,23 @@ function resolvePaths(config: RunConfig): RunConfig {
 }
 
 function newRunId(name: string): string {
-  const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'run';
+  const slug =
+    name
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-|-$/g, '')
+      .slice(0, 40) || 'run';
   const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
   return `${slug}-${stamp}-${Math.random().toString(36).slice(2, 6)}`;
 }
 
 /** Starts workflow `trainingRun` with id = run id; `reuse` allows a closed run's id to start again (resume, cancel). */
-export async function startWorkflow(s: Services, runId: string, input: TrainingRunInput, reuse: boolean): Promise<WorkflowHandle<typeof trainingRun>> {
+export async function startWorkflow(
+  s: Services,
+  runId: string,
+  input: TrainingRunInput,
+  reuse: boolean,
+): Promise<WorkflowHandle<typeof trainingRun>> {
   return s.client.workflow.start(trainingRun, {
     taskQueue: taskQueues().train,
     workflowId: runId,
@@ -46,16 +56,24 @@ export async function startWorkflow(s: Services, runId: string, input: TrainingR
 
 /** Limits that zod cannot see because they span sections: every sequence must fit the model's positions. */
 function checkFits(config: RunConfig, file: string): void {
-  const maxPositions = config.model.config?.max_position_embeddings ?? modelPresets[config.model.preset].max_position_embeddings;
+  const maxPositions =
+    config.model.config?.max_position_embeddings ?? modelPresets[config.model.preset].max_position_embeddings;
   const problems: string[] = [];
-  for (const [key, newTokens] of [['grpo.maxNewTokens', config.grpo.maxNewTokens], ['eval.maxNewTokens', config.eval.maxNewTokens]] as const) {
+  for (const [key, newTokens] of [
+    ['grpo.maxNewTokens', config.grpo.maxNewTokens],
+    ['eval.maxNewTokens', config.eval.maxNewTokens],
+  ] as const) {
     // +1: the BOS token in front of every prompt.
     if (config.data.maxPromptTokens + 1 + newTokens > maxPositions) {
-      problems.push(`${file}: ${key}: data.maxPromptTokens (${config.data.maxPromptTokens}) + 1 + ${key} (${newTokens}) exceeds the model's max_position_embeddings (${maxPositions}); lower them or raise model.config.max_position_embeddings`);
+      problems.push(
+        `${file}: ${key}: data.maxPromptTokens (${config.data.maxPromptTokens}) + 1 + ${key} (${newTokens}) exceeds the model's max_position_embeddings (${maxPositions}); lower them or raise model.config.max_position_embeddings`,
+      );
     }
   }
   if (config.grpo.promptsPerIteration < config.runtime.rolloutShards) {
-    problems.push(`${file}: runtime.rolloutShards: ${config.runtime.rolloutShards} shards for ${config.grpo.promptsPerIteration} prompts per iteration would leave shards empty; use at most grpo.promptsPerIteration`);
+    problems.push(
+      `${file}: runtime.rolloutShards: ${config.runtime.rolloutShards} shards for ${config.grpo.promptsPerIteration} prompts per iteration would leave shards empty; use at most grpo.promptsPerIteration`,
+    );
   }
   if (problems.length) throw new Error(problems.join('\n'));
 }
@@ -79,13 +97,18 @@ export async function train(file: string, flags: { wait?: boolean; json?: boolea
       workflowId: runId,
     });
     if (!created && run.configHash !== configHash(config)) {
-      throw new Error(`run ${runId} exists with a different config (hash ${run.configHash.slice(0, 12)}); choose another --id`);
+      throw new Error(
+        `run ${runId} exists with a different config (hash ${run.configHash.slice(0, 12)}); choose another --id`,
+      );
     }
     await startWorkflow(s, runId, { runId, plan: planOf(config) }, false).catch(async (err: Error) => {
       // REJECT_DUPLICATE: the run exists and its workflow has closed: attach to the result instead.
       if (created || !/already started|AlreadyStarted/i.test(err.message)) throw err;
     });
-    await appendEvent(s.db.db, runId, created ? 'started' : 'attached', actor(), { config: file, configHash: run.configHash });
+    await appendEvent(s.db.db, runId, created ? 'started' : 'attached', actor(), {
+      config: file,
+      configHash: run.configHash,
+    });
     (json ? console.error : console.log)(`${created ? 'started' : 'attached to'} run ${runId}`);
     if (!flags.wait) {
       if (json) await printOut(JSON.stringify(await runSummary(s.db.db, runId)));

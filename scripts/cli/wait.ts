@@ -20,7 +20,10 @@ function stageItems(config: RunConfig, activity: string): number | undefined {
     case 'score':
       return perShard;
     case 'update':
-      return config.grpo.epochs * Math.ceil((config.grpo.promptsPerIteration * config.grpo.groupSize) / config.grpo.miniBatchSize);
+      return (
+        config.grpo.epochs *
+        Math.ceil((config.grpo.promptsPerIteration * config.grpo.groupSize) / config.grpo.miniBatchSize)
+      );
     case 'evaluate':
       return config.eval.prompts;
     default:
@@ -28,7 +31,10 @@ function stageItems(config: RunConfig, activity: string): number | undefined {
   }
 }
 
-type PendingActivity = { activityType?: { name?: string | null } | null; heartbeatDetails?: { payloads?: unknown[] | null } | null };
+type PendingActivity = {
+  activityType?: { name?: string | null } | null;
+  heartbeatDetails?: { payloads?: unknown[] | null } | null;
+};
 
 /** The most advanced heartbeat among the workflow's running activities: which stage, how far. */
 function liveProgress(pending: PendingActivity[]): { activity: string; done: number } | undefined {
@@ -38,7 +44,9 @@ function liveProgress(pending: PendingActivity[]): { activity: string; done: num
     if (!payload) continue;
     let details: { step?: number; item?: number; done?: number } | undefined;
     try {
-      details = defaultPayloadConverter.fromPayload(payload as Parameters<typeof defaultPayloadConverter.fromPayload>[0]);
+      details = defaultPayloadConverter.fromPayload(
+        payload as Parameters<typeof defaultPayloadConverter.fromPayload>[0],
+      );
     } catch {
       continue;
     }
@@ -80,7 +88,9 @@ export async function waitForRun(s: Services, runId: string, config: RunConfig, 
       }
       if (run.status === 'blocked') {
         bars?.stop();
-        out(`run ${runId} is blocked: ${run.error ?? 'unknown error'}\nfix the cause, then: operaflow retry ${runId}   (or: operaflow cancel ${runId})`);
+        out(
+          `run ${runId} is blocked: ${run.error ?? 'unknown error'}\nfix the cause, then: operaflow retry ${runId}   (or: operaflow cancel ${runId})`,
+        );
         return 'blocked';
       }
       let closed = false;
@@ -102,7 +112,8 @@ export async function waitForRun(s: Services, runId: string, config: RunConfig, 
         const final = await requireRun(s.db.db, runId);
         iterBar?.update(final.currentIteration, { label: `iterations · ${final.status}` });
         bars?.stop();
-        if (final.status !== 'completed') out(`run ${runId} ended ${final.status}${final.error ? `: ${final.error}` : ''}`);
+        if (final.status !== 'completed')
+          out(`run ${runId} ended ${final.status}${final.error ? `: ${final.error}` : ''}`);
         return final.status;
       }
       await new Promise((r) => setTimeout(r, 1000));

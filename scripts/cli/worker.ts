@@ -7,9 +7,13 @@ import { ROOT, UsageError, endpoints } from './connect';
 import { taskQueues } from './plan';
 
 export async function worker(flags: { queues?: string }): Promise<number> {
-  const queues = (flags.queues ?? 'rollout,train').split(',').map((q) => q.trim()).filter(Boolean);
+  const queues = (flags.queues ?? 'rollout,train')
+    .split(',')
+    .map((q) => q.trim())
+    .filter(Boolean);
   const known = Object.values(TASK_QUEUES) as string[];
-  for (const q of queues) if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
+  for (const q of queues)
+    if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
   const names = taskQueues();
   // Loaded here, not at the top: the engine (onnxruntime) and the worker SDK are heavy, other commands need neither.
   const { DefaultLogger, NativeConnection, Runtime, Worker } = await import('@temporalio/worker');
@@ -20,7 +24,11 @@ export async function worker(flags: { queues?: string }): Promise<number> {
   const db = createDb(databaseUrl);
   const identity = `${hostname()}:${process.pid}`;
   const connection = await NativeConnection.connect({ address: temporalAddress });
-  const activities = createActivities({ db: db.db, worker: identity, log: (line) => console.error(`[${new Date().toISOString()}] ${line}`) });
+  const activities = createActivities({
+    db: db.db,
+    worker: identity,
+    log: (line) => console.error(`[${new Date().toISOString()}] ${line}`),
+  });
   try {
     const workers = await Promise.all(
       queues.map((queue) =>
@@ -38,7 +46,9 @@ export async function worker(flags: { queues?: string }): Promise<number> {
         }),
       ),
     );
-    console.log(`operaflow worker ${identity} polling ${queues.map((q) => names[q as keyof typeof names]).join(',')} at ${temporalAddress}`);
+    console.log(
+      `operaflow worker ${identity} polling ${queues.map((q) => names[q as keyof typeof names]).join(',')} at ${temporalAddress}`,
+    );
     // SIGINT/SIGTERM shut the workers down gracefully (the SDK's Runtime installs those handlers).
     await Promise.all(workers.map((w) => w.run()));
   } finally {

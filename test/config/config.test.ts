@@ -57,7 +57,12 @@ describe('run config', () => {
     );
     expect(c.model).toMatchObject({ preset: 'bench', config: { rope_theta: 500000 } });
     expect(c.data.source).toBe('synthetic');
-    expect(c.coldStart.teacher).toMatchObject({ checkpoint: 'teachers/big', temperature: 0.7, topP: 0.9, guidingWords: ['Wait', 'But'] });
+    expect(c.coldStart.teacher).toMatchObject({
+      checkpoint: 'teachers/big',
+      temperature: 0.7,
+      topP: 0.9,
+      guidingWords: ['Wait', 'But'],
+    });
     expect(c.grpo.topP).toBe(0.9);
     expect(c.reward.keywords).toEqual(['Wait', 'Hmm']);
     expect(c.eval.temperature).toBe(0.5);
@@ -79,7 +84,9 @@ describe('run config', () => {
     ['eval: { temperature: -1 }', 'eval.temperature'],
     ['runtime: { providers: [] }', 'runtime.providers'],
   ])('rejects %s, naming %s', (yaml, key) => {
-    expect(errorOf(() => parseRunConfig(`name: x\n${yaml}\n`, 'r.yaml'))).toMatch(new RegExp(`^r\\.yaml:2: ${key.replace(/\./g, '\\.')}: `));
+    expect(errorOf(() => parseRunConfig(`name: x\n${yaml}\n`, 'r.yaml'))).toMatch(
+      new RegExp(`^r\\.yaml:2: ${key.replace(/\./g, '\\.')}: `),
+    );
   });
 
   it('keeps values that are given, including LlamaConfig overrides', () => {
@@ -138,7 +145,9 @@ describe('run config', () => {
   // the key stopped at the alias node), and its line lost.
   it('follows YAML aliases to the value that is wrong', () => {
     const text = ['name: x', 'eval: &e', '  maxNewTokens: big', 'grpo:', '  *e'].join('\n');
-    const lines = errorOf(() => parseRunConfig(text, 'a.yaml')).split('\n').sort();
+    const lines = errorOf(() => parseRunConfig(text, 'a.yaml'))
+      .split('\n')
+      .sort();
     // Both sections hold the same map; both errors point at line 3, where the bad value is written.
     expect(lines).toEqual([
       'a.yaml:3: eval.maxNewTokens: Invalid input: expected number, received string',
@@ -150,7 +159,9 @@ describe('run config', () => {
   it('reports an empty file without a line, and a non-map document at its root', () => {
     expect(errorOf(() => parseRunConfig('', 'e.yaml'))).toBe('e.yaml: name: required key is missing');
     expect(errorOf(() => parseRunConfig('# only a comment\n', 'e.yaml'))).toBe('e.yaml: name: required key is missing');
-    expect(errorOf(() => parseRunConfig('hello\n', 'e.yaml'))).toBe('e.yaml:1: (root): Invalid input: expected object, received string');
+    expect(errorOf(() => parseRunConfig('hello\n', 'e.yaml'))).toBe(
+      'e.yaml:1: (root): Invalid input: expected object, received string',
+    );
   });
 
   // Catches: a made-up location for a key that cannot be found in the YAML: a collection used as a key
@@ -197,7 +208,9 @@ describe('run config', () => {
       /^f\.yaml:\d+: invalid YAML: /,
     );
     // Catches: the message's location suffix or context lines (prettyErrors) leaking in, or a lost first line.
-    expect(errorOf(() => parseRunConfig('name: x\nname: y\n', 'g.yaml'))).toBe('g.yaml:2: invalid YAML: Map keys must be unique');
+    expect(errorOf(() => parseRunConfig('name: x\nname: y\n', 'g.yaml'))).toBe(
+      'g.yaml:2: invalid YAML: Map keys must be unique',
+    );
   });
 
   it('loads from disk and names an unreadable path', () => {

@@ -5,7 +5,10 @@ import pg from 'pg';
 import { MIGRATIONS_FOLDER, migrateDb } from '../../db/migrate';
 import { recreateDatabase, withDatabase } from '../../services/postgres';
 
-const url = withDatabase(process.env.DATABASE_URL!, `${new URL(process.env.DATABASE_URL!).pathname.slice(1)}_migrations`);
+const url = withDatabase(
+  process.env.DATABASE_URL!,
+  `${new URL(process.env.DATABASE_URL!).pathname.slice(1)}_migrations`,
+);
 
 async function query<T extends pg.QueryResultRow>(sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -29,15 +32,28 @@ test('migrations create every table, and applying them again (also concurrently)
   await Promise.all([migrateDb(url), migrateDb(url), migrateDb(url)]);
   await migrateDb(url);
 
-  const tables = await query<{ table_name: string }>("select table_name from information_schema.tables where table_schema = 'public' order by table_name");
-  expect(tables.map((t) => t.table_name)).toEqual(['artifacts', 'events', 'metrics', 'runs', 'samples', 'stage_attempts']);
+  const tables = await query<{ table_name: string }>(
+    "select table_name from information_schema.tables where table_schema = 'public' order by table_name",
+  );
+  expect(tables.map((t) => t.table_name)).toEqual([
+    'artifacts',
+    'events',
+    'metrics',
+    'runs',
+    'samples',
+    'stage_attempts',
+  ]);
 
-  const journal = JSON.parse(fs.readFileSync(path.join(MIGRATIONS_FOLDER, 'meta', '_journal.json'), 'utf8')) as { entries: unknown[] };
+  const journal = JSON.parse(fs.readFileSync(path.join(MIGRATIONS_FOLDER, 'meta', '_journal.json'), 'utf8')) as {
+    entries: unknown[];
+  };
   const applied = await query<{ n: string }>('select count(*) as n from drizzle.__drizzle_migrations');
   expect(Number(applied[0]?.n)).toBe(journal.entries.length);
 });
 
 test('a missing or unreachable database fails with a message that says what to do', async () => {
   await expect(migrateDb('')).rejects.toThrow(/DATABASE_URL is not set.*npm run services:up/);
-  await expect(migrateDb('postgres://postgres@127.0.0.1:1/none')).rejects.toThrow(/not reachable at postgres:\/\/postgres@127\.0\.0\.1:1\/none.*npm run services:up/);
+  await expect(migrateDb('postgres://postgres@127.0.0.1:1/none')).rejects.toThrow(
+    /not reachable at postgres:\/\/postgres@127\.0\.0\.1:1\/none.*npm run services:up/,
+  );
 });

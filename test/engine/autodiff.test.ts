@@ -5,7 +5,13 @@ import { Graph, i as intAttr, type Value } from '../../engine/graph';
 import { Session, type Feeds } from '../../engine/ort';
 import { rng } from './helpers';
 
-interface Spec { shape: number[]; data?: number[]; int?: boolean; grad?: boolean; positive?: boolean }
+interface Spec {
+  shape: number[];
+  data?: number[];
+  int?: boolean;
+  grad?: boolean;
+  positive?: boolean;
+}
 const covered = new Set<string>();
 
 async function gradCheck(op: string, specs: Spec[], build: (g: Graph, xs: Value[]) => Value, tol = 1e-6) {
@@ -16,8 +22,16 @@ async function gradCheck(op: string, specs: Spec[], build: (g: Graph, xs: Value[
   const out = build(g, xs);
   const outShape = out.shape as number[];
   const n = outShape.reduce((a, b) => a * b, 1);
-  const weights = g.constant(Array.from({ length: n }, () => 2 * r() - 1), 'float64', outShape);
-  const loss = g.reduceSum(g.mul(out, weights), outShape.map((_, k) => k), false);
+  const weights = g.constant(
+    Array.from({ length: n }, () => 2 * r() - 1),
+    'float64',
+    outShape,
+  );
+  const loss = g.reduceSum(
+    g.mul(out, weights),
+    outShape.map((_, k) => k),
+    false,
+  );
   const wrt = xs.filter((_, k) => !specs[k]!.int && specs[k]!.grad !== false);
   const grads = gradients(g, loss, wrt);
   g.output(loss, 'loss');
@@ -72,13 +86,31 @@ describe('gradient rules match finite differences (float64)', () => {
 
   test('selection ops', async () => {
     await gradCheck('Where', [S(2, 3), S(2, 3), S(3)], (g, [c, a, b]) => g.where(g.less(c!, g.scalar(0)), a!, b!));
-    await gradCheck('Clip', [{ shape: [6], data: [-2, -0.5, 0.1, 0.7, 1.5, 3] }], (g, [a]) => g.clip(a!, g.scalar(-1), g.scalar(1)));
-    await gradCheck('Max', [{ shape: [4], data: [1, -1, 0.3, 2] }, { shape: [4], data: [0, 0.5, 0.2, 3] }], (g, [a, b]) => g.max(a!, b!));
-    await gradCheck('Min', [{ shape: [4], data: [1, -1, 0.3, 2] }, { shape: [1], data: [0.25] }], (g, [a, b]) => g.min(a!, b!));
+    await gradCheck('Clip', [{ shape: [6], data: [-2, -0.5, 0.1, 0.7, 1.5, 3] }], (g, [a]) =>
+      g.clip(a!, g.scalar(-1), g.scalar(1)),
+    );
+    await gradCheck(
+      'Max',
+      [
+        { shape: [4], data: [1, -1, 0.3, 2] },
+        { shape: [4], data: [0, 0.5, 0.2, 3] },
+      ],
+      (g, [a, b]) => g.max(a!, b!),
+    );
+    await gradCheck(
+      'Min',
+      [
+        { shape: [4], data: [1, -1, 0.3, 2] },
+        { shape: [1], data: [0.25] },
+      ],
+      (g, [a, b]) => g.min(a!, b!),
+    );
   });
 
   test('reductions and normalisations', async () => {
-    await gradCheck('ReduceSum', [S(2, 3, 2)], (g, [a]) => g.add(g.reduceSum(a!, [1], false), g.reduceSum(a!, [0, 1], true)));
+    await gradCheck('ReduceSum', [S(2, 3, 2)], (g, [a]) =>
+      g.add(g.reduceSum(a!, [1], false), g.reduceSum(a!, [0, 1], true)),
+    );
     await gradCheck('ReduceMean', [S(2, 3)], (g, [a]) => g.reduceMean(a!, [-1], true));
     await gradCheck('Softmax', [S(2, 4)], (g, [a]) => g.softmax(a!, -1));
     await gradCheck('LogSoftmax', [S(3, 4)], (g, [a]) => g.logSoftmax(a!, -1));
@@ -89,7 +121,9 @@ describe('gradient rules match finite differences (float64)', () => {
     await gradCheck('MatMul', [S(2, 3, 4), S(4, 5)], (g, [a, b]) => g.matmul(a!, b!)); // rows against a shared matrix
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
-        await gradCheck('Gemm', [S(...(transA ? [4, 3] : [3, 4])), S(...(transB ? [2, 4] : [4, 2]))], (g, [a, b]) => g.gemm(a!, b!, { transA, transB, alpha: 0.5 }));
+        await gradCheck('Gemm', [S(...(transA ? [4, 3] : [3, 4])), S(...(transB ? [2, 4] : [4, 2]))], (g, [a, b]) =>
+          g.gemm(a!, b!, { transA, transB, alpha: 0.5 }),
+        );
       }
     }
   });
@@ -101,14 +135,26 @@ describe('gradient rules match finite differences (float64)', () => {
     await gradCheck('Squeeze', [S(1, 3, 1)], (g, [a]) => g.squeeze(a!, [0, 2]));
     await gradCheck('Concat', [S(2, 1), S(2, 3)], (g, [a, b]) => g.concat([a!, b!], 1));
     await gradCheck('Split', [S(2, 5)], (g, [a]) => g.split(a!, [2, 3], 1)[1]!); // one output unused: zeros fill in
-    await gradCheck('Expand', [S(3, 1)], (g, [a]) => g.emit('Expand', [a!, g.ints([2, 3, 4])], {}, [{ dtype: 'float64', shape: [2, 3, 4] }])[0]!);
+    await gradCheck(
+      'Expand',
+      [S(3, 1)],
+      (g, [a]) => g.emit('Expand', [a!, g.ints([2, 3, 4])], {}, [{ dtype: 'float64', shape: [2, 3, 4] }])[0]!,
+    );
   });
 
   test('indexing', async () => {
-    await gradCheck('Gather', [S(5, 3), { shape: [2, 3], int: true, data: [0, 4, 0, 2, 2, 2] }], (g, [w, idx]) => g.gather(w!, idx!));
-    await gradCheck('GatherElements', [S(3, 4), { shape: [3, 1], int: true, data: [3, 0, 2] }], (g, [x, idx]) => g.gatherElements(x!, idx!, 1));
+    await gradCheck('Gather', [S(5, 3), { shape: [2, 3], int: true, data: [0, 4, 0, 2, 2, 2] }], (g, [w, idx]) =>
+      g.gather(w!, idx!),
+    );
+    await gradCheck('GatherElements', [S(3, 4), { shape: [3, 1], int: true, data: [3, 0, 2] }], (g, [x, idx]) =>
+      g.gatherElements(x!, idx!, 1),
+    );
     // Catches: the scatter not accumulating (reduction 'add') when a row picks the same element twice.
-    await gradCheck('GatherElements', [S(3, 4), { shape: [3, 3], int: true, data: [3, 3, 0, 1, 1, 1, 2, 0, 2] }], (g, [x, idx]) => g.gatherElements(x!, idx!, 1));
+    await gradCheck(
+      'GatherElements',
+      [S(3, 4), { shape: [3, 3], int: true, data: [3, 3, 0, 1, 1, 1, 2, 0, 2] }],
+      (g, [x, idx]) => g.gatherElements(x!, idx!, 1),
+    );
   });
 
   test('FusedMatMul (float32 graphs) gives the same gradients as explicit transposes', async () => {
@@ -126,8 +172,18 @@ describe('gradient rules match finite differences (float64)', () => {
     const b = Array.from({ length: 40 }, () => r() - 0.5);
     const g32 = build('float32');
     expect(g32.nodes.some((n) => n.op === 'FusedMatMul')).toBe(true);
-    const o32 = await (await Session.get(g32.toBytes())).run({ a: { data: Float32Array.from(a), dims: [2, 2, 3, 4] }, b: { data: Float32Array.from(b), dims: [2, 1, 4, 5] } });
-    const o64 = await (await Session.get(build('float64').toBytes())).run({ a: { data: Float64Array.from(a), dims: [2, 2, 3, 4] }, b: { data: Float64Array.from(b), dims: [2, 1, 4, 5] } });
+    const o32 = await (
+      await Session.get(g32.toBytes())
+    ).run({
+      a: { data: Float32Array.from(a), dims: [2, 2, 3, 4] },
+      b: { data: Float32Array.from(b), dims: [2, 1, 4, 5] },
+    });
+    const o64 = await (
+      await Session.get(build('float64').toBytes())
+    ).run({
+      a: { data: Float64Array.from(a), dims: [2, 2, 3, 4] },
+      b: { data: Float64Array.from(b), dims: [2, 1, 4, 5] },
+    });
     for (const k of ['da', 'db']) {
       const x = o32[k]!.data as Float32Array;
       const y = o64[k]!.data as Float64Array;
@@ -149,13 +205,22 @@ describe('ReduceMean over a symbolic axis', () => {
    * several sizes. d loss / d x[i, …] = w_i / (number of reduced elements): checked against that hand
    * formula and against central finite differences in float64.
    */
-  async function check(shape: (number | string)[], axes: number[], sizes: Record<string, number>[], count: (s: Record<string, number>) => number) {
+  async function check(
+    shape: (number | string)[],
+    axes: number[],
+    sizes: Record<string, number>[],
+    count: (s: Record<string, number>) => number,
+  ) {
     const g = new Graph('float64');
     const x = g.input('x', 'float64', shape);
     const y = g.reduceMean(x, axes, false); // [2, …kept axes]
     const wShape = y.shape.map((_, k) => (k === 0 ? 2 : 1)); // w_i broadcast over row i
     const w = g.input('w', 'float64', wShape);
-    const loss = g.reduceSum(g.mul(y, w), y.shape.map((_, k) => k), false);
+    const loss = g.reduceSum(
+      g.mul(y, w),
+      y.shape.map((_, k) => k),
+      false,
+    );
     g.output(loss, 'loss');
     const dxValue = gradients(g, loss, [x])[0]!;
     expect(dxValue.shape).toEqual(shape); // declared shape too: later graph building reads it
@@ -206,7 +271,10 @@ describe('gradient rules: less common inputs', () => {
   // Catches: Softmax/LogSoftmax emitted without an axis attribute differentiated along the wrong axis
   // (ONNX opset 13+ defaults to the last axis, -1).
   test('Softmax and LogSoftmax without an axis attribute use the last axis', async () => {
-    const noAxis = (op: string) => (g: Graph, [a]: Value[]) => g.emit(op, [a!], {}, [{ dtype: 'float64', shape: [2, 3, 4] }])[0]!;
+    const noAxis =
+      (op: string) =>
+      (g: Graph, [a]: Value[]) =>
+        g.emit(op, [a!], {}, [{ dtype: 'float64', shape: [2, 3, 4] }])[0]!;
     await gradCheck('Softmax', [S(2, 3, 4)], noAxis('Softmax'));
     await gradCheck('LogSoftmax', [S(2, 3, 4)], noAxis('LogSoftmax'));
   });
@@ -230,14 +298,29 @@ describe('gradient rules: less common inputs', () => {
       const p = g.input('p', 'float64', []);
       return () => gradients(g, g.reduceSum(f(g, x, p), [0, 1], false), [x, p]);
     };
-    expect(build((g, x, p) => g.pow(x, p))).toThrow('gradient of Pow input 1 is not supported (exponent must be constant)');
-    expect(build((g, x, p) => g.clip(x, p, g.scalar(1)))).toThrow('gradient of Clip input 1 is not supported (bounds must be constant)');
-    expect(build((g, x, p) => g.clip(x, g.scalar(-1), p))).toThrow('gradient of Clip input 2 is not supported (bounds must be constant)');
-    expect(build((g, x, p) => g.emit('Gemm', [x, x, p], {}, [{ dtype: 'float64', shape: [2, 2] }])[0]!)).toThrow('gradient of Gemm with a C input is not supported');
-    expect(build((g, x) => g.concat([x, g.input('z', 'float64', [2, 'N'])], 1))).toThrow('gradient of Concat along a symbolic axis is not supported');
-    expect(build((g, x) => g.emit('ReduceSum', [x, g.input('axes', 'int64', [1])], { keepdims: intAttr(0) }, [{ dtype: 'float64', shape: [2] }])[0]!)).toThrow(
-      'expected a constant int64 input, got axes',
+    expect(build((g, x, p) => g.pow(x, p))).toThrow(
+      'gradient of Pow input 1 is not supported (exponent must be constant)',
     );
+    expect(build((g, x, p) => g.clip(x, p, g.scalar(1)))).toThrow(
+      'gradient of Clip input 1 is not supported (bounds must be constant)',
+    );
+    expect(build((g, x, p) => g.clip(x, g.scalar(-1), p))).toThrow(
+      'gradient of Clip input 2 is not supported (bounds must be constant)',
+    );
+    expect(build((g, x, p) => g.emit('Gemm', [x, x, p], {}, [{ dtype: 'float64', shape: [2, 2] }])[0]!)).toThrow(
+      'gradient of Gemm with a C input is not supported',
+    );
+    expect(build((g, x) => g.concat([x, g.input('z', 'float64', [2, 'N'])], 1))).toThrow(
+      'gradient of Concat along a symbolic axis is not supported',
+    );
+    expect(
+      build(
+        (g, x) =>
+          g.emit('ReduceSum', [x, g.input('axes', 'int64', [1])], { keepdims: intAttr(0) }, [
+            { dtype: 'float64', shape: [2] },
+          ])[0]!,
+      ),
+    ).toThrow('expected a constant int64 input, got axes');
     // A constant exponent or bound needs no gradient: fine.
     expect(build((g, x) => g.pow(x, g.scalar(2)))).not.toThrow();
     expect(build((g, x) => g.clip(x, g.scalar(-1), g.scalar(1)))).not.toThrow();
@@ -248,7 +331,9 @@ describe('gradient rules: less common inputs', () => {
     const g = new Graph('float64');
     const x = g.input('x', 'float64', [2]);
     const c = g.input('c', 'float64', [2]);
-    expect(() => gradients(g, g.reduceSum(g.mul(c, c), [0], false), [x])).toThrow('loss does not depend on any of the requested inputs');
+    expect(() => gradients(g, g.reduceSum(g.mul(c, c), [0], false), [x])).toThrow(
+      'loss does not depend on any of the requested inputs',
+    );
   });
 
   // Catches: a value's summed gradient lost when it is read twice (by its producer and as a requested
@@ -279,7 +364,11 @@ describe('gradient rules: less common inputs', () => {
   test('MatMul computes no gradient for an input that needs none', () => {
     const g = new Graph('float64');
     const x = g.input('x', 'float64', [3, 4]);
-    const w = g.constant(Array.from({ length: 20 }, (_, k) => k / 20), 'float64', [4, 5]);
+    const w = g.constant(
+      Array.from({ length: 20 }, (_, k) => k / 20),
+      'float64',
+      [4, 5],
+    );
     const before = g.nodes.length;
     gradients(g, g.reduceSum(g.matmul(x, w), [0, 1], false), [x]);
     expect(g.nodes.slice(before + 2).filter((n) => n.op === 'MatMul' || n.op === 'Gemm')).toHaveLength(1); // dx = dy·Wᵀ only
@@ -293,8 +382,18 @@ describe('gradient rules: less common inputs', () => {
       const x = g.input('x', 'float64', [2, 3, 4]);
       const out = [2, 3, 4].filter((_, k) => !axes.map((a) => (a + 3) % 3).includes(k));
       // Emitted directly so a negative axis reaches the rule as written (Graph.reduceMean normalises it).
-      const y = g.emit('ReduceMean', [x, g.ints(axes)], { keepdims: intAttr(0) }, [{ dtype: 'float64', shape: out }])[0]!;
-      const [dx] = gradients(g, g.reduceSum(y, out.map((_, k) => k), false), [x]);
+      const y = g.emit('ReduceMean', [x, g.ints(axes)], { keepdims: intAttr(0) }, [
+        { dtype: 'float64', shape: out },
+      ])[0]!;
+      const [dx] = gradients(
+        g,
+        g.reduceSum(
+          y,
+          out.map((_, k) => k),
+          false,
+        ),
+        [x],
+      );
       expect(g.nodes.filter((n) => n.op === 'Size')).toHaveLength(0);
       g.output(dx!, 'dx');
       const count = axes.map((a) => [2, 3, 4].at(a)!).reduce((p, q) => p * q, 1);

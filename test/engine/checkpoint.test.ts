@@ -8,7 +8,13 @@ import { initWeights, parameterShapes, type Weights } from '../../engine/model';
 
 describe('safetensors codec', () => {
   it('writes the documented layout: u64 header length, space-padded JSON, raw little-endian F32', () => {
-    const buf = encodeSafetensors(new Map([['b', { shape: [1], data: new Float32Array([0.5]) }], ['a', { shape: [2], data: new Float32Array([1, -2]) }]]), { step: '7' });
+    const buf = encodeSafetensors(
+      new Map([
+        ['b', { shape: [1], data: new Float32Array([0.5]) }],
+        ['a', { shape: [2], data: new Float32Array([1, -2]) }],
+      ]),
+      { step: '7' },
+    );
     const headerLen = Number(buf.readBigUInt64LE(0));
     expect((8 + headerLen) % 8).toBe(0);
     expect(JSON.parse(buf.subarray(8, 8 + headerLen).toString())).toEqual({
@@ -23,7 +29,9 @@ describe('safetensors codec', () => {
 
   it('round-trips tensors and metadata bit-exactly, including NaN payloads and -0', () => {
     const data = new Float32Array([0, -0, NaN, Infinity, 1e-40, 3.4e38, -1.5]);
-    const { tensors, metadata } = decodeSafetensors(encodeSafetensors(new Map([['x.w', { shape: [7, 1], data }]]), { k: 'v' }));
+    const { tensors, metadata } = decodeSafetensors(
+      encodeSafetensors(new Map([['x.w', { shape: [7, 1], data }]]), { k: 'v' }),
+    );
     expect(metadata).toEqual({ k: 'v' });
     const back = tensors.get('x.w')!;
     expect(back.shape).toEqual([7, 1]);
@@ -53,22 +61,30 @@ describe('safetensors codec', () => {
   it('says what is wrong with a corrupt file', () => {
     const good = encodeSafetensors(new Map([['w', { shape: [4], data: new Float32Array(4) }]]));
     expect(() => decodeSafetensors(good.subarray(0, 5))).toThrow('5 bytes is too short');
-    expect(() => decodeSafetensors(good.subarray(0, good.length - 4))).toThrow('tensor "w" (F32 [4]) needs 16 bytes but data_offsets [0, 16] give 16 within 12 data bytes');
+    expect(() => decodeSafetensors(good.subarray(0, good.length - 4))).toThrow(
+      'tensor "w" (F32 [4]) needs 16 bytes but data_offsets [0, 16] give 16 within 12 data bytes',
+    );
     const huge = Buffer.from(good);
     huge.writeBigUInt64LE(10n ** 12n, 0);
     expect(() => decodeSafetensors(huge)).toThrow('header length 1000000000000 does not fit');
     const header = JSON.stringify({ w: { dtype: 'I8', shape: [1], data_offsets: [0, 1] } });
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.length));
-    expect(() => decodeSafetensors(Buffer.concat([len, Buffer.from(header), Buffer.alloc(1)]))).toThrow('tensor "w" has dtype I8; supported: F32, F16, BF16, F64');
-    expect(() => encodeSafetensors(new Map([['w', { shape: [2, 2], data: new Float32Array(3) }]]))).toThrow('tensor "w" has shape [2, 2] (4 elements) but 3 values');
+    expect(() => decodeSafetensors(Buffer.concat([len, Buffer.from(header), Buffer.alloc(1)]))).toThrow(
+      'tensor "w" has dtype I8; supported: F32, F16, BF16, F64',
+    );
+    expect(() => encodeSafetensors(new Map([['w', { shape: [2, 2], data: new Float32Array(3) }]]))).toThrow(
+      'tensor "w" has shape [2, 2] (4 elements) but 3 values',
+    );
   });
 });
 
 describe('saveCheckpoint / loadCheckpoint', () => {
   const config: LlamaConfig = modelPresets.tiny;
   let dir: string;
-  beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'ckpt-')); });
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+  });
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   const scaled = (w: Weights, k: number): Weights => new Map([...w].map(([n, d]) => [n, d.map((x) => x * k)]));
@@ -79,7 +95,12 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     const extra = { ema: -1.25, dataPosition: 40, note: 'after iteration 3' };
     const files = await saveCheckpoint(dir, { config, weights, optimizer, extra });
 
-    expect(files.map((f) => f.path.slice(dir.length + 1)).sort()).toEqual(['config.json', 'model.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
+    expect(files.map((f) => f.path.slice(dir.length + 1)).sort()).toEqual([
+      'config.json',
+      'model.safetensors',
+      'optimizer.safetensors',
+      'trainer_state.json',
+    ]);
     for (const f of files) {
       const bytes = await readFile(f.path);
       expect(f.bytes).toBe(bytes.length);
@@ -129,7 +150,10 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     const [rows, cols] = shapes.get(q)!;
     tensors.set(q, { shape: [cols!, rows!, 1], data: tensors.get(q)!.data });
     await writeFile(join(dir, 'model.safetensors'), encodeSafetensors(tensors));
-    const err = await loadCheckpoint(dir).then(() => undefined, (e: Error) => e.message);
+    const err = await loadCheckpoint(dir).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
     expect(err).toContain(join(dir, 'model.safetensors'));
     expect(err).toContain('missing: model.norm.weight');
     expect(err).toContain('unexpected: model.extra.weight');
@@ -139,14 +163,19 @@ describe('saveCheckpoint / loadCheckpoint', () => {
   it('refuses a checkpoint whose config differs from the expected one, naming the field', async () => {
     await saveCheckpoint(dir, { config, weights: initWeights(config, 5) });
     const other = { ...config, num_hidden_layers: config.num_hidden_layers + 1 };
-    await expect(loadCheckpoint(dir, other)).rejects.toThrow(`num_hidden_layers: expected ${config.num_hidden_layers + 1} got ${config.num_hidden_layers}`);
+    await expect(loadCheckpoint(dir, other)).rejects.toThrow(
+      `num_hidden_layers: expected ${config.num_hidden_layers + 1} got ${config.num_hidden_layers}`,
+    );
   });
 
   it('loads a foreign HF config.json with extra fields, and rejects settings the engine lacks', async () => {
     await saveCheckpoint(dir, { config, weights: initWeights(config, 6) });
     const path = join(dir, 'config.json');
     const json = JSON.parse(await readFile(path, 'utf8'));
-    await writeFile(path, JSON.stringify({ ...json, bos_token_id: 1, eos_token_id: 2, transformers_version: '4.50.0', pretraining_tp: 1 }));
+    await writeFile(
+      path,
+      JSON.stringify({ ...json, bos_token_id: 1, eos_token_id: 2, transformers_version: '4.50.0', pretraining_tp: 1 }),
+    );
     expect((await loadCheckpoint(dir)).config).toEqual(config);
     await writeFile(path, JSON.stringify({ ...json, rope_scaling: { rope_type: 'llama3', factor: 8 } }));
     await expect(loadCheckpoint(dir)).rejects.toThrow(`${path}: unsupported settings: rope_scaling`);
@@ -178,14 +207,19 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     const weightMap: Record<string, string> = {};
     for (const [k, shard] of shards.entries()) {
       const file = `model-0000${k + 1}-of-00002.safetensors`;
-      await writeFile(join(dir, file), encodeSafetensors(new Map(shard.map((n) => [n, { shape: shapes.get(n)!, data: weights.get(n)! }]))));
+      await writeFile(
+        join(dir, file),
+        encodeSafetensors(new Map(shard.map((n) => [n, { shape: shapes.get(n)!, data: weights.get(n)! }]))),
+      );
       for (const n of shard) weightMap[n] = file;
     }
     await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
     const loaded = await loadCheckpoint(dir, config);
     for (const [name, data] of weights) expect(loaded.weights.get(name)).toEqual(data);
     await rm(join(dir, 'model-00002-of-00002.safetensors'));
-    await expect(loadCheckpoint(dir)).rejects.toThrow(`cannot read weight shard ${join(dir, 'model-00002-of-00002.safetensors')}`);
+    await expect(loadCheckpoint(dir)).rejects.toThrow(
+      `cannot read weight shard ${join(dir, 'model-00002-of-00002.safetensors')}`,
+    );
   });
 
   // Catches: optimizer moments not validated on load (a resumed run would train with wrong or partial AdamW state).
@@ -193,21 +227,31 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     const weights = initWeights(config, 10);
     await saveCheckpoint(dir, { config, weights, optimizer: { step: 4, m: weights, v: weights } });
     const shapes = parameterShapes(config);
-    const moments = (prefix: string) => new Map([...weights].map(([n, d]) => [`${prefix}${n}`, { shape: shapes.get(n)!, data: d }]));
+    const moments = (prefix: string) =>
+      new Map([...weights].map(([n, d]) => [`${prefix}${n}`, { shape: shapes.get(n)!, data: d }]));
     const path = join(dir, 'optimizer.safetensors');
     const q = 'model.layers.0.self_attn.q_proj.weight';
     const m = moments('m.');
     const v = moments('v.');
     v.delete('v.model.norm.weight');
     m.set(`m.${q}`, { shape: [1, m.get(`m.${q}`)!.data.length], data: m.get(`m.${q}`)!.data });
-    await writeFile(path, encodeSafetensors(new Map([...m, ...v, ['w.stray', { shape: [1], data: new Float32Array(1) }]]), { step: '4' }));
-    const err = await loadCheckpoint(dir).then(() => undefined, (e: Error) => e.message);
+    await writeFile(
+      path,
+      encodeSafetensors(new Map([...m, ...v, ['w.stray', { shape: [1], data: new Float32Array(1) }]]), { step: '4' }),
+    );
+    const err = await loadCheckpoint(dir).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
     expect(err).toContain(`${path} does not match config.json`);
     expect(err).toContain('missing: v.model.norm.weight');
     expect(err).toContain(`m.${q}: expected [${shapes.get(q)!.join(', ')}] got [1, `);
     expect(err).toContain('unexpected: w.stray');
     for (const step of [undefined, '-1', '2.5', 'x']) {
-      await writeFile(path, encodeSafetensors(new Map([...moments('m.'), ...moments('v.')]), step === undefined ? {} : { step }));
+      await writeFile(
+        path,
+        encodeSafetensors(new Map([...moments('m.'), ...moments('v.')]), step === undefined ? {} : { step }),
+      );
       await expect(loadCheckpoint(dir)).rejects.toThrow(`${path} metadata "step" must be a non-negative integer`);
     }
   });
@@ -215,6 +259,8 @@ describe('saveCheckpoint / loadCheckpoint', () => {
   it('refuses to save weights that do not fit the config', async () => {
     const weights = initWeights(config, 7);
     weights.set('model.norm.weight', new Float32Array(3));
-    await expect(saveCheckpoint(dir, { config, weights })).rejects.toThrow(`model.norm.weight: expected [${config.hidden_size}] got [3]`);
+    await expect(saveCheckpoint(dir, { config, weights })).rejects.toThrow(
+      `model.norm.weight: expected [${config.hidden_size}] got [3]`,
+    );
   });
 });

@@ -36,7 +36,10 @@ describe('Graph builder', () => {
     const g = build();
     expect(g.outputs.map((o) => o.shape)).toEqual([[2, 3], ['2*T']]);
     const s = await Session.get(g.toBytes());
-    const out = await s.run({ a: { data: Float32Array.of(1, 2, 3, 4), dims: [2, 2] }, b: { data: Float32Array.of(1, 0, 0, 0, 1, 0), dims: [2, 3] } });
+    const out = await s.run({
+      a: { data: Float32Array.of(1, 2, 3, 4), dims: [2, 2] },
+      b: { data: Float32Array.of(1, 0, 0, 0, 1, 0), dims: [2, 3] },
+    });
     expect(Array.from(out.y!.data as Float32Array)).toEqual([1, 2, 0, 3, 4, 0]);
     const flat = out.flat!.data as Float32Array;
     expect(flat.reduce((p, q) => p + q, 0)).toBeCloseTo(1, 6);

@@ -17,10 +17,20 @@ export function randomWeights(config: LlamaConfig, seed: number, scale = 0.25): 
   for (const [name, shape] of parameterShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const isNorm = shape.length === 1;
-    w.set(name, Float32Array.from({ length: n }, () => (isNorm ? 0.8 + 0.4 * r() : (2 * r() - 1) * scale)));
+    w.set(
+      name,
+      Float32Array.from({ length: n }, () => (isNorm ? 0.8 + 0.4 * r() : (2 * r() - 1) * scale)),
+    );
   }
   return w;
 }
 
 export const tinyGqa: LlamaConfig = modelPresets.tiny;
-export const tinyTied: LlamaConfig = llamaConfigSchema.parse({ ...modelPresets.tiny, hidden_size: 24, num_attention_heads: 2, num_key_value_heads: 2, tie_word_embeddings: true, vocab_size: 40 });
+export const tinyTied: LlamaConfig = llamaConfigSchema.parse({
+  ...modelPresets.tiny,
+  hidden_size: 24,
+  num_attention_heads: 2,
+  num_key_value_heads: 2,
+  tie_word_embeddings: true,
+  vocab_size: 40,
+});

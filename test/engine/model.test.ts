@@ -19,7 +19,11 @@ describe.each([
   const seqs = [0, 1].map(() => Array.from({ length: 11 }, () => Math.floor(r() * V)));
 
   test('matches the float64 reference forward within 1e-4', async () => {
-    const { logits } = await model.forward({ tokens: seqs, positions: seqs.map((s) => s.map((_, k) => k)), attnBias: causalBias([11, 11], 11) });
+    const { logits } = await model.forward({
+      tokens: seqs,
+      positions: seqs.map((s) => s.map((_, k) => k)),
+      attnBias: causalBias([11, 11], 11),
+    });
     seqs.forEach((s, b) => {
       const ref = referenceForward(config, weights, s).flatMap((row) => Array.from(row));
       const got = logits.subarray(b * 11 * V, (b + 1) * 11 * V);
@@ -29,11 +33,24 @@ describe.each([
   });
 
   test('KV-cache decode equals the full forward', async () => {
-    const full = await model.forward({ tokens: seqs, positions: seqs.map((s) => s.map((_, k) => k)), attnBias: causalBias([11, 11], 11) });
-    const pre = await model.forward({ tokens: seqs.map((s) => s.slice(0, 8)), positions: seqs.map(() => [0, 1, 2, 3, 4, 5, 6, 7]), attnBias: causalBias([8, 8], 8) });
+    const full = await model.forward({
+      tokens: seqs,
+      positions: seqs.map((s) => s.map((_, k) => k)),
+      attnBias: causalBias([11, 11], 11),
+    });
+    const pre = await model.forward({
+      tokens: seqs.map((s) => s.slice(0, 8)),
+      positions: seqs.map(() => [0, 1, 2, 3, 4, 5, 6, 7]),
+      attnBias: causalBias([8, 8], 8),
+    });
     let cache = pre.cache;
     for (let t = 8; t < 11; t++) {
-      const step = await model.forward({ tokens: seqs.map((s) => [s[t]!]), positions: seqs.map(() => [t]), attnBias: new Float32Array(2 * (t + 1)), past: cache });
+      const step = await model.forward({
+        tokens: seqs.map((s) => [s[t]!]),
+        positions: seqs.map(() => [t]),
+        attnBias: new Float32Array(2 * (t + 1)),
+        past: cache,
+      });
       cache = step.cache;
       expect(cache.length).toBe(t + 1);
       seqs.forEach((_, b) => {
@@ -52,7 +69,10 @@ describe('log-prob graphs', () => {
   const tok = (n: number) => Array.from({ length: n }, () => Math.floor(r() * config.vocab_size));
 
   test('tokenLogps on ragged rows equals the reference log-softmax', async () => {
-    const seqs = [{ tokens: tok(9), start: 3 }, { tokens: tok(5), start: 1 }];
+    const seqs = [
+      { tokens: tok(9), start: 3 },
+      { tokens: tok(5), start: 1 },
+    ];
     const got = await model.tokenLogps(seqs);
     seqs.forEach((s, k) => {
       const ref = referenceForward(config, weights, s.tokens).map(logSoftmax);
@@ -69,7 +89,9 @@ describe('log-prob graphs', () => {
     ];
     const got = await model.scoreCheckpoints(items);
     for (const [k, item] of items.entries()) {
-      const separate = await model.tokenLogps(item.checkpoints.map((c) => ({ tokens: [...item.context.slice(0, c), ...item.target], start: c })));
+      const separate = await model.tokenLogps(
+        item.checkpoints.map((c) => ({ tokens: [...item.context.slice(0, c), ...item.target], start: c })),
+      );
       const want = separate.map((lp) => lp.reduce((a, b) => a + b, 0) / lp.length);
       expect(got[k]).toHaveLength(item.checkpoints.length);
       expect(maxAbsDiff(got[k]!, want)).toBeLessThanOrEqual(1e-4);
@@ -78,7 +100,9 @@ describe('log-prob graphs', () => {
   });
 
   test('rejects checkpoints outside the context', async () => {
-    await expect(model.scoreCheckpoints([{ context: [1, 2], checkpoints: [3], target: [1] }])).rejects.toThrow(/checkpoint 3/);
+    await expect(model.scoreCheckpoints([{ context: [1, 2], checkpoints: [3], target: [1] }])).rejects.toThrow(
+      /checkpoint 3/,
+    );
     expect(MASKED).toBeLessThan(-1e8);
   });
 });
@@ -99,6 +123,11 @@ describe('weights baked into inference graphs', () => {
     const reference = (await unbaked.forward(input)).logits;
     expect(maxAbsDiff(before, after)).toBeGreaterThan(0.1);
     expect(maxAbsDiff(after, reference)).toBeLessThanOrEqual(1e-5);
-    expect(maxAbsDiff(await model.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!), await unbaked.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!))).toBeLessThanOrEqual(1e-5);
+    expect(
+      maxAbsDiff(
+        await model.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!),
+        await unbaked.tokenLogps([{ tokens: tokens[0]!, start: 1 }]).then((x) => x[0]!),
+      ),
+    ).toBeLessThanOrEqual(1e-5);
   });
 });

@@ -26,7 +26,13 @@ function rmsnorm(x: Float64Array[], w: Float32Array, eps: number): Float64Array[
 }
 
 /** Logits [S][V] for one sequence; bias[q][k] is the additive mask (defaults to causal). */
-export function referenceForward(config: LlamaConfig, weights: W, tokens: number[], positions?: number[], bias?: number[][]): Float64Array[] {
+export function referenceForward(
+  config: LlamaConfig,
+  weights: W,
+  tokens: number[],
+  positions?: number[],
+  bias?: number[][],
+): Float64Array[] {
   const C = config.hidden_size;
   const H = config.num_attention_heads;
   const Hkv = config.num_key_value_heads ?? H;
@@ -74,8 +80,9 @@ export function referenceForward(config: LlamaConfig, weights: W, tokens: number
           mx = Math.max(mx, scores[s]!);
         }
         let z = 0;
-        for (let s = 0; s < S; s++) z += (scores[s] = Math.exp(scores[s]! - mx));
-        for (let s = 0; s < S; s++) for (let d = 0; d < D; d++) attn[t]![head * D + d]! += (scores[s]! / z) * v[s]![kvh * D + d]!;
+        for (let s = 0; s < S; s++) z += scores[s] = Math.exp(scores[s]! - mx);
+        for (let s = 0; s < S; s++)
+          for (let d = 0; d < D; d++) attn[t]![head * D + d]! += (scores[s]! / z) * v[s]![kvh * D + d]!;
       }
     }
     const o = linear(attn, get(`${p}.self_attn.o_proj.weight`), C, H * D);

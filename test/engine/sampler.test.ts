@@ -16,12 +16,20 @@ function peakedWeights(seed: number): Weights {
 const weights = peakedWeights(11);
 const model = new LlamaModel(config, weights);
 const prompt = (text: string) => [tok.bosId, ...tok.encode(text)];
-const opts = (o: Partial<SampleOptions> = {}): SampleOptions => ({ temperature: 1, topK: 0, topP: 1, maxNewTokens: 12, seed: 5, ...o });
+const opts = (o: Partial<SampleOptions> = {}): SampleOptions => ({
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  maxNewTokens: 12,
+  seed: 5,
+  ...o,
+});
 
 describe('chooseToken', () => {
   // p = [0.2, 0.5, 0.3] over ids [0, 1, 2]; filtered sampling runs in probability order [1, 2, 0].
   const logits = new Float32Array([Math.log(0.2), Math.log(0.5), Math.log(0.3)]);
-  const pick = (o: Partial<SampleOptions>, u: number, choosable?: number) => chooseToken(logits, { temperature: 1, topK: 0, topP: 1, ...o }, u, choosable).token;
+  const pick = (o: Partial<SampleOptions>, u: number, choosable?: number) =>
+    chooseToken(logits, { temperature: 1, topK: 0, topP: 1, ...o }, u, choosable).token;
 
   it('inverts the CDF of the softmax', () => {
     expect([0, 0.19, 0.21, 0.69, 0.71, 0.999].map((u) => pick({}, u))).toEqual([0, 0, 1, 1, 2, 2]);
@@ -99,7 +107,11 @@ describe('sample', () => {
       expect(res.finish).toBe('length');
       for (let t = 0; t < res.tokens.length; t++) {
         const seq = [...p, ...res.tokens.slice(0, t)];
-        const { logits } = await model.forward({ tokens: [seq], positions: [seq.map((_, k) => k)], attnBias: causalBias([seq.length], seq.length) });
+        const { logits } = await model.forward({
+          tokens: [seq],
+          positions: [seq.map((_, k) => k)],
+          attnBias: causalBias([seq.length], seq.length),
+        });
         const last = logits.subarray((seq.length - 1) * config.vocab_size, seq.length * config.vocab_size);
         expect(res.tokens[t]).toBe(last.indexOf(Math.max(...last)));
       }
@@ -118,11 +130,19 @@ describe('sample', () => {
     const [free] = await sample(model, tok, [alone], opts({ temperature: 0, maxNewTokens: 16 }));
     // A stop string taken from the unstopped output, starting at a clean character boundary.
     const text = free!.text;
-    const i = [...text].findIndex((c, k) => k >= 3 && c !== '\ufffd' && text[k - 1] !== '\ufffd' && text[k + 1] !== undefined && text[k + 1] !== '\ufffd');
+    const i = [...text].findIndex(
+      (c, k) =>
+        k >= 3 && c !== '\ufffd' && text[k - 1] !== '\ufffd' && text[k + 1] !== undefined && text[k + 1] !== '\ufffd',
+    );
     expect(i).toBeGreaterThan(0);
     const stop = text.slice(i, i + 2);
     const cut = text.indexOf(stop);
-    const [stopped] = await sample(model, tok, [alone], opts({ temperature: 0, maxNewTokens: 16, stop: ['never-appears', stop] }));
+    const [stopped] = await sample(
+      model,
+      tok,
+      [alone],
+      opts({ temperature: 0, maxNewTokens: 16, stop: ['never-appears', stop] }),
+    );
     expect(stopped!.finish).toBe('stop');
     expect(stopped!.text).toBe(text.slice(0, cut));
     expect(stopped!.text).not.toContain(stop);
@@ -136,7 +156,13 @@ describe('sample', () => {
     const eosAt = 3;
     // The byte tokenizer with the 4th greedy token declared as EOS: the run must stop right there.
     const eosId = free!.tokens[eosAt]!;
-    const withEos: Tokenizer = { ...tok, specialIds: tok.specialIds, eosId, encode: (s) => tok.encode(s), decode: (ids) => tok.decode(ids) };
+    const withEos: Tokenizer = {
+      ...tok,
+      specialIds: tok.specialIds,
+      eosId,
+      encode: (s) => tok.encode(s),
+      decode: (ids) => tok.decode(ids),
+    };
     const first = free!.tokens.indexOf(eosId);
     const [ended] = await sample(model, withEos, [alone], opts({ temperature: 0, maxNewTokens: 8 }));
     expect(ended!.finish).toBe('eos');
@@ -145,7 +171,10 @@ describe('sample', () => {
   });
 
   it('keeps every row identical to its solo run while finished rows leave the batch', async () => {
-    const requests = Array.from({ length: 8 }, (_, k) => ({ prompt: prompt(`prompt ${'#'.repeat(3 * k)}`), key: [1, k, 0] }));
+    const requests = Array.from({ length: 8 }, (_, k) => ({
+      prompt: prompt(`prompt ${'#'.repeat(3 * k)}`),
+      key: [1, k, 0],
+    }));
     const o = opts({ maxNewTokens: 16, temperature: 0.5 });
     const free = await sample(model, tok, requests, o);
     // Declare EOS the token that most rows generate early, so rows end at different steps and the
@@ -153,7 +182,13 @@ describe('sample', () => {
     const counts = new Map<number, number>();
     for (const r of free) for (const t of new Set(r.tokens.slice(0, 10))) counts.set(t, (counts.get(t) ?? 0) + 1);
     const eosId = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
-    const withEos: Tokenizer = { ...tok, specialIds: tok.specialIds, eosId, encode: (s) => tok.encode(s), decode: (ids) => tok.decode(ids) };
+    const withEos: Tokenizer = {
+      ...tok,
+      specialIds: tok.specialIds,
+      eosId,
+      encode: (s) => tok.encode(s),
+      decode: (ids) => tok.decode(ids),
+    };
     const batched = await sample(model, withEos, requests, o);
     expect(batched.filter((r) => r.finish === 'eos' && r.tokens.length <= 10).length).toBeGreaterThanOrEqual(5);
     expect(batched.some((r) => r.finish === 'length')).toBe(true);
@@ -167,7 +202,9 @@ describe('sample', () => {
   it('respects maxNewTokens, reports progress, and keeps results in request order', async () => {
     const requests = Array.from({ length: 5 }, (_, k) => ({ prompt: prompt('x'.repeat(k + 1)), key: [0, k, 0] }));
     const progress: [number, number][] = [];
-    const results = await sample(model, tok, requests, opts({ maxNewTokens: 7, batchSize: 2 }), (d, n) => progress.push([d, n]));
+    const results = await sample(model, tok, requests, opts({ maxNewTokens: 7, batchSize: 2 }), (d, n) =>
+      progress.push([d, n]),
+    );
     expect(results.map((r) => r.tokens.length)).toEqual([7, 7, 7, 7, 7]);
     expect(results.every((r) => r.finish === 'length')).toBe(true);
     expect(progress[progress.length - 1]).toEqual([5, 5]);
@@ -179,10 +216,20 @@ describe('sample', () => {
   });
 
   it('rejects bad options and prompts, naming the field', async () => {
-    await expect(sample(model, tok, [alone], opts({ topP: 0 }))).rejects.toThrow('sample: topP must be in (0, 1] (1 = off), got 0');
-    await expect(sample(model, tok, [alone], opts({ temperature: -1 }))).rejects.toThrow('temperature must be a finite number >= 0, got -1');
-    await expect(sample(model, tok, [{ prompt: [], key: [0] }], opts())).rejects.toThrow('requests[0].prompt must not be empty');
-    await expect(sample(model, tok, [{ prompt: [999], key: [0] }], opts())).rejects.toThrow('requests[0].prompt has token 999 outside the vocabulary [0, 264)');
-    await expect(sample(model, tok, [alone], opts({ maxNewTokens: 1000 }))).rejects.toThrow(`exceeds max_position_embeddings ${config.max_position_embeddings}`);
+    await expect(sample(model, tok, [alone], opts({ topP: 0 }))).rejects.toThrow(
+      'sample: topP must be in (0, 1] (1 = off), got 0',
+    );
+    await expect(sample(model, tok, [alone], opts({ temperature: -1 }))).rejects.toThrow(
+      'temperature must be a finite number >= 0, got -1',
+    );
+    await expect(sample(model, tok, [{ prompt: [], key: [0] }], opts())).rejects.toThrow(
+      'requests[0].prompt must not be empty',
+    );
+    await expect(sample(model, tok, [{ prompt: [999], key: [0] }], opts())).rejects.toThrow(
+      'requests[0].prompt has token 999 outside the vocabulary [0, 264)',
+    );
+    await expect(sample(model, tok, [alone], opts({ maxNewTokens: 1000 }))).rejects.toThrow(
+      `exceeds max_position_embeddings ${config.max_position_embeddings}`,
+    );
   });
 });

@@ -19,7 +19,14 @@ describe('ByteTokenizer', () => {
   });
 
   it('round-trips text, including multi-byte characters and specials', () => {
-    for (const s of ['', 'plain', 'naïve 🚀 中文', '<think>\nWait, 2+2=4.\n\n</think>The answer', '<<think>>', '</thinking>']) {
+    for (const s of [
+      '',
+      'plain',
+      'naïve 🚀 中文',
+      '<think>\nWait, 2+2=4.\n\n</think>The answer',
+      '<<think>>',
+      '</thinking>',
+    ]) {
       expect(tok.decode(tok.encode(s))).toBe(s);
     }
   });
@@ -68,21 +75,52 @@ describe('loadHfTokenizer', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tok-'));
     const vocab: Record<string, number> = {};
-    byteLevelAlphabet().forEach((c, i) => { vocab[c] = i; });
-    const merges = [['h', 'e'], ['l', 'l'], ['he', 'll'], ['hell', 'o'], ['Ġ', 'w']];
+    byteLevelAlphabet().forEach((c, i) => {
+      vocab[c] = i;
+    });
+    const merges = [
+      ['h', 'e'],
+      ['l', 'l'],
+      ['he', 'll'],
+      ['hell', 'o'],
+      ['Ġ', 'w'],
+    ];
     for (const [a, b] of merges) vocab[`${a}${b}`] = Object.keys(vocab).length;
     const added = ['<|endoftext|>', '<think>', '</think>'].map((content, i) => ({
-      id: 256 + merges.length + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: content === '<|endoftext|>',
+      id: 256 + merges.length + i,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: content === '<|endoftext|>',
     }));
     const tokenizerJson = {
-      version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: added,
+      normalizer: null,
       pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true },
       decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges: merges.map((m) => m.join(' ')) },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: null,
+        continuing_subword_prefix: '',
+        end_of_word_suffix: '',
+        fuse_unk: false,
+        byte_fallback: false,
+        vocab,
+        merges: merges.map((m) => m.join(' ')),
+      },
     };
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
-    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|endoftext|>', bos_token: null, pad_token: null }));
+    await writeFile(
+      join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ eos_token: '<|endoftext|>', bos_token: null, pad_token: null }),
+    );
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
@@ -104,7 +142,9 @@ describe('loadHfTokenizer', () => {
   });
 
   it('names the file when it is missing or malformed', async () => {
-    await expect(loadHfTokenizer(join(dir, 'nope.json'))).rejects.toThrow(`cannot read tokenizer.json ${join(dir, 'nope.json')}`);
+    await expect(loadHfTokenizer(join(dir, 'nope.json'))).rejects.toThrow(
+      `cannot read tokenizer.json ${join(dir, 'nope.json')}`,
+    );
     const bad = join(dir, 'bad', 'tokenizer.json');
     await mkdir(join(dir, 'bad'), { recursive: true });
     await writeFile(bad, '{ not json');

@@ -15,7 +15,10 @@ describe('SFT step', () => {
       { tokens: [5, 6, 7, 8, 9, 10, 11, 12], lossMask: [0, 0, 0, 1, 1, 1, 1, 1] },
       { tokens: [20, 21, 22, 23], lossMask: [0, 1, 1, 1] },
     ];
-    const lp = await model.tokenLogps([{ tokens: batch[0]!.tokens, start: 3 }, { tokens: batch[1]!.tokens, start: 1 }]);
+    const lp = await model.tokenLogps([
+      { tokens: batch[0]!.tokens, start: 3 },
+      { tokens: batch[1]!.tokens, start: 1 },
+    ]);
     const nll = -lp.flat().reduce((a, b) => a + b, 0) / 8;
     const trainer = new Trainer(model);
     const first = await trainer.sftStep(batch, 3e-3);
@@ -29,7 +32,14 @@ describe('SFT step', () => {
 });
 
 /** Plain-TS AdamW (torch semantics + clip_grad_norm_), the reference for the in-graph optimizer. */
-function adamwReference(w: Weights, grads: Map<string, Float32Array>, m: Map<string, Float64Array>, v: Map<string, Float64Array>, step: number, lr: number) {
+function adamwReference(
+  w: Weights,
+  grads: Map<string, Float32Array>,
+  m: Map<string, Float64Array>,
+  v: Map<string, Float64Array>,
+  step: number,
+  lr: number,
+) {
   const o = { ...adamwDefaults, weightDecay: 0.1 };
   let sq = 0;
   for (const gr of grads.values()) for (const x of gr) sq += x * x;
@@ -66,7 +76,13 @@ test('in-graph AdamW matches a plain-TS AdamW over two steps', async () => {
   const m = new Map([...ref].map(([k, x]) => [k, new Float64Array(x.length)]));
   const v = new Map([...ref].map(([k, x]) => [k, new Float64Array(x.length)]));
   for (let step = 1; step <= 2; step++) {
-    const feeds: Feeds = { ...batchFeeds(config, batch.map((b) => b.tokens)).feeds, ...sftBatch(batch).feeds };
+    const feeds: Feeds = {
+      ...batchFeeds(
+        config,
+        batch.map((b) => b.tokens),
+      ).feeds,
+      ...sftBatch(batch).feeds,
+    };
     for (const [name, shape] of parameterShapes(config)) feeds[name] = { data: ref.get(name)!, dims: shape };
     const out = await gradSession.run(feeds);
     const grads = new Map([...ref.keys()].map((k) => [k, out[`grad:${k}`]!.data as Float32Array]));
@@ -94,7 +110,14 @@ test('in-graph AdamW matches a plain-TS AdamW over two steps', async () => {
 });
 
 describe('whole-model gradient check (float64 finite differences)', () => {
-  const small: LlamaConfig = llamaConfigSchema.parse({ hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 20 });
+  const small: LlamaConfig = llamaConfigSchema.parse({
+    hidden_size: 16,
+    intermediate_size: 24,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 20,
+  });
   test.each([
     ['sft, untied', small],
     ['sft, tied, MHA', { ...small, tie_word_embeddings: true, num_key_value_heads: 4 }],
@@ -102,7 +125,13 @@ describe('whole-model gradient check (float64 finite differences)', () => {
     const r = rng(13);
     const rows = [randTokens(r, 7, config.vocab_size), randTokens(r, 5, config.vocab_size)];
     const session = await Session.get(buildGradGraph(config, 2, sftObjective, 'float64').toBytes());
-    const base: Feeds = { ...batchFeeds(config, rows, 'float64').feeds, ...sftBatch(rows.map((t) => ({ tokens: t, lossMask: t.map(() => 1) })), 'float64').feeds };
+    const base: Feeds = {
+      ...batchFeeds(config, rows, 'float64').feeds,
+      ...sftBatch(
+        rows.map((t) => ({ tokens: t, lossMask: t.map(() => 1) })),
+        'float64',
+      ).feeds,
+    };
     const w32 = randomWeights(config, 17, 0.3);
     const params = new Map([...w32].map(([k, x]) => [k, Float64Array.from(x)]));
     const feeds = (): Feeds => {
@@ -137,5 +166,7 @@ test('optimizer state is validated against the model', () => {
   const model = new LlamaModel(tinyGqa, randomWeights(tinyGqa, 1));
   const m = new Map(model.weights);
   m.delete('model.norm.weight');
-  expect(() => new Trainer(model, {}, { step: 3, m, v: model.weights })).toThrow('optimizer state: m for model.norm.weight is missing');
+  expect(() => new Trainer(model, {}, { step: 3, m, v: model.weights })).toThrow(
+    'optimizer state: m for model.norm.weight is missing',
+  );
 });

@@ -9,7 +9,20 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { syntheticTasks } from '../../opera/synthetic';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from './helpers';
+import {
+  lastLine,
+  pool,
+  runCli,
+  smokeYaml,
+  startWorker,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+  type WorkerProcess,
+  removeTmpDirs,
+  terminateOpenRuns,
+} from './helpers';
 
 jest.setTimeout(240_000);
 
@@ -63,25 +76,41 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   // `retry` before the fix: the stage fails again and the run is blocked again (attempt 2 recorded).
   const early = await runCli(['retry', blocked.id], env);
   expect(early.code).toBe(0);
-  await waitFor('attempt 2 to fail', async () => {
-    const { rows: a } = await db.query("select 1 from stage_attempts where run_id = $1 and stage = 'prepareDataset' and attempt = 2 and status = 'failed'", [blocked.id]);
-    return a.length ? true : undefined;
-  }, 60_000);
+  await waitFor(
+    'attempt 2 to fail',
+    async () => {
+      const { rows: a } = await db.query(
+        "select 1 from stage_attempts where run_id = $1 and stage = 'prepareDataset' and attempt = 2 and status = 'failed'",
+        [blocked.id],
+      );
+      return a.length ? true : undefined;
+    },
+    60_000,
+  );
 
   writeFileSync(dataset, `${rows.join('\n')}\n`);
-  await waitFor('the run to be blocked again', async () => {
-    const { rows: r } = await db.query<{ status: string }>('select status from runs where id = $1', [blocked.id]);
-    return r[0]?.status === 'blocked' ? true : undefined;
-  }, 30_000);
+  await waitFor(
+    'the run to be blocked again',
+    async () => {
+      const { rows: r } = await db.query<{ status: string }>('select status from runs where id = $1', [blocked.id]);
+      return r[0]?.status === 'blocked' ? true : undefined;
+    },
+    30_000,
+  );
   const retried = await runCli(['retry', blocked.id], env);
   expect(retried.code).toBe(0);
 
-  const done = await waitFor('the run to complete', async () => {
-    const show = await runCli(['show', blocked.id, '--json'], env, 60_000);
-    const s = JSON.parse(lastLine(show.stdout)) as RunSummary;
-    if (s.status === 'failed' || s.status === 'cancelled') throw new Error(`run ended ${s.status}: ${s.error}`);
-    return s.status === 'completed' ? s : undefined;
-  }, 150_000, 2000);
+  const done = await waitFor(
+    'the run to complete',
+    async () => {
+      const show = await runCli(['show', blocked.id, '--json'], env, 60_000);
+      const s = JSON.parse(lastLine(show.stdout)) as RunSummary;
+      if (s.status === 'failed' || s.status === 'cancelled') throw new Error(`run ended ${s.status}: ${s.error}`);
+      return s.status === 'completed' ? s : undefined;
+    },
+    150_000,
+    2000,
+  );
   expect(done.error).toBeNull();
   expect(done.currentIteration).toBe(1);
   const attempts = done.stages.find((s) => s.stage === 'prepareDataset')!.attempts.map((a) => a.status);

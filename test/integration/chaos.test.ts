@@ -5,7 +5,21 @@
  * an uninterrupted run of the same config.
  */
 import type pg from 'pg';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns, runIdOf } from './helpers';
+import {
+  lastLine,
+  pool,
+  runCli,
+  smokeYaml,
+  startWorker,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+  type WorkerProcess,
+  removeTmpDirs,
+  terminateOpenRuns,
+  runIdOf,
+} from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(300_000);
@@ -40,7 +54,14 @@ const config = (name: string) =>
   );
 
 async function trainSamples(runId: string) {
-  const { rows } = await db.query<{ iteration: number; prompt_id: string; sample_index: number; response: string; reward: number; advantage: number }>(
+  const { rows } = await db.query<{
+    iteration: number;
+    prompt_id: string;
+    sample_index: number;
+    response: string;
+    reward: number;
+    advantage: number;
+  }>(
     `select iteration, prompt_id, sample_index, response, reward, advantage from samples
       where run_id = $1 and split = 'train' order by iteration, prompt_id, sample_index`,
     [runId],
@@ -88,31 +109,55 @@ test('SIGKILL of the worker during an iteration: a new worker finishes the same 
 
   const second = await startWorker(env);
   workers.push(second);
-  await waitFor('the run to complete', async () => {
-    const s = await runStatus(runId);
-    if (s === 'failed' || s === 'blocked' || s === 'cancelled') throw new Error(`run ended ${s}:\n${second.output()}`);
-    return s === 'completed' ? s : undefined;
-  }, 180_000);
-  process.stderr.write(`chaos: killed during ${victim.stage} shard ${victim.shard}; finished ${((Date.now() - killedAt) / 1000).toFixed(1)} s later\n`);
+  await waitFor(
+    'the run to complete',
+    async () => {
+      const s = await runStatus(runId);
+      if (s === 'failed' || s === 'blocked' || s === 'cancelled')
+        throw new Error(`run ended ${s}:\n${second.output()}`);
+      return s === 'completed' ? s : undefined;
+    },
+    180_000,
+  );
+  process.stderr.write(
+    `chaos: killed during ${victim.stage} shard ${victim.shard}; finished ${((Date.now() - killedAt) / 1000).toFixed(1)} s later\n`,
+  );
 
   // The attempt that died is recorded as failed (abandoned) and a later attempt of that stage completed.
-  const { rows: attempts } = await db.query<{ id: number; attempt: number; status: string; error: string | null; worker: string }>(
+  const { rows: attempts } = await db.query<{
+    id: number;
+    attempt: number;
+    status: string;
+    error: string | null;
+    worker: string;
+  }>(
     `select a.id, a.attempt, a.status, a.error, a.worker from stage_attempts a, stage_attempts v
       where v.id = $1 and a.run_id = v.run_id and a.stage = v.stage and a.iteration = v.iteration and a.shard = v.shard
       order by a.attempt`,
     [victim.id],
   );
   const killed = attempts.find((a) => a.id === victim.id)!;
-  process.stderr.write(`chaos: attempts of the killed stage: ${attempts.map((a) => `#${a.attempt} ${a.status}`).join(', ')}\n`);
-  for (const line of second.output().split('\n').filter((l) => l.includes('resumes from'))) process.stderr.write(`chaos: ${line}\n`);
+  process.stderr.write(
+    `chaos: attempts of the killed stage: ${attempts.map((a) => `#${a.attempt} ${a.status}`).join(', ')}\n`,
+  );
+  for (const line of second
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('resumes from')))
+    process.stderr.write(`chaos: ${line}\n`);
   if (killed.status !== 'completed') {
     expect(killed.status).toBe('failed');
     expect(killed.error).toMatch(/abandoned/);
-    expect(attempts.some((a) => a.attempt > killed.attempt && a.status === 'completed' && a.worker !== killed.worker)).toBe(true);
+    expect(
+      attempts.some((a) => a.attempt > killed.attempt && a.status === 'completed' && a.worker !== killed.worker),
+    ).toBe(true);
   }
 
   // No duplicate rows (the unique keys make them impossible; the counts prove nothing was lost either).
-  const { rows: dupMetrics } = await db.query('select step, name from metrics where run_id = $1 group by step, name having count(*) > 1', [runId]);
+  const { rows: dupMetrics } = await db.query(
+    'select step, name from metrics where run_id = $1 group by step, name having count(*) > 1',
+    [runId],
+  );
   expect(dupMetrics).toEqual([]);
   const { rows: perIteration } = await db.query<{ split: string; n: number }>(
     'select split, count(*)::int as n from samples where run_id = $1 group by split order by split',
@@ -126,7 +171,9 @@ test('SIGKILL of the worker during an iteration: a new worker finishes the same 
   // Same choices as the uninterrupted run: identical responses, rewards and advantages.
   const got = await trainSamples(runId);
   const want = await trainSamples(referenceRun);
-  expect(got.map((s) => [s.iteration, s.prompt_id, s.sample_index, s.response])).toEqual(want.map((s) => [s.iteration, s.prompt_id, s.sample_index, s.response]));
+  expect(got.map((s) => [s.iteration, s.prompt_id, s.sample_index, s.response])).toEqual(
+    want.map((s) => [s.iteration, s.prompt_id, s.sample_index, s.response]),
+  );
   got.forEach((s, k) => {
     expect(s.reward).toBeCloseTo(want[k]!.reward, 6);
     expect(s.advantage).toBeCloseTo(want[k]!.advantage, 4);

@@ -18,7 +18,14 @@ import type pg from 'pg';
 import { createActivities } from '../../activities';
 import { loadCheckpointChecked, saveCheckpointRecorded } from '../../activities/engine';
 import { pathToUri } from '../../activities/store';
-import type { CheckpointRef, DatasetRef, RolloutOutput, ScoreOutput, RewardOutput, UpdateOutput } from '../../activities/types';
+import type {
+  CheckpointRef,
+  DatasetRef,
+  RolloutOutput,
+  ScoreOutput,
+  RewardOutput,
+  UpdateOutput,
+} from '../../activities/types';
 import { createDb, type DbHandle } from '../../db/client';
 import { createRun } from '../../db/queries';
 import { modelPresets } from '../../engine/config';
@@ -26,7 +33,20 @@ import { initWeights, type Weights } from '../../engine/model';
 import { engineStats } from '../../engine/ort';
 import { configHash, parseRunConfig } from '../../config/load';
 import { callActivity } from './call-activity.workflow';
-import { pool, removeTmpDirs, runCli, runIdOf, smokeYaml, startWorker, terminateOpenRuns, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess } from './helpers';
+import {
+  pool,
+  removeTmpDirs,
+  runCli,
+  runIdOf,
+  smokeYaml,
+  startWorker,
+  terminateOpenRuns,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+  type WorkerProcess,
+} from './helpers';
 import { expectSameRecord, runRecord } from './records';
 
 jest.setTimeout(400_000);
@@ -50,9 +70,13 @@ afterAll(async () => {
 });
 
 async function runRow(runId: string): Promise<{ status: string; error: string | null }> {
-  const { rows } = await db.query<{ status: string; error: string | null }>('select status, error from runs where id = $1', [runId]);
+  const { rows } = await db.query<{ status: string; error: string | null }>(
+    'select status, error from runs where id = $1',
+    [runId],
+  );
   const r = rows[0]!;
-  if (r.status === 'blocked' || r.status === 'failed') throw new Error(`run ${runId} is ${r.status}: ${r.error}\n${workers.map((w) => w.output()).join('\n---\n')}`);
+  if (r.status === 'blocked' || r.status === 'failed')
+    throw new Error(`run ${runId} is ${r.status}: ${r.error}\n${workers.map((w) => w.output()).join('\n---\n')}`);
   return r;
 }
 
@@ -64,9 +88,19 @@ describe('checkpoint files are verified against their recorded sha256', () => {
   beforeAll(async () => {
     const runId = `ckpt-${process.pid}-${Date.now()}`;
     const run = parseRunConfig(smokeYaml({ name: 'ckpt', artifactsDir: tmpDir() }), 'ckpt.yaml');
-    await createRun(dbh.db, { id: runId, name: 'ckpt', status: 'pending', config: run, configHash: configHash(run), codeVersion: 'test', seed: 1, workflowId: runId });
+    await createRun(dbh.db, {
+      id: runId,
+      name: 'ckpt',
+      status: 'pending',
+      config: run,
+      configHash: configHash(run),
+      codeVersion: 'test',
+      seed: 1,
+      workflowId: runId,
+    });
     const weights = initWeights(config, 1);
-    const moments = (scale: number): Weights => new Map([...weights].map(([n, w]) => [n, w.map((_, k) => scale * ((k % 7) + 1))]));
+    const moments = (scale: number): Weights =>
+      new Map([...weights].map(([n, w]) => [n, w.map((_, k) => scale * ((k % 7) + 1))]));
     dir = join(tmpDir(), 'iter-0001');
     ({ checkpoint: ref } = await saveCheckpointRecorded(dbh.db, runId, 1, dir, {
       config,
@@ -75,9 +109,17 @@ describe('checkpoint files are verified against their recorded sha256', () => {
       extra: { iteration: 1, ema: -2.5, dataPosition: 8 },
     }));
     // The reference records every file, with the hashes the artifacts table holds.
-    const { rows } = await db.query<{ name: string; sha256: string }>('select name, sha256 from artifacts where run_id = $1', [runId]);
+    const { rows } = await db.query<{ name: string; sha256: string }>(
+      'select name, sha256 from artifacts where run_id = $1',
+      [runId],
+    );
     expect(Object.fromEntries(rows.map((r) => [r.name, r.sha256]))).toEqual(ref.files);
-    expect(Object.keys(ref.files).sort()).toEqual(['config.json', 'model.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
+    expect(Object.keys(ref.files).sort()).toEqual([
+      'config.json',
+      'model.safetensors',
+      'optimizer.safetensors',
+      'trainer_state.json',
+    ]);
   });
 
   /** A copy of the checkpoint directory, changed by `edit`, under the recorded reference. */
@@ -94,23 +136,38 @@ describe('checkpoint files are verified against their recorded sha256', () => {
     expect(ckpt.extra).toEqual({ iteration: 1, ema: -2.5, dataPosition: 8 });
   });
 
-  test.each(['model.safetensors', 'optimizer.safetensors', 'config.json', 'trainer_state.json'])('one changed byte in %s is refused', async (name) => {
-    const bad = tampered((copy) => {
-      const bytes = readFileSync(join(copy, name));
-      // The last byte: inside tensor data (safetensors) or the final newline (JSON), so the file still parses.
-      bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 0x01, bytes.length - 1);
-      writeFileSync(join(copy, name), bytes);
-    });
-    await expect(loadCheckpointChecked(bad)).rejects.toThrow(new RegExp(`does not match its recorded hashes: ${name.replace('.', '\\.')} has sha256 [0-9a-f]{64}, recorded ${ref.files[name]}`));
-  });
+  test.each(['model.safetensors', 'optimizer.safetensors', 'config.json', 'trainer_state.json'])(
+    'one changed byte in %s is refused',
+    async (name) => {
+      const bad = tampered((copy) => {
+        const bytes = readFileSync(join(copy, name));
+        // The last byte: inside tensor data (safetensors) or the final newline (JSON), so the file still parses.
+        bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 0x01, bytes.length - 1);
+        writeFileSync(join(copy, name), bytes);
+      });
+      await expect(loadCheckpointChecked(bad)).rejects.toThrow(
+        new RegExp(
+          `does not match its recorded hashes: ${name.replace('.', '\\.')} has sha256 [0-9a-f]{64}, recorded ${ref.files[name]}`,
+        ),
+      );
+    },
+  );
 
   test('a recorded file that is missing, or a checkpoint file that was never recorded, is refused', async () => {
-    await expect(loadCheckpointChecked(tampered((copy) => rmSync(join(copy, 'optimizer.safetensors'))))).rejects.toThrow(/optimizer\.safetensors is missing/);
+    await expect(
+      loadCheckpointChecked(tampered((copy) => rmSync(join(copy, 'optimizer.safetensors')))),
+    ).rejects.toThrow(/optimizer\.safetensors is missing/);
     // An optimizer file slipped into a checkpoint recorded without one would be loaded as AdamW state.
-    const withoutOptimizer = Object.fromEntries(Object.entries(ref.files).filter(([name]) => name !== 'optimizer.safetensors'));
+    const withoutOptimizer = Object.fromEntries(
+      Object.entries(ref.files).filter(([name]) => name !== 'optimizer.safetensors'),
+    );
     const stray = { ...tampered(() => {}), files: withoutOptimizer };
-    await expect(loadCheckpointChecked(stray)).rejects.toThrow(/optimizer\.safetensors is present but was not recorded/);
-    await expect(loadCheckpointChecked({ ...ref, files: { ...ref.files, 'extra.bin': 'ab' } })).rejects.toThrow(/extra\.bin is recorded but is not a checkpoint file/);
+    await expect(loadCheckpointChecked(stray)).rejects.toThrow(
+      /optimizer\.safetensors is present but was not recorded/,
+    );
+    await expect(loadCheckpointChecked({ ...ref, files: { ...ref.files, 'extra.bin': 'ab' } })).rejects.toThrow(
+      /extra\.bin is recorded but is not a checkpoint file/,
+    );
   });
 });
 
@@ -135,19 +192,31 @@ describe('stages driven directly on a completed run', () => {
     return rows[0].output;
   }
   const attempts = async (stage: string, iteration: number) =>
-    (await db.query<{ attempt: number; status: string }>('select attempt, status from stage_attempts where run_id = $1 and stage = $2 and iteration = $3 order by attempt', [runId, stage, iteration])).rows;
+    (
+      await db.query<{ attempt: number; status: string }>(
+        'select attempt, status from stage_attempts where run_id = $1 and stage = $2 and iteration = $3 order by attempt',
+        [runId, stage, iteration],
+      )
+    ).rows;
 
   /** Runs one activity through the in-process worker; returns its output and the engine calls it made. */
   async function drive<T>(name: string, input: unknown): Promise<{ out: T; engineRuns: number }> {
     const before = engineStats().runs;
-    const out = (await client.workflow.execute(callActivity, { taskQueue: queue, workflowId: `${runId}-direct-${++calls}`, args: [name as never, input] })) as T;
+    const out = (await client.workflow.execute(callActivity, {
+      taskQueue: queue,
+      workflowId: `${runId}-direct-${++calls}`,
+      args: [name as never, input],
+    })) as T;
     return { out, engineRuns: engineStats().runs - before };
   }
 
   beforeAll(async () => {
     const w = await startWorker(env);
     workers.push(w);
-    const res = await runCli(['train', writeConfig(smokeYaml({ name: 'crash-direct', artifactsDir: tmpDir() })), '--wait', '--json'], env);
+    const res = await runCli(
+      ['train', writeConfig(smokeYaml({ name: 'crash-direct', artifactsDir: tmpDir() })), '--wait', '--json'],
+      env,
+    );
     runId = runIdOf(res.stdout);
     started.push(runId);
     if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\n${w.output()}`);
@@ -181,39 +250,83 @@ describe('stages driven directly on a completed run', () => {
     const dataset = await output<DatasetRef>('prepareDataset', 0);
     const sft = await output<{ checkpoint: CheckpointRef }>('coldStartSft', 0);
     // Control: a stage that never ran (evaluation at iteration 9) does run the engine and records an attempt.
-    const fresh = await drive<{ prompts: number }>('evaluate', { runId, iteration: 9, dataset, checkpoint: sft.checkpoint });
+    const fresh = await drive<{ prompts: number }>('evaluate', {
+      runId,
+      iteration: 9,
+      dataset,
+      checkpoint: sft.checkpoint,
+    });
     expect(fresh.engineRuns).toBeGreaterThan(0);
     expect(await attempts('evaluate', 9)).toEqual([{ attempt: 1, status: 'completed' }]);
-    const again = await drive<{ prompts: number }>('evaluate', { runId, iteration: 9, dataset, checkpoint: sft.checkpoint });
+    const again = await drive<{ prompts: number }>('evaluate', {
+      runId,
+      iteration: 9,
+      dataset,
+      checkpoint: sft.checkpoint,
+    });
     expect(again).toEqual({ out: fresh.out, engineRuns: 0 });
     expect(await attempts('evaluate', 9)).toHaveLength(1);
 
     // Stages the run completed: scoring and the update of iteration 1.
     const rollout = await output<RolloutOutput>('rollout', 1, 0);
-    const score = await drive<ScoreOutput>('score', { runId, iteration: 1, shard: 0, checkpoint: sft.checkpoint, rollout });
+    const score = await drive<ScoreOutput>('score', {
+      runId,
+      iteration: 1,
+      shard: 0,
+      checkpoint: sft.checkpoint,
+      rollout,
+    });
     expect(score).toEqual({ out: await output<ScoreOutput>('score', 1, 0), engineRuns: 0 });
     const rewards = await output<RewardOutput>('reward', 1);
     const recordedUpdate = await output<UpdateOutput>('update', 1);
-    const update = await drive<UpdateOutput>('update', { runId, iteration: 1, checkpoint: sft.checkpoint, reference: sft.checkpoint, rewards, ema: rewards.ema, dataPosition: recordedUpdate.dataPosition });
+    const update = await drive<UpdateOutput>('update', {
+      runId,
+      iteration: 1,
+      checkpoint: sft.checkpoint,
+      reference: sft.checkpoint,
+      rewards,
+      ema: rewards.ema,
+      dataPosition: recordedUpdate.dataPosition,
+    });
     expect(update).toEqual({ out: recordedUpdate, engineRuns: 0 });
     expect(await attempts('update', 1)).toEqual([{ attempt: 1, status: 'completed' }]);
   });
 
   test('a stage retried after writing its rows overwrites them in place: no duplicates, the new values win', async () => {
     const snapshot = async () => ({
-      samples: (await db.query("select prompt_id, sample_index, reward, advantage, ppl from samples where run_id = $1 and split = 'train' and iteration = 2 order by prompt_id, sample_index", [runId])).rows,
-      metrics: (await db.query('select name, value from metrics where run_id = $1 and step = 2 order by name', [runId])).rows,
-      artifact: (await db.query("select uri, sha256, bytes from artifacts where run_id = $1 and kind = 'rewards' and iteration = 2", [runId])).rows,
+      samples: (
+        await db.query(
+          "select prompt_id, sample_index, reward, advantage, ppl from samples where run_id = $1 and split = 'train' and iteration = 2 order by prompt_id, sample_index",
+          [runId],
+        )
+      ).rows,
+      metrics: (await db.query('select name, value from metrics where run_id = $1 and step = 2 order by name', [runId]))
+        .rows,
+      artifact: (
+        await db.query(
+          "select uri, sha256, bytes from artifacts where run_id = $1 and kind = 'rewards' and iteration = 2",
+          [runId],
+        )
+      ).rows,
     });
     const original = await snapshot();
     expect(original.samples).toHaveLength(16);
     expect(original.artifact).toHaveLength(1);
 
     // An attempt that wrote its rows and died before recording completion, with values that differ.
-    await db.query("update stage_attempts set status = 'failed', error = 'killed (test)' where run_id = $1 and stage = 'reward' and iteration = 2", [runId]);
-    await db.query("update samples set reward = reward + 1, advantage = 0, ppl = -1 where run_id = $1 and split = 'train' and iteration = 2", [runId]);
+    await db.query(
+      "update stage_attempts set status = 'failed', error = 'killed (test)' where run_id = $1 and stage = 'reward' and iteration = 2",
+      [runId],
+    );
+    await db.query(
+      "update samples set reward = reward + 1, advantage = 0, ppl = -1 where run_id = $1 and split = 'train' and iteration = 2",
+      [runId],
+    );
     await db.query("update metrics set value = 42 where run_id = $1 and step = 2 and name like 'reward/%'", [runId]);
-    await db.query("update artifacts set sha256 = repeat('0', 64), bytes = 1 where run_id = $1 and kind = 'rewards' and iteration = 2", [runId]);
+    await db.query(
+      "update artifacts set sha256 = repeat('0', 64), bytes = 1 where run_id = $1 and kind = 'rewards' and iteration = 2",
+      [runId],
+    );
     expect(await snapshot()).not.toEqual(original);
 
     const scores = [await output<ScoreOutput>('score', 2, 0), await output<ScoreOutput>('score', 2, 1)];
@@ -276,17 +389,30 @@ test('the update stage resumes from its partial checkpoint after its worker is k
   await first.kill();
   const second = await startWorker(env);
   workers.push(second);
-  await waitFor('the run to complete', async () => ((await runRow(runId)).status === 'completed' ? true : undefined), 180_000);
+  await waitFor(
+    'the run to complete',
+    async () => ((await runRow(runId)).status === 'completed' ? true : undefined),
+    180_000,
+  );
 
   expect(second.output()).toContain(`update attempt 2: resumes from the partial checkpoint at step ${partialStep}`);
-  const { rows } = await db.query<{ attempt: number; status: string }>("select attempt, status from stage_attempts where run_id = $1 and stage = 'update' order by attempt", [runId]);
+  const { rows } = await db.query<{ attempt: number; status: string }>(
+    "select attempt, status from stage_attempts where run_id = $1 and stage = 'update' order by attempt",
+    [runId],
+  );
   expect(rows).toEqual([
     { attempt: 1, status: 'failed' },
     { attempt: 2, status: 'completed' },
   ]);
   // Weights, AdamW moments and the loss statistics all came back from the partial checkpoint.
-  expectSameRecord('update resumed after a kill vs uninterrupted', await runRecord(db, runId), await runRecord(db, referenceRun));
+  expectSameRecord(
+    'update resumed after a kill vs uninterrupted',
+    await runRecord(db, runId),
+    await runRecord(db, referenceRun),
+  );
   // The partial checkpoints are files of this run's store, gone or not, never recorded as artifacts.
-  const { rows: partials } = await db.query("select uri from artifacts where run_id = $1 and uri like '%partial%'", [runId]);
+  const { rows: partials } = await db.query("select uri from artifacts where run_id = $1 and uri like '%partial%'", [
+    runId,
+  ]);
   expect(partials).toEqual([]);
 });

@@ -33,7 +33,9 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 180_0
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`operaflow ${args.join(' ')} timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(
+        new Error(`operaflow ${args.join(' ')} timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+      );
     }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code) => {
@@ -59,7 +61,10 @@ export async function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): P
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((resolveReady, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`worker did not start within ${timeoutMs} ms:\n${out}`)),
+      timeoutMs,
+    );
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes(' polling ')) {
@@ -110,7 +115,13 @@ export function removeTmpDirs(): void {
 }
 
 /** The smoke config's settings, with artifacts under `artifactsDir` and optional section overrides. */
-export function smokeYaml(opts: { name: string; artifactsDir: string; data?: string; grpo?: string; runtime?: string }): string {
+export function smokeYaml(opts: {
+  name: string;
+  artifactsDir: string;
+  data?: string;
+  grpo?: string;
+  runtime?: string;
+}): string {
   return `name: ${opts.name}
 seed: 7
 model: { preset: tiny, tokenizer: byte }
@@ -128,7 +139,12 @@ export function pool(): pg.Pool {
   return new pg.Pool({ connectionString: url, max: 2 });
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 500): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs = 500,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();

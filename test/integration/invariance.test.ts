@@ -13,7 +13,20 @@
  * bugs in what differs between the variants: state carried across boundaries, sharding, and resume.
  */
 import type pg from 'pg';
-import { pool, runCli, runIdOf, smokeYaml, startWorker, terminateOpenRuns, testEnv, tmpDir, waitFor, writeConfig, removeTmpDirs, type WorkerProcess } from './helpers';
+import {
+  pool,
+  runCli,
+  runIdOf,
+  smokeYaml,
+  startWorker,
+  terminateOpenRuns,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+  removeTmpDirs,
+  type WorkerProcess,
+} from './helpers';
 import { expectSameRecord, runRecord, type RunRecord } from './records';
 
 jest.setTimeout(600_000);
@@ -37,10 +50,14 @@ const config = (name: string, runtime: { shards: number; continueAsNewEvery: num
   );
 
 async function row(runId: string): Promise<{ status: string; current_iteration: number; error: string | null }> {
-  const { rows } = await db.query<{ status: string; current_iteration: number; error: string | null }>('select status, current_iteration, error from runs where id = $1', [runId]);
+  const { rows } = await db.query<{ status: string; current_iteration: number; error: string | null }>(
+    'select status, current_iteration, error from runs where id = $1',
+    [runId],
+  );
   const r = rows[0];
   if (!r) throw new Error(`no run ${runId}`);
-  if (r.status === 'blocked' || r.status === 'failed') throw new Error(`run ${runId} is ${r.status}: ${r.error}\n${workers.map((w) => w.output()).join('\n---\n')}`);
+  if (r.status === 'blocked' || r.status === 'failed')
+    throw new Error(`run ${runId} is ${r.status}: ${r.error}\n${workers.map((w) => w.output()).join('\n---\n')}`);
   return r;
 }
 
@@ -62,12 +79,21 @@ async function launch(env: NodeJS.ProcessEnv, file: string): Promise<string> {
   return id;
 }
 
-const completed = (runId: string) => waitFor(`run ${runId} to complete`, async () => ((await row(runId)).status === 'completed' ? true : undefined), 300_000, 250);
+const completed = (runId: string) =>
+  waitFor(
+    `run ${runId} to complete`,
+    async () => ((await row(runId)).status === 'completed' ? true : undefined),
+    300_000,
+    250,
+  );
 
 beforeAll(async () => {
   db = pool();
   workers.push(await startWorker(oneWorker), await startWorker(twoWorkers), await startWorker(twoWorkers));
-  reference = await runRecord(db, await trainToEnd(oneWorker, config('inv-reference', { shards: 2, continueAsNewEvery: 100 })));
+  reference = await runRecord(
+    db,
+    await trainToEnd(oneWorker, config('inv-reference', { shards: 2, continueAsNewEvery: 100 })),
+  );
   // The reference itself must be a full run, or every comparison below would be vacuous.
   expect(reference.samples.length).toBe(3 * 6 * 4 + 3 * 4); // train rollouts + eval before, at 2 and at 3
   expect(reference.finalCheckpoint).toMatch(/^[0-9a-f]{64}$/);
@@ -93,17 +119,27 @@ test.each([1, 3])('%i rollout shard(s) record what 2 shards record', async (shar
 test('two workers sharing the queues record what one worker records', async () => {
   const runId = await trainToEnd(twoWorkers, config('inv-two-workers', { shards: 2, continueAsNewEvery: 100 }));
   // Both workers must actually have run stages of this run, or this is the one-worker case again.
-  const { rows } = await db.query<{ n: number }>("select count(distinct worker)::int as n from stage_attempts where run_id = $1 and stage in ('rollout', 'score')", [runId]);
+  const { rows } = await db.query<{ n: number }>(
+    "select count(distinct worker)::int as n from stage_attempts where run_id = $1 and stage in ('rollout', 'score')",
+    [runId],
+  );
   expect(rows[0]!.n).toBe(2);
   expectSameRecord('two workers vs one', await runRecord(db, runId), reference);
 });
 
 test('paused at a stage boundary and resumed records what an uninterrupted run records', async () => {
   const runId = await launch(oneWorker, config('inv-paused', { shards: 2, continueAsNewEvery: 100 }));
-  await waitFor('iteration 1', async () => ((await row(runId)).current_iteration >= 1 ? true : undefined), 120_000, 100);
+  await waitFor(
+    'iteration 1',
+    async () => ((await row(runId)).current_iteration >= 1 ? true : undefined),
+    120_000,
+    100,
+  );
   expect((await runCli(['pause', runId], oneWorker)).code).toBe(0);
   await waitFor('paused', async () => ((await row(runId)).status === 'paused' ? true : undefined), 60_000, 100);
-  const attempts = async () => (await db.query<{ n: number }>('select count(*)::int as n from stage_attempts where run_id = $1', [runId])).rows[0]!.n;
+  const attempts = async () =>
+    (await db.query<{ n: number }>('select count(*)::int as n from stage_attempts where run_id = $1', [runId])).rows[0]!
+      .n;
   const before = await attempts();
   await new Promise((r) => setTimeout(r, 2000));
   expect(await attempts()).toBe(before); // nothing starts while paused
@@ -114,7 +150,12 @@ test('paused at a stage boundary and resumed records what an uninterrupted run r
 
 test('cancelled after an iteration and resumed records what an uninterrupted run records', async () => {
   const runId = await launch(oneWorker, config('inv-cancelled', { shards: 2, continueAsNewEvery: 100 }));
-  await waitFor('iteration 1', async () => ((await row(runId)).current_iteration >= 1 ? true : undefined), 120_000, 100);
+  await waitFor(
+    'iteration 1',
+    async () => ((await row(runId)).current_iteration >= 1 ? true : undefined),
+    120_000,
+    100,
+  );
   expect((await runCli(['cancel', runId], oneWorker)).code).toBe(0);
   await waitFor('cancelled', async () => ((await row(runId)).status === 'cancelled' ? true : undefined), 60_000, 100);
   const cancelledAt = (await row(runId)).current_iteration;

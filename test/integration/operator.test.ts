@@ -6,7 +6,20 @@
  */
 import type pg from 'pg';
 import type { RunSummary } from '../../db/queries';
-import { lastLine, pool, runCli, smokeYaml, startWorker, testEnv, tmpDir, waitFor, writeConfig, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from './helpers';
+import {
+  lastLine,
+  pool,
+  runCli,
+  smokeYaml,
+  startWorker,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+  type WorkerProcess,
+  removeTmpDirs,
+  terminateOpenRuns,
+} from './helpers';
 
 jest.setTimeout(300_000);
 
@@ -30,9 +43,13 @@ afterAll(async () => {
 
 /** The run's row; a run that blocked or failed fails the test at once, with its error. */
 async function status(runId: string): Promise<{ status: string; current_iteration: number }> {
-  const { rows } = await db.query<{ status: string; current_iteration: number; error: string | null }>('select status, current_iteration, error from runs where id = $1', [runId]);
+  const { rows } = await db.query<{ status: string; current_iteration: number; error: string | null }>(
+    'select status, current_iteration, error from runs where id = $1',
+    [runId],
+  );
   const row = rows[0]!;
-  if (row.status === 'blocked' || row.status === 'failed') throw new Error(`run ${runId} is ${row.status}: ${row.error}\n${worker.output()}`);
+  if (row.status === 'blocked' || row.status === 'failed')
+    throw new Error(`run ${runId} is ${row.status}: ${row.error}\n${worker.output()}`);
   return row;
 }
 
@@ -55,7 +72,12 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   expect(attached.code).toBe(0);
   expect(attached.stdout).toContain(`attached to run ${runId}`);
 
-  await waitFor('iteration 1', async () => ((await status(runId)).current_iteration >= 1 ? true : undefined), 120_000, 200);
+  await waitFor(
+    'iteration 1',
+    async () => ((await status(runId)).current_iteration >= 1 ? true : undefined),
+    120_000,
+    200,
+  );
   expect((await runCli(['pause', runId], env)).code).toBe(0);
   await waitFor('paused', async () => ((await status(runId)).status === 'paused' ? true : undefined), 60_000, 200);
   const pausedAt = (await status(runId)).current_iteration;
@@ -65,10 +87,20 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   expect((await status(runId)).status).toBe('paused');
 
   expect((await runCli(['resume', runId], env)).code).toBe(0);
-  await waitFor('running again', async () => ((await status(runId)).status === 'running' ? true : undefined), 60_000, 200);
+  await waitFor(
+    'running again',
+    async () => ((await status(runId)).status === 'running' ? true : undefined),
+    60_000,
+    200,
+  );
 
   expect((await runCli(['cancel', runId], env)).code).toBe(0);
-  await waitFor('cancelled', async () => ((await status(runId)).status === 'cancelled' ? true : undefined), 60_000, 200);
+  await waitFor(
+    'cancelled',
+    async () => ((await status(runId)).status === 'cancelled' ? true : undefined),
+    60_000,
+    200,
+  );
   const cancelledAt = (await status(runId)).current_iteration;
   expect(cancelledAt).toBeLessThan(4);
 
@@ -77,10 +109,14 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   // From the last iteration whose update completed (one cancelled mid-save may have completed too).
   const from = Number(/from iteration (\d+)/.exec(resumed.stdout)?.[1]);
   expect(from).toBeGreaterThanOrEqual(cancelledAt);
-  const done = await waitFor('completed', async () => {
-    const s = await status(runId);
-    return s.status === 'completed' ? s : undefined;
-  }, 150_000);
+  const done = await waitFor(
+    'completed',
+    async () => {
+      const s = await status(runId);
+      return s.status === 'completed' ? s : undefined;
+    },
+    150_000,
+  );
   expect(done.current_iteration).toBe(4);
 
   const show = JSON.parse(lastLine((await runCli(['show', runId, '--json'], env)).stdout)) as RunSummary;
@@ -91,6 +127,9 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   const updates = show.stages.filter((s) => s.stage === 'update');
   expect(updates.map((u) => u.iteration)).toEqual([1, 2, 3, 4]);
   for (const u of updates) expect(u.attempts.filter((a) => a.status === 'completed')).toHaveLength(1);
-  const { rows } = await db.query<{ n: number }>("select count(*)::int as n from samples where run_id = $1 and split = 'train'", [runId]);
+  const { rows } = await db.query<{ n: number }>(
+    "select count(*)::int as n from samples where run_id = $1 and split = 'train'",
+    [runId],
+  );
   expect(rows[0]!.n).toBe(4 * 4 * 4);
 });

@@ -76,10 +76,14 @@ export function expectSameRecord(label: string, got: RunRecord, want: RunRecord)
     const n = Math.max(got[part].length, want[part].length);
     for (let i = 0; i < n; i++) {
       if (JSON.stringify(got[part][i]) !== JSON.stringify(want[part][i])) {
-        problems.push(`${part} row ${i}: got ${JSON.stringify(got[part][i])}, want ${JSON.stringify(want[part][i])} (${got[part].length} vs ${want[part].length} rows)`);
+        problems.push(
+          `${part} row ${i}: got ${JSON.stringify(got[part][i])}, want ${JSON.stringify(want[part][i])} (${got[part].length} vs ${want[part].length} rows)`,
+        );
         break;
       }
     }
   }
-  throw new Error(`${label}: the run's record differs from the reference run's\n  ${problems.join('\n  ')}\n  digests: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  throw new Error(
+    `${label}: the run's record differs from the reference run's\n  ${problems.join('\n  ')}\n  digests: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`,
+  );
 }

@@ -6,7 +6,20 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { lastLine, pool, runCli, startWorker, testEnv, tmpDir, writeConfig, smokeYaml, type WorkerProcess, removeTmpDirs, terminateOpenRuns, runIdOf } from './helpers';
+import {
+  lastLine,
+  pool,
+  runCli,
+  startWorker,
+  testEnv,
+  tmpDir,
+  writeConfig,
+  smokeYaml,
+  type WorkerProcess,
+  removeTmpDirs,
+  terminateOpenRuns,
+  runIdOf,
+} from './helpers';
 import type { RunSummary } from '../../db/queries';
 
 jest.setTimeout(240_000);
@@ -40,7 +53,8 @@ test('the smoke run completes end to end via the CLI, with metrics, samples and 
   } catch {
     // no summary line: the run was never started
   }
-  if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\n${res.stdout}\nworker:\n${worker.output()}`);
+  if (res.code !== 0)
+    throw new Error(`train exited ${res.code}\n${res.stderr}\n${res.stdout}\nworker:\n${worker.output()}`);
   const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
   process.stderr.write(`smoke run ${summary.id}: ${seconds.toFixed(1)} s\n`);
   expect(seconds).toBeLessThan(120);
@@ -48,8 +62,20 @@ test('the smoke run completes end to end via the CLI, with metrics, samples and 
   expect(summary.currentIteration).toBe(2);
 
   // Every stage of every iteration completed, each in one attempt (nothing failed here).
-  const completed = summary.stages.filter((s) => s.status === 'completed').map((s) => `${s.stage}/${s.iteration}/${s.shard}`);
-  for (const key of ['prepareDataset/0/0', 'coldStartSft/0/0', 'evaluate/0/0', 'rollout/1/0', 'rollout/1/1', 'score/2/1', 'reward/2/0', 'update/2/0', 'evaluate/2/0']) {
+  const completed = summary.stages
+    .filter((s) => s.status === 'completed')
+    .map((s) => `${s.stage}/${s.iteration}/${s.shard}`);
+  for (const key of [
+    'prepareDataset/0/0',
+    'coldStartSft/0/0',
+    'evaluate/0/0',
+    'rollout/1/0',
+    'rollout/1/1',
+    'score/2/1',
+    'reward/2/0',
+    'update/2/0',
+    'evaluate/2/0',
+  ]) {
     expect(completed).toContain(key);
   }
 
@@ -65,19 +91,41 @@ test('the smoke run completes end to end via the CLI, with metrics, samples and 
     { split: 'train', iteration: 1, n: 16 },
     { split: 'train', iteration: 2, n: 16 },
   ]);
-  const { rows: sample } = await db.query('select * from samples where run_id = $1 and split = $2 limit 1', [summary.id, 'train']);
-  expect(sample[0]).toMatchObject({ reward: expect.any(Number), ppl: expect.any(Number), advantage: expect.any(Number), logp_full: expect.any(Number) });
+  const { rows: sample } = await db.query('select * from samples where run_id = $1 and split = $2 limit 1', [
+    summary.id,
+    'train',
+  ]);
+  expect(sample[0]).toMatchObject({
+    reward: expect.any(Number),
+    ppl: expect.any(Number),
+    advantage: expect.any(Number),
+    logp_full: expect.any(Number),
+  });
 
-  const { rows: metricNames } = await db.query<{ name: string }>('select distinct name from metrics where run_id = $1', [summary.id]);
+  const { rows: metricNames } = await db.query<{ name: string }>(
+    'select distinct name from metrics where run_id = $1',
+    [summary.id],
+  );
   const names = metricNames.map((m) => m.name);
-  for (const name of ['sft/loss', 'reward/mean', 'reward/ema', 'train/loss', 'train/kl', 'eval/reward', 'eval/ref_logp', 'eval/exact_match']) expect(names).toContain(name);
+  for (const name of [
+    'sft/loss',
+    'reward/mean',
+    'reward/ema',
+    'train/loss',
+    'train/kl',
+    'eval/reward',
+    'eval/ref_logp',
+    'eval/exact_match',
+  ])
+    expect(names).toContain(name);
 
   const { rows: artifacts } = await db.query<{ kind: string; uri: string; sha256: string; bytes: number }>(
     'select kind, uri, sha256, bytes from artifacts where run_id = $1',
     [summary.id],
   );
   const kinds = new Set(artifacts.map((a) => a.kind));
-  for (const kind of ['dataset', 'checkpoint', 'optimizer', 'rollouts', 'scores', 'rewards', 'eval']) expect(kinds).toContain(kind);
+  for (const kind of ['dataset', 'checkpoint', 'optimizer', 'rollouts', 'scores', 'rewards', 'eval'])
+    expect(kinds).toContain(kind);
   for (const a of artifacts) {
     expect(a.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(existsSync(fileURLToPath(a.uri))).toBe(true);
@@ -99,7 +147,11 @@ describe('train rejects bad configs with a message naming the key', () => {
     ['missing required key', 'seed: 3\n', /name/],
     ['bad enum', 'name: x\nmodel:\n  preset: huge\n', /model\.preset/],
     ['missing dataset file', 'name: x\ndata:\n  source: /nonexistent/rows.jsonl\n', /data\.source: file not found/],
-    ['sequences longer than the model', 'name: x\nmodel:\n  preset: tiny\ngrpo:\n  maxNewTokens: 512\n', /grpo\.maxNewTokens: .*max_position_embeddings/],
+    [
+      'sequences longer than the model',
+      'name: x\nmodel:\n  preset: tiny\ngrpo:\n  maxNewTokens: 512\n',
+      /grpo\.maxNewTokens: .*max_position_embeddings/,
+    ],
   ];
   test.each(cases)('%s', async (_label, yaml, message) => {
     const res = await runCli(['train', writeConfig(yaml)], env, 60_000);

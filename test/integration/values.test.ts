@@ -21,7 +21,20 @@ import { grpoAdvantages, policyLoss } from '../../opera/grpo';
 import { operaRewards, reflectionSegments, type OperaGroup } from '../../opera/reward';
 import { syntheticTasks } from '../../opera/synthetic';
 import { logSoftmax, referenceForward } from '../engine/reference';
-import { ROOT, pool, removeTmpDirs, runCli, runIdOf, smokeYaml, startWorker, terminateOpenRuns, testEnv, tmpDir, writeConfig, type WorkerProcess } from './helpers';
+import {
+  ROOT,
+  pool,
+  removeTmpDirs,
+  runCli,
+  runIdOf,
+  smokeYaml,
+  startWorker,
+  terminateOpenRuns,
+  testEnv,
+  tmpDir,
+  writeConfig,
+  type WorkerProcess,
+} from './helpers';
 import { sha256 } from '../../util/canonical';
 
 jest.setTimeout(300_000);
@@ -77,8 +90,10 @@ let samples: SampleRow[];
  * generate it), so the log-probs are recomputed on the artifact's text, and the row is checked against it.
  */
 const exactResponses = new Map<string, string>();
-const responseKey = (split: string, iteration: number, promptId: string, sampleIndex: number) => `${split} ${iteration} ${promptId} ${sampleIndex}`;
-const exactResponse = (s: SampleRow) => exactResponses.get(responseKey(s.split, s.iteration, s.prompt_id, s.sample_index))!;
+const responseKey = (split: string, iteration: number, promptId: string, sampleIndex: number) =>
+  `${split} ${iteration} ${promptId} ${sampleIndex}`;
+const exactResponse = (s: SampleRow) =>
+  exactResponses.get(responseKey(s.split, s.iteration, s.prompt_id, s.sample_index))!;
 let metrics: Map<string, number>; // `${step} ${name}` → value
 let dataset: DatasetFile;
 const checkpoints = new Map<number, Checkpoint>();
@@ -87,7 +102,10 @@ const tok = new ByteTokenizer();
 
 /** Reads an artifact's file after checking it against its recorded sha256. */
 async function artifact(kind: string, iteration: number, name: string): Promise<Buffer> {
-  const { rows } = await db.query<{ uri: string; sha256: string }>('select uri, sha256 from artifacts where run_id = $1 and kind = $2 and iteration = $3 and name = $4', [runId, kind, iteration, name]);
+  const { rows } = await db.query<{ uri: string; sha256: string }>(
+    'select uri, sha256 from artifacts where run_id = $1 and kind = $2 and iteration = $3 and name = $4',
+    [runId, kind, iteration, name],
+  );
   const row = rows[0];
   if (!row) throw new Error(`no ${kind} artifact ${name} at iteration ${iteration}`);
   const bytes = readFileSync(fileURLToPath(row.uri));
@@ -111,22 +129,40 @@ beforeAll(async () => {
   started.push(runId);
   if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\n${worker.output()}`);
 
-  samples = (await db.query<SampleRow>('select * from samples where run_id = $1 order by split, iteration, prompt_id, sample_index', [runId])).rows;
-  const m = (await db.query<{ step: number; name: string; value: number }>('select step, name, value from metrics where run_id = $1', [runId])).rows;
+  samples = (
+    await db.query<SampleRow>(
+      'select * from samples where run_id = $1 order by split, iteration, prompt_id, sample_index',
+      [runId],
+    )
+  ).rows;
+  const m = (
+    await db.query<{ step: number; name: string; value: number }>(
+      'select step, name, value from metrics where run_id = $1',
+      [runId],
+    )
+  ).rows;
   metrics = new Map(m.map((r) => [`${r.step} ${r.name}`, r.value]));
   dataset = JSON.parse((await artifact('dataset', 0, 'dataset.json')).toString('utf8')) as DatasetFile;
   for (let i = 0; i <= ITERATIONS; i++) {
     await artifact('checkpoint', i, 'model.safetensors');
-    const { rows } = await db.query<{ uri: string }>("select uri from artifacts where run_id = $1 and kind = 'checkpoint' and iteration = $2 and name = 'model.safetensors'", [runId, i]);
+    const { rows } = await db.query<{ uri: string }>(
+      "select uri from artifacts where run_id = $1 and kind = 'checkpoint' and iteration = $2 and name = 'model.safetensors'",
+      [runId, i],
+    );
     checkpoints.set(i, await loadCheckpoint(dirname(fileURLToPath(rows[0]!.uri))));
     if (i > 0) {
       rewardFiles.set(i, JSON.parse((await artifact('rewards', i, 'batch.json')).toString('utf8')) as RewardFile);
       for (const shard of [0, 1]) {
-        const { items } = JSON.parse((await artifact('scores', i, `shard-${shard}.json`)).toString('utf8')) as { items: { promptId: string; samples: { text: string }[] }[] };
-        for (const item of items) item.samples.forEach((x, j) => exactResponses.set(responseKey('train', i, item.promptId, j), x.text));
+        const { items } = JSON.parse((await artifact('scores', i, `shard-${shard}.json`)).toString('utf8')) as {
+          items: { promptId: string; samples: { text: string }[] }[];
+        };
+        for (const item of items)
+          item.samples.forEach((x, j) => exactResponses.set(responseKey('train', i, item.promptId, j), x.text));
       }
     }
-    const evalFile = JSON.parse((await artifact('eval', i, 'eval.json')).toString('utf8')) as { responses: { id: string; response: string }[] };
+    const evalFile = JSON.parse((await artifact('eval', i, 'eval.json')).toString('utf8')) as {
+      responses: { id: string; response: string }[];
+    };
     for (const r of evalFile.responses) exactResponses.set(responseKey('eval', i, r.id, 0), r.response);
   }
 });
@@ -138,7 +174,8 @@ afterAll(async () => {
   removeTmpDirs();
 });
 
-const rowsOf = (split: 'train' | 'eval', iteration: number) => samples.filter((s) => s.split === split && s.iteration === iteration);
+const rowsOf = (split: 'train' | 'eval', iteration: number) =>
+  samples.filter((s) => s.split === split && s.iteration === iteration);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** Log p of each `target` token after `context` (BOS first), by the float64 reference forward. */
@@ -147,7 +184,8 @@ function targetLogps(ckpt: Checkpoint, context: number[], target: number[]): num
   return target.map((t, j) => logSoftmax(logits[context.length - 1 + j]!)[t]!);
 }
 /** OPERA.md's mlp(ctx): the mean log-probability of the reference answer's tokens after `ctx`. */
-const mlp = (ckpt: Checkpoint, ctx: string, reference: string) => mean(targetLogps(ckpt, [tok.bosId, ...tok.encode(ctx)], tok.encode(reference)));
+const mlp = (ckpt: Checkpoint, ctx: string, reference: string) =>
+  mean(targetLogps(ckpt, [tok.bosId, ...tok.encode(ctx)], tok.encode(reference)));
 
 /** The contexts of OPERA.md "The reward", written out from the spec (not the pipeline's scoringContexts). */
 function specContexts(prompt: string, response: string): { full: string; initial: string; segments: string[] } {
@@ -155,7 +193,13 @@ function specContexts(prompt: string, response: string): { full: string; initial
   return {
     full: prompt + response,
     initial: `${prompt}<think>`,
-    segments: segs.map((_, j) => `${prompt}<think>${segs.slice(0, j + 1).map((s) => `${s}\n\n`).join('')}`),
+    segments: segs.map(
+      (_, j) =>
+        `${prompt}<think>${segs
+          .slice(0, j + 1)
+          .map((s) => `${s}\n\n`)
+          .join('')}`,
+    ),
   };
 }
 
@@ -165,7 +209,8 @@ function expectLogps(row: SampleRow, ckpt: Checkpoint): void {
   const ctx = specContexts(row.prompt, response);
   const where = `${row.split} sample ${row.prompt_id}/${row.sample_index} at iteration ${row.iteration}`;
   const close = (got: number, want: number, what: string) => {
-    if (!(Math.abs(got - want) <= 1e-4)) throw new Error(`${where}: ${what} is ${got}, a float64 forward gives ${want}`);
+    if (!(Math.abs(got - want) <= 1e-4))
+      throw new Error(`${where}: ${what} is ${got}, a float64 forward gives ${want}`);
   };
   close(row.logp_full, mlp(ckpt, ctx.full, row.reference), 'logp_full (after prompt + response)');
   close(row.logp_initial, mlp(ckpt, ctx.initial, row.reference), 'logp_initial (after prompt + <think>)');
@@ -183,7 +228,10 @@ test('the run recorded what it should: 2 iterations of 4 × 4 rollouts, evaluati
 
 test('each iteration consumed the next promptsPerIteration training prompts (the data position advances, wrapping)', () => {
   for (let i = 1; i <= ITERATIONS; i++) {
-    const want = Array.from({ length: PROMPTS }, (_, k) => dataset.train[((i - 1) * PROMPTS + k) % dataset.train.length]!);
+    const want = Array.from(
+      { length: PROMPTS },
+      (_, k) => dataset.train[((i - 1) * PROMPTS + k) % dataset.train.length]!,
+    );
     const got = [...new Set(rowsOf('train', i).map((s) => s.prompt_id))].sort();
     expect(got).toEqual(want.map((r) => r.id).sort());
     for (const s of rowsOf('train', i)) {
@@ -193,7 +241,16 @@ test('each iteration consumed the next promptsPerIteration training prompts (the
   }
   // Evaluation always uses the first eval.prompts held-out rows.
   for (let i = 0; i <= ITERATIONS; i++) {
-    expect(rowsOf('eval', i).map((s) => s.prompt_id).sort()).toEqual(dataset.eval.slice(0, EVAL_PROMPTS).map((r) => r.id).sort());
+    expect(
+      rowsOf('eval', i)
+        .map((s) => s.prompt_id)
+        .sort(),
+    ).toEqual(
+      dataset.eval
+        .slice(0, EVAL_PROMPTS)
+        .map((r) => r.id)
+        .sort(),
+    );
   }
 });
 
@@ -208,12 +265,24 @@ test("every eval sample's log-probs equal a float64 forward of the evaluated che
 
 /** Groups of one iteration in batch order (the order the data position gives), members by sample index. */
 function batchGroups(i: number): { rows: SampleRow[][]; groups: OperaGroup[] } {
-  const ids = Array.from({ length: PROMPTS }, (_, k) => dataset.train[((i - 1) * PROMPTS + k) % dataset.train.length]!.id);
-  const rows = ids.map((id) => rowsOf('train', i).filter((s) => s.prompt_id === id).sort((a, b) => a.sample_index - b.sample_index));
+  const ids = Array.from(
+    { length: PROMPTS },
+    (_, k) => dataset.train[((i - 1) * PROMPTS + k) % dataset.train.length]!.id,
+  );
+  const rows = ids.map((id) =>
+    rowsOf('train', i)
+      .filter((s) => s.prompt_id === id)
+      .sort((a, b) => a.sample_index - b.sample_index),
+  );
   const groups = rows.map((g) => ({
     taskType: g[0]!.task_type,
     reference: g[0]!.reference,
-    rollouts: g.map((s) => ({ response: exactResponse(s), logpFull: s.logp_full, logpInitial: s.logp_initial, logpSegments: s.logp_segments })),
+    rollouts: g.map((s) => ({
+      response: exactResponse(s),
+      logpFull: s.logp_full,
+      logpInitial: s.logp_initial,
+      logpSegments: s.logp_segments,
+    })),
   }));
   return { rows, groups };
 }
@@ -229,9 +298,18 @@ test('rewards, the EMA sequence across continue-as-new, and advantages equal ope
     const rewards = out.rewards.flat();
     flat.forEach((s, k) => {
       const r = rewards[k]!;
-      expect([s.reward, s.ppl, s.reflection, s.reflection_count, s.correct]).toEqual([r.total, r.ppl, r.reflection, r.reflectionCount, r.correct ?? null]);
+      expect([s.reward, s.ppl, s.reflection, s.reflection_count, s.correct]).toEqual([
+        r.total,
+        r.ppl,
+        r.reflection,
+        r.reflectionCount,
+        r.correct ?? null,
+      ]);
     });
-    const advantages = grpoAdvantages(rewards.map((r) => r.total), flat.map((s) => s.prompt_id));
+    const advantages = grpoAdvantages(
+      rewards.map((r) => r.total),
+      flat.map((s) => s.prompt_id),
+    );
     flat.forEach((s, k) => expect(s.advantage).toBeCloseTo(advantages[k]!, 12));
     // The update trained on exactly these sequences and advantages.
     const seqs = rewardFiles.get(i)!.sequences;
@@ -247,10 +325,31 @@ test('rewards, the EMA sequence across continue-as-new, and advantages equal ope
 test('eval rewards are the OPERA reward of each greedy response alone (group of one, no EMA state)', () => {
   for (let i = 0; i <= ITERATIONS; i++) {
     const rows = rowsOf('eval', i);
-    const out = operaRewards(rows.map((s) => ({ taskType: s.task_type, reference: s.reference, rollouts: [{ response: exactResponse(s), logpFull: s.logp_full, logpInitial: s.logp_initial, logpSegments: s.logp_segments }] })), null);
+    const out = operaRewards(
+      rows.map((s) => ({
+        taskType: s.task_type,
+        reference: s.reference,
+        rollouts: [
+          {
+            response: exactResponse(s),
+            logpFull: s.logp_full,
+            logpInitial: s.logp_initial,
+            logpSegments: s.logp_segments,
+          },
+        ],
+      })),
+      null,
+    );
     rows.forEach((s, k) => {
       const r = out.rewards[k]![0]!;
-      expect([s.reward, s.ppl, s.reflection, s.reflection_count, s.correct, s.advantage]).toEqual([r.total, r.ppl, r.reflection, r.reflectionCount, r.correct ?? null, null]);
+      expect([s.reward, s.ppl, s.reflection, s.reflection_count, s.correct, s.advantage]).toEqual([
+        r.total,
+        r.ppl,
+        r.reflection,
+        r.reflectionCount,
+        r.correct ?? null,
+        null,
+      ]);
     });
   }
 });
@@ -260,7 +359,13 @@ function updateLoss(i: number) {
   const seqs = rewardFiles.get(i)!.sequences.filter((q) => q.tokens.length > 0);
   const logp = seqs.map((q) => targetLogps(checkpoints.get(i - 1)!, q.promptTokens, q.tokens));
   const refLogp = seqs.map((q) => targetLogps(checkpoints.get(0)!, q.promptTokens, q.tokens));
-  return policyLoss({ logp, oldLogp: logp, refLogp, advantages: seqs.map((q) => q.advantage), mask: logp.map((r) => r.map(() => 1)) });
+  return policyLoss({
+    logp,
+    oldLogp: logp,
+    refLogp,
+    advantages: seqs.map((q) => q.advantage),
+    mask: logp.map((r) => r.map(() => 1)),
+  });
 }
 
 /** Expected value of each README metric at a step (undefined: not recorded at that step). */
@@ -288,13 +393,16 @@ const maths = (rows: SampleRow[]) => rows.filter((s) => s.task_type === 'math');
 
 // The synthetic source rows; a duplicate repeats an earlier row's prompt and reference.
 const generated = syntheticTasks({ ...SYNTHETIC, seed: 7 });
-const distinct = generated.filter((r, k) => generated.findIndex((o) => o.prompt === r.prompt && o.reference === r.reference) === k);
+const distinct = generated.filter(
+  (r, k) => generated.findIndex((o) => o.prompt === r.prompt && o.reference === r.reference) === k,
+);
 
 const checkers: Record<string, Checker> = {
   'data/train_rows': (step) => (step === 0 ? exact(dataset.train.length) : undefined),
   'data/eval_rows': (step) => (step === 0 ? exact(dataset.eval.length) : undefined),
   'data/duplicates': (step) => (step === 0 ? exact(generated.length - distinct.length) : undefined),
-  'data/too_long': (step) => (step === 0 ? exact(distinct.filter((r) => 1 + tok.encode(r.prompt).length > MAX_PROMPT_TOKENS).length) : undefined),
+  'data/too_long': (step) =>
+    step === 0 ? exact(distinct.filter((r) => 1 + tok.encode(r.prompt).length > MAX_PROMPT_TOKENS).length) : undefined,
   'coldstart/rows': () => undefined, // only with coldStart.synthesize (test/integration/coldstart)
   'sft/loss': (step) => (sftSteps.includes(step) ? 'engine' : undefined),
   'sft/grad_norm': (step) => (sftSteps.includes(step) ? 'engine' : undefined),
@@ -321,7 +429,9 @@ const checkers: Record<string, Checker> = {
   'eval/ppl': onEval((rows) => mean(rows.map((s) => s.ppl))),
   'eval/reflection': onEval((rows) => mean(rows.map((s) => s.reflection))),
   'eval/ref_logp': onEval((rows) => mean(rows.map((s) => s.logp_full))),
-  'eval/exact_match': onEval((rows) => (maths(rows).length ? mean(maths(rows).map((s) => (s.correct ? 1 : 0))) : undefined)),
+  'eval/exact_match': onEval((rows) =>
+    maths(rows).length ? mean(maths(rows).map((s) => (s.correct ? 1 : 0))) : undefined,
+  ),
   'eval/response_tokens': onEval((rows) => mean(rows.map((s) => s.response_tokens))),
 };
 
@@ -351,11 +461,13 @@ test('every recorded metric equals its definition over the recorded rows, at exa
       const want = check(step);
       const got = metrics.get(`${step} ${name}`);
       if (want === undefined) {
-        if (got !== undefined) problems.push(`${name} at step ${step}: recorded ${got}, but it should not be recorded there`);
+        if (got !== undefined)
+          problems.push(`${name} at step ${step}: recorded ${got}, but it should not be recorded there`);
       } else if (got === undefined) problems.push(`${name} at step ${step}: not recorded`);
       else if (want === 'engine') {
         if (!Number.isFinite(got)) problems.push(`${name} at step ${step}: ${got}`);
-      } else if (!(Math.abs(got - want.value) <= want.tolerance)) problems.push(`${name} at step ${step}: recorded ${got}, its definition gives ${want.value}`);
+      } else if (!(Math.abs(got - want.value) <= want.tolerance))
+        problems.push(`${name} at step ${step}: recorded ${got}, its definition gives ${want.value}`);
     }
   }
   expect(problems).toEqual([]);

@@ -38,7 +38,10 @@ class ScriptedTeacher implements TeacherGenerator {
 
 describe('stop rules', () => {
   it('stops at the earliest stop string, the longest one on a tie', () => {
-    expect(applyStops('ab Wait a minute Hmm', ['Hmm', 'Wait', 'Wait a minute'])).toEqual({ text: 'ab ', stoppedBy: 'Wait a minute' });
+    expect(applyStops('ab Wait a minute Hmm', ['Hmm', 'Wait', 'Wait a minute'])).toEqual({
+      text: 'ab ',
+      stoppedBy: 'Wait a minute',
+    });
     expect(applyStops('abc', ['x'])).toEqual({ text: 'abc', stoppedBy: null });
     expect(stepStops(['Wait', 'But'])).toEqual(['Wait', 'But', '</think>']);
     expect(candidateStops(['Wait'])).toEqual(['\nWait', '. Wait', '</think>']);
@@ -53,7 +56,10 @@ describe('stop rules', () => {
   it('decides by position, then length, never by list order; ignores empty stops', () => {
     expect(applyStops('ab Wait more Hmm hmm', ['Wait', 'Hmm hmm'])).toEqual({ text: 'ab ', stoppedBy: 'Wait' });
     expect(applyStops('ab Wait more Hmm hmm', ['Hmm hmm', 'Wait'])).toEqual({ text: 'ab ', stoppedBy: 'Wait' });
-    expect(applyStops('x Wait a minute', ['Wait a minute', 'Wait'])).toEqual({ text: 'x ', stoppedBy: 'Wait a minute' });
+    expect(applyStops('x Wait a minute', ['Wait a minute', 'Wait'])).toEqual({
+      text: 'x ',
+      stoppedBy: 'Wait a minute',
+    });
     expect(applyStops('abc', ['', 'c'])).toEqual({ text: 'ab', stoppedBy: 'c' });
     expect(applyStops('abc', [''])).toEqual({ text: 'abc', stoppedBy: null });
   });
@@ -85,7 +91,12 @@ describe('synthesizeTrace', () => {
     });
     // Calls: main step, 4 candidates, main step, answer — each with its own key.
     expect(teacher.calls.map((c) => c.opts.key)).toEqual([0, 1, 2, 3, 4, 5, 6].map((n) => [7, n]));
-    expect(teacher.calls[1]!.opts).toMatchObject({ stop: candidateStops(['Wait', 'But', 'Hmm', 'Let me think', 'However']), temperature: 0.6, topP: 0.95, topK: 20 });
+    expect(teacher.calls[1]!.opts).toMatchObject({
+      stop: candidateStops(['Wait', 'But', 'Hmm', 'Let me think', 'However']),
+      temperature: 0.6,
+      topP: 0.95,
+      topK: 20,
+    });
     expect(teacher.calls[5]!.context).toBe('Q:<think>Plan it.\n\nWait, it is blue.');
   });
 
@@ -108,7 +119,9 @@ describe('synthesizeTrace', () => {
   // Catches: stop strings passed to the answer call (a guiding word or "</think>" would cut the answer).
   it('generates the answer without stop strings', async () => {
     const teacher = new ScriptedTeacher((context) =>
-      context.endsWith('</think>') ? { text: 'Red. But also blue. Wait, green.</think>', logp: -1 } : { text: 'Think.</think>', logp: -1 },
+      context.endsWith('</think>')
+        ? { text: 'Red. But also blue. Wait, green.</think>', logp: -1 }
+        : { text: 'Think.</think>', logp: -1 },
     );
     const result = await synthesizeTrace('Q:', 'r', teacher);
     expect(teacher.calls.at(-1)!.opts.stop).toEqual([]);
@@ -145,7 +158,10 @@ describe('synthesizeTrace', () => {
   });
 
   it('with maxReflections 0 writes the whole reasoning in one step', async () => {
-    const teacher = new ScriptedTeacher((context) => ({ text: context.endsWith('</think>') ? '4' : 'Hmm. 2+2=4.</think>', logp: -1 }));
+    const teacher = new ScriptedTeacher((context) => ({
+      text: context.endsWith('</think>') ? '4' : 'Hmm. 2+2=4.</think>',
+      logp: -1,
+    }));
     const result = await synthesizeTrace('Q:', '4', teacher, { maxReflections: 0 });
     expect(result).toMatchObject({ trace: 'Hmm. 2+2=4.', output: '<think>Hmm. 2+2=4.</think>4', reflections: 0 });
     expect(teacher.calls).toHaveLength(2);
@@ -154,7 +170,10 @@ describe('synthesizeTrace', () => {
 
 describe('synthesizeRows', () => {
   it('skips finished rows and keys each row by its index', async () => {
-    const teacher = new ScriptedTeacher((context) => ({ text: context.endsWith('</think>') ? 'x' : 'y</think>', logp: -1 }));
+    const teacher = new ScriptedTeacher((context) => ({
+      text: context.endsWith('</think>') ? 'x' : 'y</think>',
+      logp: -1,
+    }));
     const rows = ['a', 'b', 'c'].map((id) => ({ id, prompt: `${id}?`, reference: id }));
     const out = [];
     for await (const row of synthesizeRows(rows, teacher, {}, [9], new Set(['b']))) out.push(row);

@@ -13,7 +13,8 @@ const write = (name: string, text: string) => {
   writeFileSync(path, text);
   return path;
 };
-const jsonl = (...rows: unknown[]) => rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n') + '\n';
+const jsonl = (...rows: unknown[]) =>
+  rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n') + '\n';
 
 describe('loadDataset (JSONL)', () => {
   it('validates, fills defaults, skips blank lines and drops repeated (prompt, reference)', async () => {
@@ -37,13 +38,25 @@ describe('loadDataset (JSONL)', () => {
 
   const cases: [string, string, string][] = [
     ['bad JSON names the line', jsonl({ prompt: 'p', reference: 'r' }, '{"prompt": "p2",'), ':2: invalid JSON: '],
-    ['missing prompt', jsonl({ prompt: 'p', reference: 'r' }, { reference: 'r2' }), ":2: field 'prompt' must be a non-empty string"],
+    [
+      'missing prompt',
+      jsonl({ prompt: 'p', reference: 'r' }, { reference: 'r2' }),
+      ":2: field 'prompt' must be a non-empty string",
+    ],
     ['empty prompt', jsonl({ prompt: '', reference: 'r' }), ":1: field 'prompt' must be a non-empty string"],
     ['wrong type', jsonl({ prompt: 'p', reference: 42 }), ":1: field 'reference' must be a non-empty string"],
-    ['bad taskType', jsonl({ prompt: 'p', reference: 'r' }, '', { prompt: 'q', reference: 'r', taskType: 'poem' }), ":3: field 'taskType' must be 'writing' or 'math'"],
+    [
+      'bad taskType',
+      jsonl({ prompt: 'p', reference: 'r' }, '', { prompt: 'q', reference: 'r', taskType: 'poem' }),
+      ":3: field 'taskType' must be 'writing' or 'math'",
+    ],
     ['wrong trace type', jsonl({ prompt: 'p', reference: 'r', trace: ['a'] }), ":1: field 'trace' must be a string"],
     ['not an object', jsonl(['p', 'r']), ":1: expected an object with fields 'prompt' and 'reference'"],
-    ['id reused for other content', jsonl({ id: 'x', prompt: 'p', reference: 'r' }, { id: 'x', prompt: 'q', reference: 'r' }), ":2: field 'id' repeats 'x' of "],
+    [
+      'id reused for other content',
+      jsonl({ id: 'x', prompt: 'p', reference: 'r' }, { id: 'x', prompt: 'q', reference: 'r' }),
+      ":2: field 'id' repeats 'x' of ",
+    ],
     ['no rows', '\n\n', ': the dataset has no rows'],
   ];
   it.each(cases)('rejects %s', async (name, text, message) => {
@@ -53,7 +66,10 @@ describe('loadDataset (JSONL)', () => {
 
   // Catches: a whitespace-only line parsed as JSON (and rejected) instead of skipped like an empty one.
   it('skips lines of whitespace', async () => {
-    const path = write('spaces.jsonl', jsonl({ prompt: 'p', reference: 'r' }, '   \t', { prompt: 'q', reference: 's' }));
+    const path = write(
+      'spaces.jsonl',
+      jsonl({ prompt: 'p', reference: 'r' }, '   \t', { prompt: 'q', reference: 's' }),
+    );
     expect((await loadDataset(path)).map((r) => r.prompt)).toEqual(['p', 'q']);
   });
 
@@ -67,7 +83,9 @@ describe('loadDataset (JSONL)', () => {
   it('chooses the format by the extension only', async () => {
     const path = write('rows.parquet.jsonl', jsonl({ prompt: 'p', reference: 'r' }));
     expect(await loadDataset(path)).toHaveLength(1);
-    await expect(loadDataset(join(dir, 'rows.jsonl.csv'))).rejects.toThrow(/rows\.jsonl\.csv: unsupported dataset format/);
+    await expect(loadDataset(join(dir, 'rows.jsonl.csv'))).rejects.toThrow(
+      /rows\.jsonl\.csv: unsupported dataset format/,
+    );
   });
 
   it('rejects unknown formats and missing files by path', async () => {
@@ -81,14 +99,26 @@ describe('loadDataset (Parquet)', () => {
     // Through tsx in a child process: see fixtures/load-dataset.ts for why not in-process.
     const fixtures = join(__dirname, 'fixtures');
     const files = ['good', 'empty-prompt', 'numeric-reference'].map((f) => join(fixtures, `${f}.parquet`));
-    const out = execFileSync(process.execPath, [require.resolve('tsx/cli'), join(fixtures, 'load-dataset.ts'), ...files], {
-      encoding: 'utf8',
-    });
-    const [good, emptyPrompt, numericReference] = out.trim().split('\n').map((line) => JSON.parse(line));
+    const out = execFileSync(
+      process.execPath,
+      [require.resolve('tsx/cli'), join(fixtures, 'load-dataset.ts'), ...files],
+      {
+        encoding: 'utf8',
+      },
+    );
+    const [good, emptyPrompt, numericReference] = out
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     // Written rows (make-parquet.mjs): row 3 repeats row 1 and is dropped; nulls mean absent.
     expect(good.rows).toEqual([
       { id: 'p1', prompt: 'What is 2+2?', reference: '4', taskType: 'math', trace: '2+2=4.' },
-      { id: rowId('Describe a red fox.', 'The red fox is quick.'), prompt: 'Describe a red fox.', reference: 'The red fox is quick.', taskType: 'writing' },
+      {
+        id: rowId('Describe a red fox.', 'The red fox is quick.'),
+        prompt: 'Describe a red fox.',
+        reference: 'The red fox is quick.',
+        taskType: 'writing',
+      },
       { id: 'p4', prompt: 'Name a colour.', reference: 'Blue.', taskType: 'writing', trace: 'Wait, pick one.' },
     ]);
     expect(emptyPrompt.error).toBe(`${files[1]}: row 2: field 'prompt' must be a non-empty string`);
@@ -105,14 +135,23 @@ describe('parseRecords (what the Parquet reader returns)', () => {
     ];
     expect(parseRecords(records, '/data/rows.parquet')).toEqual([
       { row: { id: '5', prompt: 'p1', reference: 'r1', taskType: 'writing' }, where: '/data/rows.parquet: row 1' },
-      { row: { id: '7', prompt: 'p2', reference: 'r2', taskType: 'math', trace: 't' }, where: '/data/rows.parquet: row 2' },
+      {
+        row: { id: '7', prompt: 'p2', reference: 'r2', taskType: 'math', trace: 't' },
+        where: '/data/rows.parquet: row 2',
+      },
     ]);
   });
 
   // Catches: rows numbered from 0 (or not at all) in errors.
   it('names the 1-based row of a bad record', () => {
-    const records = [{ prompt: 'p', reference: 'r' }, { prompt: 'q', reference: 'r' }, { prompt: 'x', reference: 3n }];
-    expect(() => parseRecords(records, '/data/bad.parquet')).toThrow("/data/bad.parquet: row 3: field 'reference' must be a non-empty string");
+    const records = [
+      { prompt: 'p', reference: 'r' },
+      { prompt: 'q', reference: 'r' },
+      { prompt: 'x', reference: 3n },
+    ];
+    expect(() => parseRecords(records, '/data/bad.parquet')).toThrow(
+      "/data/bad.parquet: row 3: field 'reference' must be a non-empty string",
+    );
   });
 });
 
@@ -140,8 +179,14 @@ describe('splitDataset', () => {
 
   it('does not depend on the rows around it, and keeps at least one eval row per type', () => {
     // Same ids in reverse order → same eval set.
-    const reversed = splitDataset([...rows].reverse(), 0.2, 1).eval.map((r) => r.id).sort();
-    expect(reversed).toEqual(splitDataset(rows, 0.2, 1).eval.map((r) => r.id).sort());
+    const reversed = splitDataset([...rows].reverse(), 0.2, 1)
+      .eval.map((r) => r.id)
+      .sort();
+    expect(reversed).toEqual(
+      splitDataset(rows, 0.2, 1)
+        .eval.map((r) => r.id)
+        .sort(),
+    );
     // Two math rows at 0.2: round(0.4) = 0, raised to 1; a single row stays in train.
     const two = splitDataset(rows.slice(15, 17), 0.2, 3);
     expect([two.train.length, two.eval.length]).toEqual([1, 1]);
@@ -150,14 +195,26 @@ describe('splitDataset', () => {
 });
 
 describe('splitDataset rules', () => {
-  const rows: DatasetRow[] = Array.from({ length: 10 }, (_, i) => ({ id: `id${i}`, prompt: `p${i}`, reference: 'r', taskType: 'writing' }));
+  const rows: DatasetRow[] = Array.from({ length: 10 }, (_, i) => ({
+    id: `id${i}`,
+    prompt: `p${i}`,
+    reference: 'r',
+    taskType: 'writing',
+  }));
 
   // Catches: a reversed or otherwise different order than sha256(seed:id) deciding the eval rows.
   it('takes the first rows in sha256(seed:id) order', () => {
     // Independent derivation of the rule: hash every id, sort the hex digests, take round(10·0.3) = 3.
     const key = (id: string) => createHash('sha256').update(`7:${id}`).digest('hex');
-    const want = rows.map((r) => r.id).sort((a, b) => (key(a) < key(b) ? -1 : 1)).slice(0, 3);
-    expect(splitDataset(rows, 0.3, 7).eval.map((r) => r.id).sort()).toEqual([...want].sort());
+    const want = rows
+      .map((r) => r.id)
+      .sort((a, b) => (key(a) < key(b) ? -1 : 1))
+      .slice(0, 3);
+    expect(
+      splitDataset(rows, 0.3, 7)
+        .eval.map((r) => r.id)
+        .sort(),
+    ).toEqual([...want].sort());
   });
 
   // Catches: evalFraction 0 still moving one row per type to eval, or bounds not checked.
@@ -170,7 +227,12 @@ describe('splitDataset rules', () => {
 });
 
 describe('prepareDataset', () => {
-  const data = { source: 'synthetic', synthetic: { writing: 10, math: 5, seed: 4 }, evalFraction: 0.2, maxPromptTokens: 256 };
+  const data = {
+    source: 'synthetic',
+    synthetic: { writing: 10, math: 5, seed: 4 },
+    evalFraction: 0.2,
+    maxPromptTokens: 256,
+  };
 
   it('generates, splits and hashes the synthetic family reproducibly', async () => {
     const a = await prepareDataset(data, 9);
@@ -187,7 +249,10 @@ describe('prepareDataset', () => {
     // Character count as the counter: "What is a+b?" is 12 characters, "Describe a <c> <a>." at least 19.
     const short = await prepareDataset({ ...data, maxPromptTokens: 12 }, 9, { promptTokens: (p) => p.length });
     expect(short.counts).toMatchObject({ total: 5, tooLong: 10, writing: 0, math: 5 });
-    write('rel.jsonl', jsonl({ prompt: 'p', reference: 'r' }, { prompt: 'q', reference: 's' }, { prompt: 'p', reference: 'r' }));
+    write(
+      'rel.jsonl',
+      jsonl({ prompt: 'p', reference: 'r' }, { prompt: 'q', reference: 's' }, { prompt: 'p', reference: 'r' }),
+    );
     const rel = await prepareDataset({ ...data, source: 'rel.jsonl' }, 1, { baseDir: dir });
     expect(rel.counts).toMatchObject({ total: 2, duplicates: 1, train: 1, eval: 1 });
   });

@@ -16,7 +16,13 @@ const randTokens = (r: () => number, n: number, V: number) => Array.from({ lengt
 /** One GRPO step at lr 1e-3; the loss metrics by name. */
 async function grpoStep(trainer: Trainer, batch: GrpoSequence[], options: PolicyLossOptions = {}) {
   const out = await trainer.step(grpoObjective(options), grpoBatch(batch, options.aggregation), 1e-3);
-  return { loss: out.loss, gradNorm: out.gradNorm, pgLoss: out.metrics.pgLoss!, klLoss: out.metrics.klLoss!, clipFraction: out.metrics.clipFraction! };
+  return {
+    loss: out.loss,
+    gradNorm: out.gradNorm,
+    pgLoss: out.metrics.pgLoss!,
+    klLoss: out.metrics.klLoss!,
+    clipFraction: out.metrics.clipFraction!,
+  };
 }
 
 describe('the GRPO training step (grpoObjective) computes opera/grpo.ts policyLoss', () => {
@@ -39,8 +45,15 @@ describe('the GRPO training step (grpoObjective) computes opera/grpo.ts policyLo
     const oldLogp = logp.map((lp) => lp.map((v) => v + (r() - 0.5) * 1.2));
     const refLogp = logp.map((lp) => lp.map((v) => v + (r() - 0.5) * 2));
     const options = { aggregation, ...extra };
-    const want = policyLoss({ logp, oldLogp, refLogp, advantages: rows.map((x) => x.advantage), mask: logp.map((lp) => lp.map(() => 1)) }, options);
-    const got = await grpoStep(new Trainer(model), rows.map((x, k) => ({ ...x, oldLogp: oldLogp[k]!, refLogp: refLogp[k]! })), options);
+    const want = policyLoss(
+      { logp, oldLogp, refLogp, advantages: rows.map((x) => x.advantage), mask: logp.map((lp) => lp.map(() => 1)) },
+      options,
+    );
+    const got = await grpoStep(
+      new Trainer(model),
+      rows.map((x, k) => ({ ...x, oldLogp: oldLogp[k]!, refLogp: refLogp[k]! })),
+      options,
+    );
     expect(want.clipFraction).toBeGreaterThan(0);
     expect(Math.abs(got.loss - want.loss)).toBeLessThanOrEqual(1e-5);
     expect(Math.abs(got.pgLoss - want.pgLoss)).toBeLessThanOrEqual(1e-5);
@@ -55,7 +68,9 @@ describe('the GRPO training step (grpoObjective) computes opera/grpo.ts policyLo
   test('KL direction: one response token with refLogp − logp = ±ln2', async () => {
     const weights = randomWeights(config, 4);
     const row = { tokens: [7, 19], responseStart: 1, advantage: 0 }; // predicts token 19 from token 7
-    const [[lp]] = (await new LlamaModel(config, clone(weights)).tokenLogps([{ tokens: row.tokens, start: 1 }])) as [[number]];
+    const [[lp]] = (await new LlamaModel(config, clone(weights)).tokenLogps([{ tokens: row.tokens, start: 1 }])) as [
+      [number],
+    ];
     // A fresh model each time: a step updates the weights, and both cases must see the same logp.
     const step = async (refLogp: number) =>
       grpoStep(new Trainer(new LlamaModel(config, clone(weights))), [{ ...row, oldLogp: [lp], refLogp: [refLogp] }]);
@@ -71,19 +86,38 @@ describe('the GRPO training step (grpoObjective) computes opera/grpo.ts policyLo
 
   test('rejects log-prob arrays that do not match the response', async () => {
     const model = new LlamaModel(config, randomWeights(config, 4));
-    await expect(grpoStep(new Trainer(model), [{ tokens: [1, 2, 3], responseStart: 1, advantage: 1, oldLogp: [0], refLogp: [0, 0] }])).rejects.toThrow(/oldLogp\/refLogp need 2 values/);
+    await expect(
+      grpoStep(new Trainer(model), [
+        { tokens: [1, 2, 3], responseStart: 1, advantage: 1, oldLogp: [0], refLogp: [0, 0] },
+      ]),
+    ).rejects.toThrow(/oldLogp\/refLogp need 2 values/);
   });
 });
 
-
 describe('whole-model gradient check of the GRPO objective (float64 finite differences)', () => {
-  const config: LlamaConfig = llamaConfigSchema.parse({ hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 20 });
+  const config: LlamaConfig = llamaConfigSchema.parse({
+    hidden_size: 16,
+    intermediate_size: 24,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 20,
+  });
   test.each(['token-mean', 'seq-mean-token-mean'] as const)('%s', async (aggregation) => {
     const r = rng(13);
     const rows = [randTokens(r, 7, config.vocab_size), randTokens(r, 5, config.vocab_size)];
     const session = await Session.get(buildGradGraph(config, 2, grpoObjective({ klCoef: 0.05 }), 'float64').toBytes());
-    const batch = rows.map((t, k) => ({ tokens: t, responseStart: 2, advantage: k ? -0.7 : 1.1, oldLogp: t.slice(2).map(() => -3 + r()), refLogp: t.slice(2).map(() => -3 + r()) }));
-    const base: Feeds = { ...batchFeeds(config, rows, 'float64').feeds, ...grpoBatch(batch, aggregation, 'float64').feeds };
+    const batch = rows.map((t, k) => ({
+      tokens: t,
+      responseStart: 2,
+      advantage: k ? -0.7 : 1.1,
+      oldLogp: t.slice(2).map(() => -3 + r()),
+      refLogp: t.slice(2).map(() => -3 + r()),
+    }));
+    const base: Feeds = {
+      ...batchFeeds(config, rows, 'float64').feeds,
+      ...grpoBatch(batch, aggregation, 'float64').feeds,
+    };
     const params = new Map([...randomWeights(config, 17, 0.3)].map(([k, x]) => [k, Float64Array.from(x)]));
     const feeds = (): Feeds => {
       const f: Feeds = { ...base };

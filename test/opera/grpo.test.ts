@@ -138,7 +138,9 @@ describe('policyLoss', () => {
   it('rejects arrays whose sequence count differs from logp, naming the array', () => {
     const ok = { logp: [[0], [0]], oldLogp: [[0], [0]], refLogp: [[0], [0]], advantages: [1, -1], mask: [[1], [1]] };
     expect(() => policyLoss({ ...ok, oldLogp: [[0]] })).toThrow('policyLoss: oldLogp has 1 sequences, logp has 2');
-    expect(() => policyLoss({ ...ok, refLogp: [[0], [0], [0]] })).toThrow('policyLoss: refLogp has 3 sequences, logp has 2');
+    expect(() => policyLoss({ ...ok, refLogp: [[0], [0], [0]] })).toThrow(
+      'policyLoss: refLogp has 3 sequences, logp has 2',
+    );
     expect(() => policyLoss({ ...ok, mask: [] })).toThrow('policyLoss: mask has 0 sequences, logp has 2');
     expect(() => policyLoss({ ...ok, advantages: [1] })).toThrow('policyLoss: 1 advantages for 2 sequences');
     expect(policyLoss(ok).loss).toBe(0); // A = ±1 with ρ = 1 gives ∓1: token mean 0; KL 0

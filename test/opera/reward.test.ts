@@ -10,7 +10,11 @@ import {
 
 describe('reflectionSegments', () => {
   it('splits the first closed think block on blank lines, stripping and dropping empty pieces', () => {
-    expect(reflectionSegments('<think>\n a \n\n\n\nb\n\n  \n\nc </think>tail<think>x</think>')).toEqual(['a', 'b', 'c']);
+    expect(reflectionSegments('<think>\n a \n\n\n\nb\n\n  \n\nc </think>tail<think>x</think>')).toEqual([
+      'a',
+      'b',
+      'c',
+    ]);
     expect(reflectionSegments('pre <think>only</think>')).toEqual(['only']);
   });
   it('has no segments without a closed think block', () => {
@@ -60,7 +64,12 @@ const batch1: OperaGroup[] = [
     taskType: 'writing',
     reference: 'ref',
     rollouts: [
-      { response: '<think>First idea.\n\nWait, check again.</think>A', logpFull: -1, logpInitial: -2, logpSegments: [-1.5, -1.0] },
+      {
+        response: '<think>First idea.\n\nWait, check again.</think>A',
+        logpFull: -1,
+        logpInitial: -2,
+        logpSegments: [-1.5, -1.0],
+      },
       { response: '<think>Hmm, maybe.</think>B', logpFull: -3, logpInitial: -2, logpSegments: [-2.5] },
     ],
   },
@@ -83,7 +92,13 @@ describe('operaRewards', () => {
     // Batch 2: one rollout without think: values −1 and −3 → b = −2.
     // ema = 0.1·(−2) + 0.9·(−13/7) = −0.2 − 11.7/7 ≈ −1.8714286. G = 1 → ppl 1, no segments → total 0.3.
     const { rewards, ema } = operaRewards(
-      [{ taskType: 'writing', reference: 'r', rollouts: [{ response: 'plain', logpFull: -1, logpInitial: -3, logpSegments: [] }] }],
+      [
+        {
+          taskType: 'writing',
+          reference: 'r',
+          rollouts: [{ response: 'plain', logpFull: -1, logpInitial: -3, logpSegments: [] }],
+        },
+      ],
       -13 / 7,
     );
     expect(ema).toBeCloseTo(-0.2 - 11.7 / 7, 12);
@@ -104,7 +119,12 @@ describe('operaRewards', () => {
   // value with the same EMA is an increasing affine map, so it keeps every rank and sign: the results
   // equal the unsmoothed ones, which the last assertion checks.)
   it('smooths every value with the one batch EMA at the default mix', () => {
-    const rollout = (response: string, logpFull: number, logpInitial: number, logpSegments: number[]) => ({ response, logpFull, logpInitial, logpSegments });
+    const rollout = (response: string, logpFull: number, logpInitial: number, logpSegments: number[]) => ({
+      response,
+      logpFull,
+      logpInitial,
+      logpSegments,
+    });
     const group: OperaGroup = {
       taskType: 'writing',
       reference: 'r',
@@ -173,7 +193,13 @@ describe('operaRewards', () => {
     // initial −3 → seg −2 (Wait, +) → seg −2.5 (But, −) → seg −1 (However, +): count 2, tanh(1).
     const response = '<think>Wait, one.\n\nBut two.\n\nHowever, three.</think>done';
     const { rewards } = operaRewards(
-      [{ taskType: 'writing', reference: 'r', rollouts: [{ response, logpFull: -1, logpInitial: -3, logpSegments: [-2, -2.5, -1] }] }],
+      [
+        {
+          taskType: 'writing',
+          reference: 'r',
+          rollouts: [{ response, logpFull: -1, logpInitial: -3, logpSegments: [-2, -2.5, -1] }],
+        },
+      ],
       null,
     );
     expect(rewards[0]![0]!.reflectionCount).toBe(2);
@@ -183,7 +209,12 @@ describe('operaRewards', () => {
   // Catches: the reflection baseline `last` advancing only on counted reflections (or only on keyword
   // segments) instead of on every segment, as the spec says (`last = seg'_j` always).
   it('moves the reflection baseline on every segment, counted or not', () => {
-    const rollout = (response: string, logpInitial: number, logpSegments: number[]) => ({ response, logpFull: -1, logpInitial, logpSegments });
+    const rollout = (response: string, logpInitial: number, logpSegments: number[]) => ({
+      response,
+      logpFull: -1,
+      logpInitial,
+      logpSegments,
+    });
     const { rewards } = operaRewards(
       [
         {
@@ -207,7 +238,12 @@ describe('operaRewards', () => {
   });
 
   it('scores math by exact match of the last boxed answer, else the text outside the think block', () => {
-    const r = (response: string, logpSegments: number[] = []) => ({ response, logpFull: -1, logpInitial: -2, logpSegments });
+    const r = (response: string, logpSegments: number[] = []) => ({
+      response,
+      logpFull: -1,
+      logpInitial: -2,
+      logpSegments,
+    });
     const { rewards } = operaRewards(
       [
         {
@@ -234,7 +270,11 @@ describe('operaRewards', () => {
   it('rejects a segment-count mismatch, naming group and rollout', () => {
     const groups: OperaGroup[] = [
       batch1[0]!,
-      { taskType: 'writing', reference: 'r', rollouts: [{ response: '<think>a\n\nb</think>', logpFull: 0, logpInitial: 0, logpSegments: [0] }] },
+      {
+        taskType: 'writing',
+        reference: 'r',
+        rollouts: [{ response: '<think>a\n\nb</think>', logpFull: 0, logpInitial: 0, logpSegments: [0] }],
+      },
     ];
     expect(() => operaRewards(groups, null)).toThrow(
       'operaRewards: group 1 rollout 0: 1 segment log-probs but the response has 2 reflection segments',
@@ -243,20 +283,40 @@ describe('operaRewards', () => {
 
   it('rejects non-finite log-probs and EMA state, which would poison the carried baseline', () => {
     const group = (logpSegments: number[]): OperaGroup[] => [
-      { taskType: 'writing', reference: 'r', rollouts: [{ response: '<think>a</think>', logpFull: -1, logpInitial: -1, logpSegments }] },
+      {
+        taskType: 'writing',
+        reference: 'r',
+        rollouts: [{ response: '<think>a</think>', logpFull: -1, logpInitial: -1, logpSegments }],
+      },
     ];
-    expect(() => operaRewards(group([NaN]), null)).toThrow('operaRewards: group 0 rollout 0: logpSegments[0] is NaN, not a finite log-probability');
+    expect(() => operaRewards(group([NaN]), null)).toThrow(
+      'operaRewards: group 0 rollout 0: logpSegments[0] is NaN, not a finite log-probability',
+    );
     // Catches: the error naming the wrong field (or none) for a bad full or initial log-prob.
     const bad = (logpFull: number, logpInitial: number): OperaGroup[] => [
-      { taskType: 'writing', reference: 'r', rollouts: [{ response: 'x', logpFull: -1, logpInitial: -1, logpSegments: [] }, { response: 'y', logpFull, logpInitial, logpSegments: [] }] },
+      {
+        taskType: 'writing',
+        reference: 'r',
+        rollouts: [
+          { response: 'x', logpFull: -1, logpInitial: -1, logpSegments: [] },
+          { response: 'y', logpFull, logpInitial, logpSegments: [] },
+        ],
+      },
     ];
-    expect(() => operaRewards(bad(-Infinity, -1), null)).toThrow('operaRewards: group 0 rollout 1: logpFull is -Infinity, not a finite log-probability');
-    expect(() => operaRewards(bad(-1, NaN), null)).toThrow('operaRewards: group 0 rollout 1: logpInitial is NaN, not a finite log-probability');
+    expect(() => operaRewards(bad(-Infinity, -1), null)).toThrow(
+      'operaRewards: group 0 rollout 1: logpFull is -Infinity, not a finite log-probability',
+    );
+    expect(() => operaRewards(bad(-1, NaN), null)).toThrow(
+      'operaRewards: group 0 rollout 1: logpInitial is NaN, not a finite log-probability',
+    );
     expect(() => operaRewards(group([-1]), Infinity)).toThrow('EMA state is Infinity');
   });
 
   it('leaves the EMA alone for an empty batch', () => {
     expect(operaRewards([], null)).toEqual({ rewards: [], ema: null });
-    expect(operaRewards([{ taskType: 'writing', reference: 'r', rollouts: [] }], 0.5)).toEqual({ rewards: [[]], ema: 0.5 });
+    expect(operaRewards([{ taskType: 'writing', reference: 'r', rollouts: [] }], 0.5)).toEqual({
+      rewards: [[]],
+      ema: 0.5,
+    });
   });
 });

@@ -81,7 +81,9 @@ describe('coldStartSet', () => {
     expect(sft.map((r) => r.id).sort()).toEqual(rows.map((r) => r.id).sort());
     for (const s of sft) {
       const row = rows.find((r) => r.id === s.id)!;
-      expect(s.response).toBe(`<think>${row.trace}</think>${row.taskType === 'math' ? `\\boxed{${row.reference}}` : row.reference}`);
+      expect(s.response).toBe(
+        `<think>${row.trace}</think>${row.taskType === 'math' ? `\\boxed{${row.reference}}` : row.reference}`,
+      );
       expect(s.response.length).toBeLessThanOrEqual(100);
       if (row.taskType === 'math') expect(mathAnswer(s.response)).toBe(row.reference);
     }
@@ -115,7 +117,8 @@ describe('coldStartSet', () => {
   it('sftRowSchema requires non-empty id, prompt and response', () => {
     const row = { id: 'id-1', prompt: 'A long prompt.', response: '<think>t</think>a' };
     expect(sftRowSchema.parse(row)).toEqual(row);
-    for (const key of ['id', 'prompt', 'response'] as const) expect(sftRowSchema.safeParse({ ...row, [key]: '' }).success).toBe(false);
+    for (const key of ['id', 'prompt', 'response'] as const)
+      expect(sftRowSchema.safeParse({ ...row, [key]: '' }).success).toBe(false);
   });
 
   it('gives a correct cold-start math response the full reward and counts its reflection', () => {
@@ -123,7 +126,13 @@ describe('coldStartSet', () => {
     const math = rows.find((r) => r.taskType === 'math')!;
     const response = coldStartSet([math], 0)[0]!.response;
     const { rewards } = operaRewards(
-      [{ taskType: 'math', reference: math.reference, rollouts: [{ response, logpFull: -1, logpInitial: -3, logpSegments: [-2, -1] }] }],
+      [
+        {
+          taskType: 'math',
+          reference: math.reference,
+          rollouts: [{ response, logpFull: -1, logpInitial: -3, logpSegments: [-2, -1] }],
+        },
+      ],
       null,
       DEFAULT_OPERA_REWARD_OPTIONS,
     );

@@ -8,7 +8,10 @@ import { promisify } from 'node:util';
 import { withDatabase } from '../../services/postgres';
 import { ensureServices, servicesStatus } from '../../services';
 
-const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as { DATABASE_URL?: string; TEMPORAL_ADDRESS?: string };
+const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as {
+  DATABASE_URL?: string;
+  TEMPORAL_ADDRESS?: string;
+};
 const testEnv = { DATABASE_URL: process.env.DATABASE_URL!, TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS! };
 const testDatabase = new URL(testEnv.DATABASE_URL).pathname.slice(1);
 
@@ -39,7 +42,10 @@ test('ensureServices when the services already run: same endpoints, nothing star
 
 test('servicesStatus reports both services healthy', async () => {
   const statuses = await withUserEnv(() => servicesStatus());
-  expect(statuses.map((s) => [s.service, s.healthy])).toEqual([['postgres', true], ['temporal', true]]);
+  expect(statuses.map((s) => [s.service, s.healthy])).toEqual([
+    ['postgres', true],
+    ['temporal', true],
+  ]);
 });
 
 test('`services:status` from the command line reports both services up', async () => {
@@ -49,7 +55,11 @@ test('`services:status` from the command line reports both services up', async (
   delete env.DATABASE_URL;
   delete env.TEMPORAL_ADDRESS;
   Object.assign(env, Object.fromEntries(Object.entries(original).filter(([, v]) => v !== undefined)));
-  const { stdout } = await promisify(execFile)(process.execPath, [path.join(repo, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'scripts/services.ts', 'status'], { cwd: repo, env });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [path.join(repo, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'scripts/services.ts', 'status'],
+    { cwd: repo, env },
+  );
   expect(stdout).toMatch(/^postgres\s+up\s/m);
   expect(stdout).toMatch(new RegExp(`^temporal\\s+up\\s.*${testEnv.TEMPORAL_ADDRESS.replace(/\./g, '\\.')}`, 'm'));
 });

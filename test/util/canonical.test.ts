@@ -22,7 +22,9 @@ describe('canonicalJson', () => {
 
   // Catches: unsorted keys, keys sorted only at the top level, or a different separator.
   it('sorts object keys at every depth, without whitespace', () => {
-    expect(canonicalJson({ b: 1, a: { d: [2, { z: 0, y: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[2,{"y":1,"z":0}]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [2, { z: 0, y: 1 }], c: 'x' } })).toBe(
+      '{"a":{"c":"x","d":[2,{"y":1,"z":0}]},"b":1}',
+    );
     // Key order in the source never matters.
     expect(canonicalJson({ z: 1, y: 2, x: 3 })).toBe(canonicalJson({ x: 3, y: 2, z: 1 }));
     // Code-unit order (as `<` compares strings): "B" (66) < "a" (97) < "aa".
@@ -51,6 +53,10 @@ describe('sha256', () => {
     // FIPS 180-2 test vector: sha256("abc").
     expect(sha256('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     expect(sha256(new Uint8Array([0x61, 0x62, 0x63]))).toBe(sha256('abc'));
-    expect(sha256('é')).toBe(createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex'));
+    expect(sha256('é')).toBe(
+      createHash('sha256')
+        .update(Buffer.from([0xc3, 0xa9]))
+        .digest('hex'),
+    );
   });
 });

@@ -15,7 +15,15 @@ import { createDb, type DbHandle } from '../../db/client';
 import { createRun, getRun } from '../../db/queries';
 import { configHash, parseRunConfig } from '../../config/load';
 import { pauseSignal, resumeSignal, trainingRun, type RunPlan } from '../../workflows/trainingRun';
-import { smokeYaml, startWorker, testEnv, tmpDir, type WorkerProcess, removeTmpDirs, terminateOpenRuns } from '../integration/helpers';
+import {
+  smokeYaml,
+  startWorker,
+  testEnv,
+  tmpDir,
+  type WorkerProcess,
+  removeTmpDirs,
+  terminateOpenRuns,
+} from '../integration/helpers';
 
 jest.setTimeout(240_000);
 
@@ -27,7 +35,10 @@ let worker: WorkerProcess | undefined;
 
 beforeAll(async () => {
   Runtime.install({ logger: new DefaultLogger('WARN') });
-  bundle = await bundleWorkflowCode({ workflowsPath: join(ROOT, 'workflows', 'index.ts'), logger: new DefaultLogger('WARN') });
+  bundle = await bundleWorkflowCode({
+    workflowsPath: join(ROOT, 'workflows', 'index.ts'),
+    logger: new DefaultLogger('WARN'),
+  });
   db = createDb();
 });
 
@@ -54,15 +65,35 @@ test('histories of a real run (signals, continue-as-new) replay deterministicall
   const config = parseRunConfig(smokeYaml({ name: 'replay', artifactsDir: tmpDir() }), 'replay.yaml');
   const runId = `replay-${process.pid}-${Date.now()}`;
   runIds.push(runId);
-  await createRun(db.db, { id: runId, name: config.name, status: 'pending', config, configHash: configHash(config), codeVersion: 'test', seed: config.seed, workflowId: runId });
-  const plan: RunPlan = { iterations: 2, rolloutShards: 2, continueAsNewEvery: 1, evalEvery: 1, maxStageAttempts: 2, taskQueues: queues };
+  await createRun(db.db, {
+    id: runId,
+    name: config.name,
+    status: 'pending',
+    config,
+    configHash: configHash(config),
+    codeVersion: 'test',
+    seed: config.seed,
+    workflowId: runId,
+  });
+  const plan: RunPlan = {
+    iterations: 2,
+    rolloutShards: 2,
+    continueAsNewEvery: 1,
+    evalEvery: 1,
+    maxStageAttempts: 2,
+    taskQueues: queues,
+  };
 
   // In-process workers would keep this jest process alive after the tests (native threads); a worker
   // process is also what production runs.
   worker = await startWorker(testEnv(prefix));
   const clientConnection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
   const client = new Client({ connection: clientConnection });
-  const handle = await client.workflow.start(trainingRun, { taskQueue: queues.train, workflowId: runId, args: [{ runId, plan }] });
+  const handle = await client.workflow.start(trainingRun, {
+    taskQueue: queues.train,
+    workflowId: runId,
+    args: [{ runId, plan }],
+  });
   await handle.signal(pauseSignal);
   await waitForStatus(runId, 'paused', 60_000);
   await handle.signal(resumeSignal);
@@ -82,7 +113,9 @@ test('histories of a real run (signals, continue-as-new) replay deterministicall
 
   if (process.env.UPDATE_REPLAY_FIXTURES) {
     mkdirSync(FIXTURES, { recursive: true });
-    histories.forEach(({ history }, k) => writeFileSync(join(FIXTURES, `trainingRun-${k}.json`), JSON.stringify(history)));
+    histories.forEach(({ history }, k) =>
+      writeFileSync(join(FIXTURES, `trainingRun-${k}.json`), JSON.stringify(history)),
+    );
   }
 });
 
