@@ -5,7 +5,7 @@
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   packageManager: 'npm',
-  mutate: ['opera/**/*.ts', 'config/**/*.ts', 'util/**/*.ts', 'engine/autodiff.ts'],
+  mutate: ['opera/**/*.ts', 'config/**/*.ts', 'util/**/*.ts', 'engine/autodiff.ts', 'engine/grad-rules.ts'],
   testRunner: 'jest',
   jest: { projectType: 'custom', configFile: 'jest.mutate.config.js', enableFindRelatedTests: true },
   // Mutants that do not type-check are discarded before any test runs (cheaper than running them).

@@ -14,7 +14,6 @@ import {
 } from '../engine/checkpoint';
 import { LlamaModel } from '../engine/model';
 import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
-import type { RunConfig } from '../config/load';
 import { scoringContexts } from '../opera/reward';
 import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';

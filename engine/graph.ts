@@ -3,6 +3,10 @@
 // pure function of the build calls (names come from counters, no timestamps), so the bytes hash can key
 // the session cache.
 import { onnx } from 'onnx-proto';
+import { broadcastShapes, dimDivide, dimEq, dimProduct, dimSum, normAxis } from './dims';
+import { encodeGraph } from './onnx-encode';
+
+export { broadcastShapes, dimEq, dimProduct } from './dims';
 
 export type DType = 'float32' | 'float64' | 'int64' | 'bool';
 export type FloatType = 'float32' | 'float64';
@@ -33,76 +37,12 @@ export interface GraphNode {
 
 export const OPSET = 18;
 
-const dataType: Record<DType, number> = {
+export const dataType: Record<DType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   float64: onnx.TensorProto.DataType.DOUBLE,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
 };
-
-// ---- symbolic dimension algebra (monomials: coefficient × atoms) ----
-function parseDim(d: Dim): { coef: number; atoms: string[] } {
-  if (typeof d === 'number') return { coef: d, atoms: [] };
-  if (d.includes('+')) return { coef: 1, atoms: [d] }; // a sum is an opaque atom
-  let coef = 1;
-  const atoms: string[] = [];
-  for (const part of d.split('*')) {
-    if (/^\d+$/.test(part)) coef *= Number(part);
-    else atoms.push(part);
-  }
-  return { coef, atoms: atoms.sort() };
-}
-function formatDim(coef: number, atoms: string[]): Dim {
-  if (atoms.length === 0) return coef;
-  const sorted = [...atoms].sort();
-  return coef === 1 ? sorted.join('*') : `${coef}*${sorted.join('*')}`;
-}
-export function dimProduct(dims: readonly Dim[]): Dim {
-  let coef = 1;
-  const atoms: string[] = [];
-  for (const d of dims) {
-    const p = parseDim(d);
-    coef *= p.coef;
-    atoms.push(...p.atoms);
-  }
-  return formatDim(coef, atoms);
-}
-function dimDivide(a: Dim, b: Dim): Dim {
-  const pa = parseDim(a);
-  const pb = parseDim(b);
-  const atoms = [...pa.atoms];
-  for (const x of pb.atoms) {
-    const i = atoms.indexOf(x);
-    if (i < 0) throw new Error(`cannot divide dim ${a} by ${b}`);
-    atoms.splice(i, 1);
-  }
-  if (pa.coef % pb.coef !== 0) throw new Error(`cannot divide dim ${a} by ${b}`);
-  return formatDim(pa.coef / pb.coef, atoms);
-}
-export function dimEq(a: Dim, b: Dim): boolean {
-  return (
-    String(formatDim(parseDim(a).coef, parseDim(a).atoms)) === String(formatDim(parseDim(b).coef, parseDim(b).atoms))
-  );
-}
-function dimSum(a: Dim, b: Dim): Dim {
-  if (typeof a === 'number' && typeof b === 'number') return a + b;
-  if (a === 0) return b;
-  if (b === 0) return a;
-  return `(${a}+${b})`;
-}
-
-export function broadcastShapes(a: readonly Dim[], b: readonly Dim[]): Dim[] {
-  const n = Math.max(a.length, b.length);
-  const out: Dim[] = [];
-  for (let i = 0; i < n; i++) {
-    const da = a[a.length - n + i] ?? 1;
-    const db = b[b.length - n + i] ?? 1;
-    out.push(da === 1 ? db : da);
-  }
-  return out;
-}
-
-const normAxis = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis);
 
 export const f = (value: number): Attr => ({ type: 'float', value });
 export const i = (value: number): Attr => ({ type: 'int', value });
@@ -459,65 +399,8 @@ export class Graph {
     ])[0]!;
   }
 
-  // ---- serialisation ----
+  /** The ONNX model bytes (onnx-encode.ts): deterministic, so their hash keys the session cache. */
   toBytes(): Uint8Array {
-    const valueInfo = (v: Value): onnx.IValueInfoProto => ({
-      name: v.name,
-      type: {
-        tensorType: {
-          elemType: dataType[v.dtype],
-          shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: String(d) })) },
-        },
-      },
-    });
-    const attr = (name: string, a: Attr): onnx.IAttributeProto => {
-      const t = onnx.AttributeProto.AttributeType;
-      switch (a.type) {
-        case 'float':
-          return { name, type: t.FLOAT, f: a.value };
-        case 'int':
-          return { name, type: t.INT, i: a.value };
-        case 'ints':
-          return { name, type: t.INTS, ints: a.value };
-        case 'floats':
-          return { name, type: t.FLOATS, floats: a.value };
-        case 'string':
-          return { name, type: t.STRING, s: new TextEncoder().encode(a.value) };
-        case 'tensor':
-          return { name, type: t.TENSOR, t: a.value };
-      }
-    };
-    const model: onnx.IModelProto = {
-      irVersion: 8,
-      producerName: 'operaflow',
-      opsetImport: this.nodes.some((n) => n.domain === 'com.microsoft')
-        ? [
-            { domain: '', version: OPSET },
-            { domain: 'com.microsoft', version: 1 },
-          ]
-        : [{ domain: '', version: OPSET }],
-      graph: {
-        name: 'operaflow',
-        input: this.inputs.map(valueInfo),
-        output: this.outputs.map(valueInfo),
-        initializer: this.initializers.map(({ value, data }) => ({
-          name: value.name,
-          dataType: dataType[value.dtype],
-          dims: value.shape.map(Number),
-          rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-        })),
-        node: this.nodes.map((n, k) => ({
-          name: `n${k}`,
-          opType: n.op,
-          ...(n.domain ? { domain: n.domain } : {}),
-          input: n.inputs.map((v) => v.name),
-          output: n.outputs.map((v) => v.name),
-          attribute: Object.keys(n.attrs)
-            .sort()
-            .map((name) => attr(name, n.attrs[name]!)),
-        })),
-      },
-    };
-    return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
+    return encodeGraph(this);
   }
 }

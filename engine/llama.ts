@@ -190,22 +190,20 @@ function decoder(
     presents.push({ keys, values });
     if (presentsOnly && l === L - 1) return { presents };
     if (inp.tree) {
-      x = treeAttention(
-        g,
-        config,
+      x = treeAttention(g, config, {
         inp,
-        inp.tree,
+        tree: inp.tree,
         x,
         h,
         keys,
         values,
-        l === L - 1,
+        last: l === L - 1,
         cosQ,
         sinQ,
         R,
-        w(`${p}.self_attn.q_proj.weight`),
-        w(`${p}.self_attn.o_proj.weight`),
-      );
+        wq: w(`${p}.self_attn.q_proj.weight`),
+        wo: w(`${p}.self_attn.o_proj.weight`),
+      });
       x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
       continue;
     }
@@ -268,21 +266,29 @@ function mlp(g: Graph, x: Value, w: (name: string) => Value, eps: number): Value
  * continuation queries against all keys. In the last layer only the continuation rows go on, so x
  * shrinks to [B·S, C].
  */
+/** What one layer's tree attention works on (see treeAttention). */
+interface TreeLayer {
+  inp: LlamaInputs;
+  tree: NonNullable<LlamaInputs['tree']>;
+  /** The residual stream [N, C] and its normed copy. */
+  x: Value;
+  h: Value;
+  /** This layer's keys and values of every row. */
+  keys: Value;
+  values: Value;
+  /** The last layer: only the copy rows go on (their log-probs are all that is read). */
+  last: boolean;
+  cosQ: Value;
+  sinQ: Value;
+  R: Value;
+  wq: Value;
+  wo: Value;
+}
+
 function treeAttention(
   g: Graph,
   config: LlamaConfig,
-  inp: LlamaInputs,
-  tree: NonNullable<LlamaInputs['tree']>,
-  x: Value,
-  h: Value,
-  keys: Value,
-  values: Value,
-  last: boolean,
-  cosQ: Value,
-  sinQ: Value,
-  R: Value,
-  wq: Value,
-  wo: Value,
+  { inp, tree, x, h, keys, values, last, cosQ, sinQ, R, wq, wo }: TreeLayer,
 ): Value {
   const { H, Hkv, D, G } = dims(config);
   const C = config.hidden_size;

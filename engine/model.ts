@@ -16,41 +16,15 @@ import {
 } from './llama';
 import { DEFAULT_PROVIDERS, type Feeds, Session, checkProviders } from './ort';
 import { cachedPromise } from '../util/cache';
+import { KVCacheStores, type KVCache } from './kv-cache';
+import { weightFeeds, type Weights } from './weights';
 
 export { parameterShapes, parameterNames };
 
-export type Weights = Map<string, Float32Array>;
+export type { Weights } from './weights';
+export { initWeights, weightFeeds } from './weights';
 
-export interface KVCache {
-  keys: Float32Array[];
-  values: Float32Array[];
-  batch: number;
-  length: number;
-} // per layer [B, Hkv, P, D]
-
-/**
- * Where forward keeps a cache between decode steps: per layer [B, Hkv, capacity, D], of which the first
- * `filled` columns are written. Decoding appends each step's keys/values in place and feeds the whole
- * buffer (the columns past the cache length are masked out), so a step copies only its own new columns
- * instead of the whole cache (once into a Concat, once out as an output).
- */
-interface CacheStore {
-  keys: Float32Array[];
-  values: Float32Array[];
-  batch: number;
-  capacity: number;
-  filled: number;
-}
-
-/** Capacity grows in blocks: masked spare columns cost a little attention, regrowing copies the cache. */
-const CACHE_BLOCK = 64;
-
-/** Copies per-layer [B, Hkv, from, D] blocks (the first `n` columns) into [B, Hkv, to, D] buffers. */
-function restride(src: Float32Array, rows: number, from: number, to: number, n: number, D: number): Float32Array {
-  const dst = new Float32Array(rows * to * D);
-  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * from * D, (r * from + n) * D), r * to * D);
-  return dst;
-}
+export type { KVCache } from './kv-cache';
 
 export interface ForwardInput {
   tokens: number[][]; // [B][S]
@@ -60,42 +34,6 @@ export interface ForwardInput {
 }
 
 export const MASKED = -1e9;
-
-/** Deterministic init from a seed (splitmix32 + Box–Muller): N(0, 0.02²) matrices, unit norm gains. */
-export function initWeights(config: LlamaConfig, seed: number): Weights {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return ((z ^ (z >>> 16)) >>> 0) / 4294967296;
-  };
-  const weights: Weights = new Map();
-  for (const [name, shape] of parameterShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const w = new Float32Array(n);
-    if (shape.length === 1) w.fill(1);
-    else
-      for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
-    weights.set(name, w);
-  }
-  return weights;
-}
-
-/** Feeds for the weights, validating names and sizes. */
-export function weightFeeds(config: LlamaConfig, weights: Weights): Feeds {
-  const feeds: Feeds = {};
-  for (const [name, shape] of parameterShapes(config)) {
-    const w = weights.get(name);
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (!w) throw new Error(`weights: missing ${name}`);
-    if (w.length !== n)
-      throw new Error(`weights: ${name} has ${w.length} values, expected ${n} for shape [${shape.join(', ')}]`);
-    feeds[name] = { data: w, dims: shape };
-  }
-  return feeds;
-}
 
 /** Causal attention bias for right-padded rows of the given lengths: [B, T, T]. */
 export function causalBias(lengths: number[], T: number): Float32Array {
@@ -117,6 +55,7 @@ export class LlamaModel {
   readonly providers: readonly string[];
   private _weights: Weights;
   private readonly sessions = new Map<string, Promise<Session>>();
+  private readonly caches: KVCacheStores;
   /** Inference sessions with the current weights baked in; dropped by setWeights. */
   private baked = new Map<string, Promise<Session>>();
   /** Models up to this many parameter bytes bake weights into inference graphs (protobuf caps a model at 2 GB). */
@@ -124,6 +63,7 @@ export class LlamaModel {
 
   constructor(config: LlamaConfig, weights: Weights, options: { providers?: string[]; bakeLimitBytes?: number } = {}) {
     this.config = config;
+    this.caches = new KVCacheStores(config);
     this.bakeLimitBytes = options.bakeLimitBytes ?? 256 * 2 ** 20; // each (use, batch) session holds its own copy
     this.providers = options.providers ?? DEFAULT_PROVIDERS;
     checkProviders(this.providers);
@@ -209,48 +149,6 @@ export class LlamaModel {
     });
   }
 
-  /** Caches returned by forward, mapped to the buffers they view (their keys/values materialise on first read). */
-  private readonly stores = new WeakMap<KVCache, CacheStore>();
-
-  private cacheView(store: CacheStore, length: number): KVCache {
-    const { Hkv, D } = dims(this.config);
-    const rows = store.batch * Hkv;
-    let keys: Float32Array[] | undefined;
-    let values: Float32Array[] | undefined;
-    // Later steps may write columns ≥ length of the shared buffers, never the first `length` ones, so a
-    // view stays valid; a dense copy is made only when a caller reads keys/values (e.g. to compact rows).
-    const cache: KVCache = {
-      batch: store.batch,
-      length,
-      get keys() {
-        return (keys ??= store.keys.map((k) =>
-          store.capacity === length ? k : restride(k, rows, store.capacity, length, length, D),
-        ));
-      },
-      get values() {
-        return (values ??= store.values.map((v) =>
-          store.capacity === length ? v : restride(v, rows, store.capacity, length, length, D),
-        ));
-      },
-    };
-    this.stores.set(cache, store);
-    return cache;
-  }
-
-  /** A store that `past` can be extended in by S columns: its own when it is the latest view of it and has room, else a copy. */
-  private storeFor(past: KVCache, S: number): CacheStore {
-    const { Hkv, D } = dims(this.config);
-    const P = past.length;
-    const own = this.stores.get(past);
-    if (own && own.filled === P && own.capacity >= P + S) return own;
-    const capacity = Math.ceil((P + S) / CACHE_BLOCK) * CACHE_BLOCK;
-    const rows = past.batch * Hkv;
-    const from = own ? own.capacity : P;
-    const keys = (own ? own.keys : past.keys).map((k) => restride(k, rows, from, capacity, P, D));
-    const values = (own ? own.values : past.values).map((v) => restride(v, rows, from, capacity, P, D));
-    return { keys, values, batch: past.batch, capacity, filled: P };
-  }
-
   /** Block-sparse checkpoint scoring (see scoreCheckpoints): log p of the S continuation rows of B rows. */
   private treeSession(B: number): Promise<Session> {
     return this.inferenceSession(`tree|${B}`, () => {
@@ -286,7 +184,7 @@ export class LlamaModel {
       sin: { data: rot.sin, dims: rot.dims },
       bias: { data: input.attnBias, dims: [B, S, P + S] },
     };
-    const store = input.past && P > 0 ? this.storeFor(input.past, S) : undefined;
+    const store = input.past && P > 0 ? this.caches.storeFor(input.past, S) : undefined;
     if (store) {
       const Cap = store.capacity;
       // The bias widened to the buffer: columns P..Cap-1 are unwritten (or belong to another branch) and masked.
@@ -311,7 +209,7 @@ export class LlamaModel {
         keys.push(out[`present_key_${l}`]!.data as Float32Array);
         values.push(out[`present_value_${l}`]!.data as Float32Array);
       }
-      return { logits, cache: this.cacheView({ keys, values, batch: B, capacity: S, filled: S }, S) };
+      return { logits, cache: this.caches.view({ keys, values, batch: B, capacity: S, filled: S }, S) };
     }
     // Append this step's columns: [B, Hkv, S, D] into columns P..P+S-1 of [B, Hkv, Cap, D].
     const Cap = store.capacity;
@@ -324,7 +222,7 @@ export class LlamaModel {
       }
     }
     store.filled = P + S;
-    return { logits, cache: this.cacheView(store, P + S) };
+    return { logits, cache: this.caches.view(store, P + S) };
   }
 
   /**

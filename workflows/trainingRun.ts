@@ -15,21 +15,29 @@ import {
   ContinueAsNew,
   condition,
   continueAsNew,
-  defineQuery,
-  defineSignal,
-  defineUpdate,
   isCancellation,
   proxyActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
-import type { CheckpointRef, EvalResult, RunState } from '../activities/types';
+import type { RunState } from '../activities/types';
+import {
+  TASK_QUEUES,
+  cancelSignal,
+  pauseSignal,
+  progressQuery,
+  resumeSignal,
+  retryStageUpdate,
+  type BlockedStage,
+  type RunProgress,
+  type TrainingRunInput,
+  type TrainingRunResult,
+} from './api';
+
+export * from './api';
 
 type Activities = ReturnType<typeof createActivities>;
-
-export const TASK_QUEUES = { rollout: 'rollout', train: 'train' } as const;
-export const WORKFLOW_TYPE = 'trainingRun';
 
 /** Quick database writes (status, events). */
 const SHORT = {
@@ -43,70 +51,6 @@ const LONG = {
   heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 } as const;
-
-/** Scheduling knobs from the run config (the activities read the rest from the runs row). */
-export interface RunPlan {
-  iterations: number;
-  rolloutShards: number;
-  continueAsNewEvery: number;
-  evalEvery: number;
-  maxStageAttempts: number;
-  /** Overrides LONG.heartbeatTimeout (tests shorten it so a killed worker is noticed quickly). */
-  heartbeatTimeoutMs?: number;
-  /** Task queue names when not the defaults (isolated deployments and test runs sharing one server). */
-  taskQueues?: { rollout: string; train: string };
-}
-
-export type { RunState };
-
-export interface TrainingRunInput {
-  runId: string;
-  plan: RunPlan;
-  state?: RunState;
-  /** A run whose workflow closed (failed, cancelled, terminated): continue from the state its recorded stages give. */
-  resume?: boolean;
-  /** A run whose workflow is gone, cancelled by an operator: record it as cancelled, and do nothing else. */
-  cancel?: boolean;
-}
-
-export interface TrainingRunResult {
-  runId: string;
-  status: 'completed' | 'cancelled';
-  iterations: number;
-  ema: number | null;
-  evalBefore: EvalResult | null;
-  evalAfter: EvalResult | null;
-  checkpoint: CheckpointRef | null;
-}
-
-export interface BlockedStage {
-  stage: string;
-  iteration: number;
-  shard: number;
-  error: string;
-}
-
-export interface RunProgress {
-  runId: string;
-  status: 'running' | 'paused' | 'blocked' | 'cancelling' | 'completed' | 'cancelled';
-  stage: string;
-  iteration: number;
-  iterations: number;
-  shardsDone: number;
-  shards: number;
-  blocked: BlockedStage[];
-  ema: number | null;
-  evalBefore: EvalResult | null;
-  evalLatest: EvalResult | null;
-  continuedAsNew: number;
-}
-
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
-export const cancelSignal = defineSignal<[{ reason?: string }?]>('cancel');
-/** Retry the stages the run is blocked on; refused (by its validator) when nothing is blocked. */
-export const retryStageUpdate = defineUpdate<{ retried: BlockedStage[] }>('retryStage');
-export const progressQuery = defineQuery<RunProgress>('progress');
 
 class RunCancelled extends Error {}
 
