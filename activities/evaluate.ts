@@ -4,14 +4,28 @@
  */
 import { join } from 'node:path';
 import { upsertMetrics, upsertSamples } from '../db/queries';
-import { sample } from '../engine/sampler';
+import { sample, type SampleOptions } from '../engine/sampler';
+import type { RunConfig } from '../config/schema';
 import { operaRewards } from '../opera/reward';
 import { deriveSeed } from '../util/random';
 import { getTokenizer, inferenceModel, promptTokens, scoreResponses } from './engine';
-import { mean, pad, type Runtime } from './runtime';
+import { mean, pad, type DatasetFile, type Runtime } from './runtime';
+import type { DatasetRow } from '../opera/dataset';
 import { sampleRow } from './samples';
 import { putJson } from './store';
 import type { EvalResult, EvaluateInput } from './types';
+
+/** How evaluation samples: `eval.temperature` (0 = greedy, the default) and `eval.maxNewTokens`, no top-k/top-p. */
+export const evalSampling = (c: RunConfig): SampleOptions => ({
+  temperature: c.eval.temperature,
+  topK: 0,
+  topP: 1,
+  maxNewTokens: c.eval.maxNewTokens,
+  seed: c.seed,
+});
+
+/** The held-out prompts an evaluation uses: the first `eval.prompts` of the eval split. */
+export const evalPrompts = (data: DatasetFile, c: RunConfig): DatasetRow[] => data.eval.slice(0, c.eval.prompts);
 
 export const evaluateActivities = (rt: Runtime) => ({
   async evaluate(input: EvaluateInput): Promise<EvalResult> {
@@ -21,19 +35,13 @@ export const evaluateActivities = (rt: Runtime) => ({
       const tok = await getTokenizer(config.model.tokenizer);
       const model = await inferenceModel(input.checkpoint, config.runtime.providers);
       const data = await rt.loadDataset(input.dataset);
-      const rows = data.eval.slice(0, config.eval.prompts);
+      const rows = evalPrompts(data, config);
       const stream = deriveSeed(config.seed, 'evaluate', iteration);
       const results = await sample(
         model,
         tok,
         rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [stream, k] })),
-        {
-          temperature: config.eval.temperature,
-          topK: 0,
-          topP: 1,
-          maxNewTokens: config.eval.maxNewTokens,
-          seed: config.seed,
-        },
+        evalSampling(config),
         (done) => rt.heartbeat({ phase: 'sample', done }),
       );
       rt.heartbeat({ phase: 'score' });

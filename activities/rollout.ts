@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import type { RunConfig } from '../config/schema';
-import { sample } from '../engine/sampler';
+import { sample, type SampleOptions, type SampleRequest } from '../engine/sampler';
 import type { DatasetRow } from '../opera/dataset';
 import { getTokenizer, inferenceModel, promptTokens, scoreResponses, type ScoredResponse } from './engine';
 import { mean, pad, type DatasetFile, type Runtime } from './runtime';
@@ -34,7 +34,7 @@ export interface ScoredItem extends RolloutItem {
 }
 
 /** The prompts of an iteration's batch that belong to `shard` (round-robin), with their batch index. */
-function batchPrompts(
+export function batchPrompts(
   data: DatasetFile,
   config: RunConfig,
   dataPosition: number,
@@ -48,6 +48,28 @@ function batchPrompts(
   return out;
 }
 
+/** How rollouts sample: the `grpo` sampling settings, seeded by the run's seed. */
+export const rolloutSampling = (c: RunConfig): SampleOptions => ({
+  temperature: c.grpo.temperature,
+  topK: c.grpo.topK,
+  topP: c.grpo.topP,
+  maxNewTokens: c.grpo.maxNewTokens,
+  seed: c.seed,
+});
+
+/**
+ * The G requests for one prompt. Keyed by (iteration, position in the data stream, sample), so a
+ * sample is the same on any shard, worker or retry.
+ */
+export function rolloutRequests(
+  config: RunConfig,
+  prompt: number[],
+  iteration: number,
+  position: number,
+): SampleRequest[] {
+  return Array.from({ length: config.grpo.groupSize }, (_, j) => ({ prompt, key: [iteration, position, j] }));
+}
+
 export const rolloutActivities = (rt: Runtime) => ({
   async rollout(input: RolloutInput): Promise<RolloutOutput> {
     const { runId, iteration, shard } = input;
@@ -59,21 +81,10 @@ export const rolloutActivities = (rt: Runtime) => ({
       const prompts = batchPrompts(data, config, input.dataPosition, shard, input.shards);
       const dir = join(rt.runDir(config, runId), 'rollouts', `iter-${pad(iteration)}`);
       const log = await rt.openPartialLog<RolloutItem>(dir, shard);
-      const g = config.grpo;
       for (const { index, row } of prompts.slice(log.items.length)) {
         const p = promptTokens(tok, row.prompt);
-        // Keyed by (iteration, position in the data stream, sample): the same choice on any shard or retry.
-        const requests = Array.from({ length: g.groupSize }, (_, j) => ({
-          prompt: p,
-          key: [iteration, input.dataPosition + index, j],
-        }));
-        const results = await sample(model, tok, requests, {
-          temperature: g.temperature,
-          topK: g.topK,
-          topP: g.topP,
-          maxNewTokens: g.maxNewTokens,
-          seed: config.seed,
-        });
+        const requests = rolloutRequests(config, p, iteration, input.dataPosition + index);
+        const results = await sample(model, tok, requests, rolloutSampling(config));
         await log.append({
           index,
           promptId: row.id,

@@ -55,6 +55,9 @@ function describeError(err: unknown): string {
 export const pad = (n: number): string => String(n).padStart(4, '0');
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
+/** Where a run's artifacts live: `runtime.artifactsDir/<run>`. */
+export const runDirOf = (config: RunConfig, runId: string): string => resolve(config.runtime.artifactsDir, runId);
+
 export type Runtime = ReturnType<typeof createRuntime>;
 
 export function createRuntime(deps: ActivityDeps) {
@@ -68,7 +71,7 @@ export function createRuntime(deps: ActivityDeps) {
   const runConfig = (runId: string): Promise<RunConfig> =>
     cachedPromise(configs, runId, async () => runConfigSchema.parse((await requireRun(db, runId)).config));
 
-  const runDir = (config: RunConfig, runId: string): string => resolve(config.runtime.artifactsDir, runId);
+  const runDir = runDirOf;
 
   const loadDataset = (ref: DatasetRef): Promise<DatasetFile> =>
     cachedPromise(datasets, ref.artifact.sha256, () => getJson<DatasetFile>(ref.artifact));

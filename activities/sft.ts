@@ -13,7 +13,7 @@ import type { LlamaConfig } from '../engine/config';
 import { LlamaModel, initWeights, type Weights } from '../engine/model';
 import { sample } from '../engine/sampler';
 import type { Tokenizer } from '../engine/tokenizer';
-import { NonFiniteLossError, Trainer, sftBatch, sftObjective } from '../engine/trainer';
+import { NonFiniteLossError, Trainer, sftBatch, sftObjective, type TrainLoop } from '../engine/trainer';
 import { applyStops, synthesizeRows, type TeacherGenerator } from '../opera/coldstart';
 import { coldStartSet, type SftRow } from '../opera/synthetic';
 import { deriveSeed, permutation } from '../util/random';
@@ -46,7 +46,13 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
       const end = r!.tokens.findIndex((t) => ending.has(t));
       const kept = end < 0 ? r!.tokens : r!.tokens.slice(0, end);
       const cut = applyStops(tok.decode(kept), opts.stop);
-      return { ...cut, logps: r!.logps.slice(0, tok.encode(cut.text).length) };
+      // The log-probs of the tokens that spell the kept text: all of them, or (cut at a stop string) the
+      // shortest prefix that covers it. Counted on tokens, not by re-encoding the text: bytes that are not
+      // valid UTF-8 decode to U+FFFD, which re-encodes to other tokens.
+      let n = kept.length;
+      if (cut.stoppedBy !== null)
+        for (n = 0; n < kept.length && tok.decode(kept.slice(0, n)).length < cut.text.length;) n++;
+      return { ...cut, logps: r!.logps.slice(0, n) };
     },
     async contextLogps(text) {
       const tokens = promptTokens(tok, text);
@@ -54,6 +60,63 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
       const [logps] = await teacher.tokenLogps([{ tokens, start: 2 }]);
       return logps!;
     },
+  };
+}
+
+/** The weights a run starts from: `model.checkpoint`'s, or a seeded initialisation. */
+export async function startingWeights(config: RunConfig, modelConfig: LlamaConfig): Promise<Weights> {
+  return config.model.checkpoint
+    ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights
+    : initWeights(modelConfig, config.seed);
+}
+
+/** Cold-start SFT runs when enabled with at least one step. */
+export const coldStartRuns = (cs: RunConfig['coldStart']): boolean => cs.enabled && cs.steps > 0;
+
+/** The teacher of cold-start synthesis (`coldStart.teacher.checkpoint`, else the run's starting model) and its settings. */
+export async function teacherFor(config: RunConfig, modelConfig: LlamaConfig, initialWeights: Weights) {
+  const { checkpoint, ...options } = config.coldStart.teacher;
+  const providers = config.runtime.providers;
+  const teacher = checkpoint
+    ? await loadCheckpoint(checkpoint).then((c) => new LlamaModel(c.config, c.weights, { providers }))
+    : new LlamaModel(modelConfig, initialWeights, { providers });
+  return { teacher, options };
+}
+
+export interface SftExample {
+  tokens: number[];
+  lossMask: number[];
+}
+
+/** BOS + prompt, then response + EOS, with the loss on the response only. */
+export function sftExamples(rows: SftRow[], tok: Tokenizer): SftExample[] {
+  return rows.map((ex) => {
+    const p = promptTokens(tok, ex.prompt);
+    const r = [...tok.encode(ex.response), tok.eosId];
+    return { tokens: [...p, ...r], lossMask: [...p.map(() => 0), ...r.map(() => 1)] };
+  });
+}
+
+/**
+ * The cold-start SFT loop of a run: `coldStart.steps` steps of `batchSize` examples in a seeded order,
+ * with a linear warm-up. Batches and the learning rate depend on the step only, so a resumed loop
+ * continues exactly.
+ */
+export function sftLoop(
+  cs: RunConfig['coldStart'],
+  seed: number,
+  examples: SftExample[],
+): Pick<TrainLoop, 'objective' | 'steps' | 'batch' | 'lr'> {
+  const order = permutation(examples.length, deriveSeed(seed, 'sft-order'));
+  const batchSize = Math.min(cs.batchSize, examples.length);
+  return {
+    objective: sftObjective,
+    steps: cs.steps,
+    batch: (step) =>
+      sftBatch(
+        Array.from({ length: batchSize }, (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!),
+      ),
+    lr: (step) => warmupLr(cs.lr, cs.warmupSteps, step),
   };
 }
 
@@ -74,12 +137,7 @@ export const sftActivities = (rt: Runtime) => {
     const key = { runId, kind: 'coldstart', iteration: 0, name: 'sft.json' };
     const recorded = await getArtifact(rt.db, key);
     if (recorded) return getJson<SftRow[]>(recorded);
-    const { checkpoint, ...options } = config.coldStart.teacher;
-    const teacher = checkpoint
-      ? await loadCheckpoint(checkpoint).then(
-          (c) => new LlamaModel(c.config, c.weights, { providers: config.runtime.providers }),
-        )
-      : new LlamaModel(modelConfig, initialWeights, { providers: config.runtime.providers });
+    const { teacher, options } = await teacherFor(config, modelConfig, initialWeights);
     const dir = join(rt.runDir(config, runId), 'coldstart');
     const log = await rt.openPartialLog<SftRow>(dir, 0);
     const done = new Set(log.items.map((i) => i.id));
@@ -104,24 +162,18 @@ export const sftActivities = (rt: Runtime) => {
       const config = await rt.runConfig(runId);
       const tok = await getTokenizer(config.model.tokenizer);
       const modelConfig = modelConfigFor(config, tok);
-      const weights = config.model.checkpoint
-        ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights
-        : initWeights(modelConfig, config.seed);
+      const weights = await startingWeights(config, modelConfig);
       const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
       const cs = config.coldStart;
       let steps = 0;
       let finalLoss: number | null = null;
-      if (cs.enabled && cs.steps > 0) {
+      if (coldStartRuns(cs)) {
         const data = await rt.loadDataset(input.dataset);
         const sft = cs.synthesize
           ? await synthesizeColdStart(config, runId, data, tok, modelConfig, weights)
           : coldStartSet(data.train, config.seed);
         if (sft.length === 0) throw new PermanentError('cold start: the dataset yields no SFT examples');
-        const examples = sft.map((ex) => {
-          const p = promptTokens(tok, ex.prompt);
-          const r = [...tok.encode(ex.response), tok.eosId];
-          return { tokens: [...p, ...r], lossMask: [...p.map(() => 0), ...r.map(() => 1)] };
-        });
+        const examples = sftExamples(sft, tok);
         // One directory per saved step: the last heartbeat that reached the server may name an older one.
         const partialDir = (n: number) =>
           join(rt.runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
@@ -130,22 +182,10 @@ export const sftActivities = (rt: Runtime) => {
         if (resumed) model.setWeights(resumed.checkpoint.weights);
         const trainer = new Trainer(model, { weightDecay: cs.weightDecay }, resumed?.checkpoint.optimizer);
         let progress: PartialProgress | undefined = resumed?.progress;
-        // Batches and the learning rate depend on the step only, so a resumed loop continues exactly.
-        const order = permutation(examples.length, deriveSeed(config.seed, 'sft-order'));
-        const batchSize = Math.min(cs.batchSize, examples.length);
         try {
           await trainer.train({
-            objective: sftObjective,
-            steps: cs.steps,
+            ...sftLoop(cs, config.seed, examples),
             start: resumed?.step ?? 0,
-            batch: (step) =>
-              sftBatch(
-                Array.from(
-                  { length: batchSize },
-                  (_, k) => examples[order[(step * cs.batchSize + k) % examples.length]!]!,
-                ),
-              ),
-            lr: (step) => warmupLr(cs.lr, cs.warmupSteps, step),
             onStep: async (step, out) => {
               finalLoss = out.loss;
               if (step % 5 === 0 || step === cs.steps - 1)

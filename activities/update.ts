@@ -7,8 +7,9 @@
 import { join } from 'node:path';
 import { upsertMetrics } from '../db/queries';
 import { LlamaModel } from '../engine/model';
-import { NonFiniteLossError, Trainer } from '../engine/trainer';
-import { grpoBatch, grpoObjective } from '../opera/grpo-graph';
+import { NonFiniteLossError, Trainer, type TrainLoop } from '../engine/trainer';
+import type { RunConfig } from '../config/schema';
+import { grpoBatch, grpoObjective, type GrpoSequence } from '../opera/grpo-graph';
 import { deriveSeed, permutation } from '../util/random';
 import { inferenceModel, loadCheckpointChecked, saveCheckpointRecorded, warmupLr } from './engine';
 import type { RewardFile } from './reward';
@@ -22,6 +23,37 @@ interface LossStats {
   klLoss: number[];
   clipFraction: number[];
   gradNorm: number[];
+}
+
+/**
+ * The GRPO update loop of an iteration: `epochs` passes over the sequences in mini-batches of
+ * `miniBatchSize`, each epoch in a seeded order (a resumed update applies the same batches), the policy
+ * loss with the run's clip, dual clip, KL and aggregation settings, and a learning rate warmed up over the
+ * optimizer's steps across iterations (the AdamW state carries the count).
+ */
+export function updateLoop(
+  g: RunConfig['grpo'],
+  seed: number,
+  iteration: number,
+  sequences: GrpoSequence[],
+): Pick<TrainLoop, 'objective' | 'steps' | 'batch' | 'lr'> {
+  const perEpoch = Math.ceil(sequences.length / g.miniBatchSize);
+  const orders = Array.from({ length: g.epochs }, (_, epoch) =>
+    permutation(sequences.length, deriveSeed(seed, 'update-order', iteration, epoch)),
+  );
+  const { clip, clipLow, clipHigh, dualClip, klCoef, aggregation } = g;
+  return {
+    objective: grpoObjective({ clip, clipLow, clipHigh, dualClip, klCoef, aggregation }),
+    steps: g.epochs * perEpoch,
+    batch: (step) => {
+      const b = (step % perEpoch) * g.miniBatchSize;
+      return grpoBatch(
+        orders[Math.floor(step / perEpoch)]!.slice(b, b + g.miniBatchSize).map((u) => sequences[u]!),
+        aggregation,
+      );
+    },
+    lr: (_, optimizerStep) => warmupLr(g.lr, g.warmupSteps, optimizerStep),
+  };
 }
 
 export const updateActivities = (rt: Runtime) => ({
@@ -45,8 +77,19 @@ export const updateActivities = (rt: Runtime) => ({
       const oldLogp = await model.tokenLogps(usable);
       const refLogp = await reference.tokenLogps(usable);
 
-      const perEpoch = Math.ceil(usable.length / g.miniBatchSize);
-      const totalSteps = g.epochs * perEpoch;
+      const loop = updateLoop(
+        g,
+        config.seed,
+        iteration,
+        usable.map((u, k) => ({
+          tokens: u.tokens,
+          responseStart: u.start,
+          advantage: u.advantage,
+          oldLogp: oldLogp[k]!,
+          refLogp: refLogp[k]!,
+        })),
+      );
+      const totalSteps = loop.steps;
       const every = Math.max(1, Math.ceil(totalSteps / 4));
       const partialDir = (n: number) =>
         join(rt.runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
@@ -61,40 +104,12 @@ export const updateActivities = (rt: Runtime) => ({
         gradNorm: [],
       };
       let progress: PartialProgress | undefined = resumed?.progress;
-      // The mini-batch order of each epoch is seeded, so a resumed update applies the same batches.
-      const orders = Array.from({ length: g.epochs }, (_, epoch) =>
-        permutation(usable.length, deriveSeed(config.seed, 'update-order', iteration, epoch)),
-      );
-      const loss = {
-        clip: g.clip,
-        clipLow: g.clipLow,
-        clipHigh: g.clipHigh,
-        dualClip: g.dualClip,
-        klCoef: g.klCoef,
-        aggregation: g.aggregation,
-      };
       let lr = g.lr;
       try {
         await trainer.train({
-          objective: grpoObjective(loss),
-          steps: totalSteps,
+          ...loop,
           start: resumed?.step ?? 0,
-          batch: (step) => {
-            const b = (step % perEpoch) * g.miniBatchSize;
-            const picked = orders[Math.floor(step / perEpoch)]!.slice(b, b + g.miniBatchSize);
-            return grpoBatch(
-              picked.map((u) => ({
-                tokens: usable[u]!.tokens,
-                responseStart: usable[u]!.start,
-                advantage: usable[u]!.advantage,
-                oldLogp: oldLogp[u]!,
-                refLogp: refLogp[u]!,
-              })),
-              g.aggregation,
-            );
-          },
-          // Warm-up counts optimizer steps across iterations (the AdamW state carries the count).
-          lr: (_, optimizerStep) => (lr = warmupLr(g.lr, g.warmupSteps, optimizerStep)),
+          lr: (step, optimizerStep) => (lr = loop.lr(step, optimizerStep)),
           onStep: async (step, out) => {
             stats.loss.push(out.loss);
             stats.pgLoss.push(out.metrics.pgLoss!);

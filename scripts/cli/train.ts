@@ -26,13 +26,16 @@ function resolvePaths(config: RunConfig): RunConfig {
   return out;
 }
 
+/** The readable part of a run id: the run's name, lower-cased, in letters, digits and dashes. */
+export const runSlug = (name: string): string =>
+  name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 40) || 'run';
+
 function newRunId(name: string): string {
-  const slug =
-    name
-      .toLowerCase()
-      .replace(/[^a-z0-9]+/g, '-')
-      .replace(/^-|-$/g, '')
-      .slice(0, 40) || 'run';
+  const slug = runSlug(name);
   const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
   return `${slug}-${stamp}-${Math.random().toString(36).slice(2, 6)}`;
 }

@@ -34,3 +34,61 @@ export const tinyTied: LlamaConfig = llamaConfigSchema.parse({
   tie_word_embeddings: true,
   vocab_size: 40,
 });
+
+export function byteLevelAlphabet(): string[] {
+  const keep: number[] = [];
+  for (let b = 33; b <= 126; b++) keep.push(b);
+  for (let b = 161; b <= 172; b++) keep.push(b);
+  for (let b = 174; b <= 255; b++) keep.push(b);
+  const chars: string[] = new Array(256);
+  let extra = 0;
+  for (let b = 0; b < 256; b++) chars[b] = String.fromCodePoint(keep.includes(b) ? b : 256 + extra++);
+  return chars;
+}
+
+/** A small byte-level BPE tokenizer.json (a few merges; `<|endoftext|>`, `<think>`, `</think>` added), as HF writes them. */
+export function tinyBpeTokenizerJson(): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  byteLevelAlphabet().forEach((c, i) => {
+    vocab[c] = i;
+  });
+  const merges = [
+    ['h', 'e'],
+    ['l', 'l'],
+    ['he', 'll'],
+    ['hell', 'o'],
+    ['Ġ', 'w'],
+  ];
+  for (const [a, b] of merges) vocab[`${a}${b}`] = Object.keys(vocab).length;
+  const added = ['<|endoftext|>', '<think>', '</think>'].map((content, i) => ({
+    id: 256 + merges.length + i,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: content === '<|endoftext|>',
+  }));
+  const tokenizerJson = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true },
+    decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: merges.map((m) => m.join(' ')),
+    },
+  };
+  return tokenizerJson;
+}
