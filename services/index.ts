@@ -7,13 +7,12 @@ import { connectDb, redactUrl } from '../db/client';
 import { migrateDb } from '../db/migrate';
 import {
   DEFAULT_DATABASE,
-  ensureDatabase,
   localPostgresStatus,
   startLocalPostgres,
   stopLocalPostgres,
-  withDatabase,
   localDatabaseUrl,
 } from './postgres';
+import { ensureDatabase, withDatabase } from '../db/admin';
 import fs from 'node:fs';
 import path from 'node:path';
 import { stateDir } from './paths';

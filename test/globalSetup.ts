@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { migrateDb } from '../db/migrate';
-import { withDatabase } from '../services/postgres';
+import { withDatabase } from '../db/admin';
 import { ensureServices, type ServiceEndpoints } from '../services';
 import { isPidAlive, stateDir } from '../services/paths';
 

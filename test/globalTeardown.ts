@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { withDatabase } from '../services/postgres';
+import { withDatabase } from '../db/admin';
 import { servicesKept, stopServices } from '../services';
 import { isPidAlive } from '../services/paths';
 import { testRunsDir } from './globalSetup';

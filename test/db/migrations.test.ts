@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { MIGRATIONS_FOLDER, migrateDb } from '../../db/migrate';
-import { recreateDatabase, withDatabase } from '../../services/postgres';
+import { recreateDatabase, withDatabase } from '../../db/admin';
 
 const url = withDatabase(
   process.env.DATABASE_URL!,

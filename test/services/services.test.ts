@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { withDatabase } from '../../services/postgres';
+import { withDatabase } from '../../db/admin';
 import { ensureServices, servicesStatus } from '../../services';
 
 const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as {
