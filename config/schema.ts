@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { llamaConfigFields, llamaConfigSchema, modelPresets } from '../engine/config';
 import { DEFAULT_COLD_START_OPTIONS as CS } from '../opera/coldstart';
+import { POLICY_LOSS_DEFAULTS as LOSS, type LossAggregation } from '../opera/grpo';
 import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
 
 const int = (min: number) => z.number().int().min(min);
@@ -96,14 +97,14 @@ const grpo = z
     epochs: int(1).default(1),
     lr: positive.default(1e-4),
     warmupSteps: int(0).default(0),
-    klCoef: z.number().min(0).default(0.001),
-    clip: z.number().gt(0).lt(1).default(0.2),
+    klCoef: z.number().min(0).default(LOSS.klCoef),
+    clip: z.number().gt(0).lt(1).default(LOSS.clip),
     /** Asymmetric clip bounds (DAPO-style); each defaults to `clip` when absent. */
     clipLow: z.number().min(0).lt(1).optional(),
     clipHigh: positive.optional(),
     /** verl requires the dual-clip constant to exceed 1 (it bounds the loss of A<0 tokens). */
-    dualClip: z.number().gt(1).default(3),
-    aggregation: z.enum(['token-mean', 'seq-mean-token-mean']).default('token-mean'),
+    dualClip: z.number().gt(1).default(LOSS.dualClip),
+    aggregation: z.enum(['token-mean', 'seq-mean-token-mean'] satisfies LossAggregation[]).default(LOSS.aggregation),
     temperature: positive.default(1.0),
     topP: z.number().gt(0).max(1).default(1.0),
     topK: int(0).default(0),
