@@ -7,11 +7,18 @@
  * that API is ESM-only (jest's CommonJS globalSetup cannot load it), deletes its cluster on stop and
  * cannot switch to system binaries. PostgreSQL refuses to run as root, so as root every server
  * process runs as user `postgres` (created if missing) and the data directory lives in a folder it owns.
+ *
+ * Nobody else gets in: the server listens on loopback only and every connection needs the password
+ * generated at first start (scram-sha-256), kept in `<base>/password` (mode 600, beside the cluster, in a
+ * folder only the server's owner can enter). Commits are synchronous: a write the program reports done
+ * survives a crash of the server.
  */
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { portIsFree, tail } from './process';
+import pg from 'pg';
 import { isRoot, postgresBaseDir, repoRoot, withFileLock } from './paths';
 
 export const DEFAULT_PG_PORT = 5433;
@@ -137,12 +144,19 @@ interface Layout {
   base: string;
   dataDir: string;
   log: string;
+  /** The role's password (mode 600), beside the cluster it opens. */
+  password: string;
 }
 
 /** Data directories are per major version: initdb output of one major cannot be served by another. */
 function layout(major: number): Layout {
   const base = postgresBaseDir();
-  return { base, dataDir: path.join(base, `data-${major}`), log: path.join(base, 'postgres.log') };
+  return {
+    base,
+    dataDir: path.join(base, `data-${major}`),
+    log: path.join(base, 'postgres.log'),
+    password: path.join(base, 'password'),
+  };
 }
 
 function prepareBaseDir(base: string, as: RunAs | undefined): void {
@@ -187,25 +201,60 @@ async function choosePort(): Promise<number> {
   throw new Error(`No free port in ${DEFAULT_PG_PORT}-${DEFAULT_PG_PORT + 49} on 127.0.0.1; set OPERAFLOW_PG_PORT.`);
 }
 
+/** The cluster's password, created (random, mode 600, owned by the server's user) on first use. */
+function clusterPassword(l: Layout, as: RunAs | undefined): string {
+  if (!fs.existsSync(l.password)) {
+    fs.writeFileSync(l.password, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
+    if (as) fs.chownSync(l.password, as.uid, as.gid);
+  }
+  return fs.readFileSync(l.password, 'utf8').trim();
+}
+
 function initCluster(bins: PgBinaries, l: Layout, as: RunAs | undefined): void {
+  clusterPassword(l, as);
   const r = run(
     as,
     path.join(bins.dir, 'initdb'),
-    ['-D', l.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C'],
+    ['-D', l.dataDir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${l.password}`, '-E', 'UTF8', '--locale=C'],
     l.base,
   );
   if (r.status !== 0) {
     fs.rmSync(l.dataDir, { recursive: true, force: true });
     throw new Error(`initdb failed (${bins.dir}): ${r.error?.message ?? r.stderr.trim()}`);
   }
-  // Listen on loopback TCP only, with trust auth: a development server no other host can reach.
-  // No unix socket: its directory would need to exist and be writable on every machine.
-  // synchronous_commit=off trades the last few hundred ms of commits on a crash for much faster
-  // small writes (metrics, samples); it cannot corrupt the database.
+  // Loopback TCP only. No unix socket: its directory would need to exist and be writable on every machine.
   fs.appendFileSync(
     path.join(l.dataDir, 'postgresql.conf'),
-    "\n# operaflow local development server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nsynchronous_commit = off\nmax_connections = 200\n",
+    "\n# operaflow local development server\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 200\n",
   );
+}
+
+/**
+ * Clusters made before passwords (trust auth for every local user) get one: the password is set over
+ * the still-trusting connection, then pg_hba.conf switches to scram-sha-256 and the server reloads.
+ */
+async function requirePassword(
+  bins: PgBinaries,
+  l: Layout,
+  as: RunAs | undefined,
+  port: number,
+  log: (line: string) => void,
+): Promise<void> {
+  const hba = path.join(l.dataDir, 'pg_hba.conf');
+  const rules = fs.readFileSync(hba, 'utf8');
+  if (!/^\s*[^#\s].*\btrust\s*$/m.test(rules)) return;
+  const password = clusterPassword(l, as);
+  const client = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
+  await client.connect();
+  try {
+    await client.query(`alter role postgres password '${password.replace(/'/g, "''")}'`);
+  } finally {
+    await client.end();
+  }
+  fs.writeFileSync(hba, rules.replace(/^(\s*[^#\s].*)\btrust(\s*)$/gm, '$1scram-sha-256$2'));
+  const r = run(as, path.join(bins.dir, 'pg_ctl'), ['-D', l.dataDir, 'reload'], l.base);
+  if (r.status !== 0) throw new Error(`pg_ctl reload failed: ${r.error?.message ?? r.stderr.trim()}`);
+  log(`PostgreSQL in ${l.dataDir} now requires its password (scram-sha-256; it accepted every local user before)`);
 }
 
 function pgCtlStart(bins: PgBinaries, l: Layout, as: RunAs | undefined, port: number): Promise<void> {
@@ -214,7 +263,8 @@ function pgCtlStart(bins: PgBinaries, l: Layout, as: RunAs | undefined, port: nu
     // `services:up` or jest does not reach it.
     const child = spawn(
       path.join(bins.dir, 'pg_ctl'),
-      ['-D', l.dataDir, '-l', l.log, '-w', '-t', '60', '-o', `-p ${port}`, 'start'],
+      // Synchronous commit whatever an older postgresql.conf says: a commit is on disk when it returns.
+      ['-D', l.dataDir, '-l', l.log, '-w', '-t', '60', '-o', `-p ${port} -c synchronous_commit=on`, 'start'],
       {
         cwd: l.base,
         env: serverEnv(l.base),
@@ -240,8 +290,18 @@ function pgCtlStart(bins: PgBinaries, l: Layout, as: RunAs | undefined, port: nu
   });
 }
 
+/** The URL of a database on the local cluster, with its password (readable only by the cluster's owner). */
 export function localDatabaseUrl(port: number, database = DEFAULT_DATABASE): string {
-  return `postgres://postgres@127.0.0.1:${port}/${database}`;
+  const l = layout(findPgBinaries().major);
+  let password: string;
+  try {
+    password = fs.readFileSync(l.password, 'utf8').trim();
+  } catch (err) {
+    throw new Error(
+      `Cannot read the local PostgreSQL password ${l.password}: ${(err as Error).message}. It is readable only by the user who started the services (or root).`,
+    );
+  }
+  return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
 }
 
 /** Starts the local cluster if it is not running (initialising it on first use). Idempotent. */
@@ -253,7 +313,10 @@ export async function startLocalPostgres(log: (line: string) => void = () => {})
       const bins = findPgBinaries(as);
       const l = layout(bins.major);
       const running = runningServer(l.dataDir);
-      if (running) return { url: localDatabaseUrl(running.port), ...running, dataDir: l.dataDir, started: false };
+      if (running) {
+        await requirePassword(bins, l, as, running.port, log);
+        return { url: localDatabaseUrl(running.port), ...running, dataDir: l.dataDir, started: false };
+      }
       prepareBaseDir(l.base, as);
       if (!fs.existsSync(path.join(l.dataDir, 'PG_VERSION'))) {
         log(`Initialising a PostgreSQL ${bins.major} cluster in ${l.dataDir} (binaries: ${bins.source}, ${bins.dir})`);
@@ -261,6 +324,7 @@ export async function startLocalPostgres(log: (line: string) => void = () => {})
       }
       const port = await choosePort();
       await pgCtlStart(bins, l, as, port);
+      await requirePassword(bins, l, as, port, log);
       const now = runningServer(l.dataDir);
       if (!now)
         throw new Error(
