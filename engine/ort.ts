@@ -6,6 +6,7 @@ import { runInThisContext } from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { cachedPromise } from '../util/cache';
 import { sha256 } from '../util/canonical';
+import { envNumber } from '../util/env';
 
 // Under Jest, test code runs in its own JS realm while ORT's native outputs are typed arrays of Node's
 // main realm, and onnxruntime-common type-checks with `instanceof`. When the realms differ we point its
@@ -87,7 +88,7 @@ export function checkProviders(providers: readonly string[]): void {
 
 // One intra-op thread per core (measured fastest here); OPERAFLOW_ORT_THREADS overrides it for workers
 // that share a machine.
-const cores = Math.max(1, Number(process.env.OPERAFLOW_ORT_THREADS) || availableParallelism());
+const cores = envNumber('OPERAFLOW_ORT_THREADS') ?? availableParallelism();
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
 export const graphHash = (bytes: Uint8Array): string => sha256(bytes);

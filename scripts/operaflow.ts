@@ -5,10 +5,11 @@
  * Services: DATABASE_URL / TEMPORAL_ADDRESS when set, else the local ones (started if needed).
  * OPERAFLOW_QUEUE_PREFIX: prepended to the task queue names (`rollout`, `train`) by `train` and `worker`,
  * so separate deployments (or concurrent test runs) can share one Temporal server without stealing work.
- * OPERAFLOW_HEARTBEAT_TIMEOUT (seconds, default 30): how long a silent compute activity may go before
+ * OPERAFLOW_HEARTBEAT_TIMEOUT (seconds, default 10): how long a silent compute activity may go before
  * Temporal gives it to another worker; a run takes it from the environment of `train`.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { checkEnvironment } from '../util/env';
 import { UsageError } from './cli/connect';
 import { control } from './cli/control';
 import { runs, show } from './cli/inspect';
@@ -78,6 +79,7 @@ export async function main(): Promise<number> {
     return name === undefined ? 64 : 0;
   }
   const command = COMMANDS[name];
+  checkEnvironment();
   try {
     if (!command) throw new UsageError(`unknown command "${name}"`);
     const { args, flags } = parseCommand(name, command, rest);

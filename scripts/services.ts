@@ -3,10 +3,12 @@
  * operaflow uses, started locally unless DATABASE_URL / TEMPORAL_ADDRESS point at running ones.
  */
 import { ensureServices, markServicesKept, servicesStatus, stopServices } from '../services';
+import { checkEnvironment } from '../util/env';
 
 const USAGE = 'usage: tsx scripts/services.ts up|down|status';
 
 async function main(): Promise<void> {
+  checkEnvironment();
   const command = process.argv[2];
   const log = (line: string) => console.log(line);
   if (command === 'up') {

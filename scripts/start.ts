@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { ensureServices } from '../services';
+import { checkEnvironment } from '../util/env';
 
 const ROOT = resolve(__dirname, '..');
 const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
@@ -51,6 +52,7 @@ function stopWorker(child: ChildProcess): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  checkEnvironment();
   const config = process.argv[2] ?? join('configs', 'demo.yaml');
   const t0 = Date.now();
   console.log('operaflow: starting services (PostgreSQL, Temporal)…');

@@ -48,7 +48,7 @@ const SHORT = {
 /** Compute stages: long, heartbeating (a dead worker is noticed after `heartbeatTimeout`). */
 const LONG = {
   startToCloseTimeout: '4 hours',
-  heartbeatTimeout: '30 seconds',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 } as const;
 

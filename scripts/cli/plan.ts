@@ -1,4 +1,5 @@
 /** How a run config becomes a workflow's plan: scheduling knobs, task queue names and the heartbeat timeout from the environment. */
+import { envNumber } from '../../util/env';
 import { TASK_QUEUES, type RunPlan } from '../../workflows/trainingRun';
 import type { RunConfig } from '../../config/load';
 
@@ -9,7 +10,7 @@ export function taskQueues(): { rollout: string; train: string } {
 }
 
 export function planOf(config: RunConfig): RunPlan {
-  const hb = Number(process.env.OPERAFLOW_HEARTBEAT_TIMEOUT ?? '');
+  const hb = envNumber('OPERAFLOW_HEARTBEAT_TIMEOUT');
   const queues = taskQueues();
   return {
     ...(queues.train !== TASK_QUEUES.train ? { taskQueues: queues } : {}),
@@ -18,6 +19,6 @@ export function planOf(config: RunConfig): RunPlan {
     continueAsNewEvery: config.runtime.continueAsNewEvery,
     evalEvery: config.eval.every,
     maxStageAttempts: config.runtime.maxStageAttempts,
-    ...(Number.isFinite(hb) && hb > 0 ? { heartbeatTimeoutMs: hb * 1000 } : {}),
+    ...(hb !== undefined ? { heartbeatTimeoutMs: hb * 1000 } : {}),
   };
 }
