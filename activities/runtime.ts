@@ -9,7 +9,16 @@ import { join, resolve } from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
 import { runConfigSchema, type RunConfig } from '../config/schema';
 import type { Db } from '../db/client';
-import { completedStageOutput, finishStageAttempt, requireRun, startStageAttempt, type StageKey } from '../db/queries';
+import {
+  completedStageOutput,
+  failedAttemptsSinceRetry,
+  finishStageAttempt,
+  lastAttemptProgress,
+  recordAttemptProgress,
+  requireRun,
+  startStageAttempt,
+  type StageKey,
+} from '../db/queries';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
 import type { LlamaConfig } from '../engine/config';
 import type { DatasetRow } from '../opera/dataset';
@@ -52,6 +61,58 @@ function describeError(err: unknown): string {
   return err.message;
 }
 
+/** Error codes of a database that cannot be reached (network, server shutting down or starting). */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+]);
+
+/** The code when `err` (or an error it wraps) says PostgreSQL is unreachable. */
+export function unreachableCode(err: unknown): string | undefined {
+  // Duck-typed: pg's socket errors may come from another realm (jest), where instanceof fails.
+  for (
+    let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
+    e && typeof e === 'object';
+    e = e.cause as typeof e
+  ) {
+    if (typeof e.code === 'string' && UNREACHABLE.has(e.code)) return e.code;
+    if (
+      typeof e.message === 'string' &&
+      /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+        e.message,
+      )
+    )
+      return 'connection lost';
+  }
+  return undefined;
+}
+
+/** Where the database is, for messages (never its password). */
+function databaseHost(): string {
+  try {
+    const u = new URL(process.env.DATABASE_URL ?? '');
+    return `${u.hostname}:${u.port || 5432}`;
+  } catch {
+    return '(DATABASE_URL)';
+  }
+}
+
+/** Whether a stage that failed `failures` times through its own errors (since the last operator retry) must stop. */
+export const attemptsExhausted = (config: RunConfig, failures: number): boolean =>
+  failures >= config.runtime.maxStageAttempts;
+
 export const pad = (n: number): string => String(n).padStart(4, '0');
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
@@ -66,6 +127,14 @@ export function createRuntime(deps: ActivityDeps) {
   const datasets = new Map<string, Promise<DatasetFile>>();
   /** The latest details per running activity, re-sent by the keep-alive in `stage`. */
   const lastDetails = new WeakMap<Context, unknown>();
+  /** The attempt each running activity records, for progress and for resuming a retried stage. */
+  const attempts = new WeakMap<Context, { id: number; attempt: number; key: StageKey }>();
+
+  /** Records resume information on the attempt's row too: an operator's retry is a new activity with no heartbeat to go on. */
+  async function recordProgress(progress: object): Promise<void> {
+    const current = attempts.get(Context.current());
+    if (current) await recordAttemptProgress(db, current.id, progress as Record<string, unknown>);
+  }
 
   /** The run's config from its row (frozen when the run was recorded). */
   const runConfig = (runId: string): Promise<RunConfig> =>
@@ -83,8 +152,16 @@ export function createRuntime(deps: ActivityDeps) {
     if (ctx.cancellationSignal.aborted) throw new CancelledFailure('activity cancelled');
   }
 
-  /** Heartbeat details of the previous attempt (after a crash), if any. */
-  const resumeDetails = <T>(): T | undefined => activityInfo().heartbeatDetails as T | undefined;
+  /**
+   * Where the previous attempt got to: its last heartbeat (a retry after a crash), or, for a new activity
+   * (an operator's retry after the stage blocked), the progress its last attempt recorded.
+   */
+  async function resumeDetails<T>(): Promise<T | undefined> {
+    const details = activityInfo().heartbeatDetails as T | undefined;
+    if (details !== undefined) return details;
+    const current = attempts.get(Context.current());
+    return current ? ((await lastAttemptProgress(db, current.key, current.attempt)) as T | undefined) : undefined;
+  }
 
   /** One line about what this attempt does with the previous attempt's progress. */
   function logResume(what: string): void {
@@ -102,7 +179,7 @@ export function createRuntime(deps: ActivityDeps) {
     partialDir: (step: number) => string,
     config: LlamaConfig,
   ): Promise<{ step: number; checkpoint: Checkpoint; progress: PartialProgress } | undefined> {
-    const resumed = resumeDetails<PartialProgress>();
+    const resumed = await resumeDetails<PartialProgress>();
     if (resumed === undefined) return undefined;
     if (resumed.partialStep === undefined || resumed.partialFiles === undefined) {
       logResume(
@@ -143,7 +220,9 @@ export function createRuntime(deps: ActivityDeps) {
     const files = await saveCheckpoint(partialDir(step), ckpt);
     if (previous?.partialStep !== undefined && previous.partialStep - every > 0)
       await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
-    return { step, partialStep: step, partialFiles: fileHashes(files) };
+    const progress = { step, partialStep: step, partialFiles: fileHashes(files) };
+    await recordProgress(progress);
+    return progress;
   }
 
   /**
@@ -154,7 +233,7 @@ export function createRuntime(deps: ActivityDeps) {
   async function openPartialLog<T>(dir: string, shard: number) {
     const info = activityInfo();
     const log = new PartialLog<T>(join(dir, `shard-${shard}.attempt-${info.attempt}.partial.jsonl`));
-    const resumed = resumeDetails<{ item: number; log?: string }>();
+    const resumed = await resumeDetails<{ item: number; log?: string }>();
     const previous = resumed?.log && resumed.log !== log.name ? new PartialLog<T>(join(dir, resumed.log)) : undefined;
     const items = previous && resumed ? await previous.read(resumed.item) : [];
     if (items.length > 0) logResume(`resumes after the ${items.length} item(s) the previous attempt finished`);
@@ -165,7 +244,9 @@ export function createRuntime(deps: ActivityDeps) {
       async append(item: T): Promise<void> {
         items.push(item);
         await log.append(item);
-        heartbeat({ item: items.length, log: log.name });
+        const progress = { item: items.length, log: log.name };
+        heartbeat(progress);
+        await recordProgress(progress);
       },
       /** Drops this attempt's log and the previous one (the stage's output is recorded). */
       async remove(): Promise<void> {
@@ -180,27 +261,53 @@ export function createRuntime(deps: ActivityDeps) {
    * the attempt (worker, timing, output or error) around `body`.
    */
   async function stage<T>(key: StageKey, body: () => Promise<T>): Promise<T> {
-    const done = await completedStageOutput(db, key);
-    if (done) return done.output as T;
-    const attempt = await startStageAttempt(db, key, worker);
-    deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
-    // Keep-alive: a long engine call between two progress heartbeats (a whole batch of generations) must
-    // not look like a dead worker. The engine yields between forwards, so this timer gets to run; it
-    // repeats the latest details (or the previous attempt's, so a resume point is never overwritten).
-    const ctx = Context.current();
-    const keepAlive = setInterval(() => ctx.heartbeat(lastDetails.get(ctx) ?? ctx.info.heartbeatDetails), 1000);
     try {
-      const output = await body();
-      await finishStageAttempt(db, attempt.id, { status: 'completed', output });
-      return output;
+      const done = await completedStageOutput(db, key);
+      if (done) return done.output as T;
+      const attempt = await startStageAttempt(db, key, worker);
+      deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
+      const ctx = Context.current();
+      attempts.set(ctx, { ...attempt, key });
+      // Keep-alive: a long engine call between two progress heartbeats (a whole batch of generations) must
+      // not look like a dead worker. The engine yields between forwards, so this timer gets to run; it
+      // repeats the latest details (or the previous attempt's, so a resume point is never overwritten).
+      const keepAlive = setInterval(() => ctx.heartbeat(lastDetails.get(ctx) ?? ctx.info.heartbeatDetails), 1000);
+      try {
+        const output = await body();
+        await finishStageAttempt(db, attempt.id, { status: 'completed', output });
+        return output;
+      } catch (err) {
+        if (unreachableCode(err)) throw err; // nothing can be recorded: see below
+        const message = describeError(err);
+        if (err instanceof CancelledFailure) {
+          // The worker is shutting down or the run was cancelled: not a failure of the stage.
+          await finishStageAttempt(db, attempt.id, { status: 'lost', error: `cancelled: ${message}` }).catch(() => {});
+          throw err;
+        }
+        await finishStageAttempt(db, attempt.id, { status: 'failed', error: message });
+        if (err instanceof PermanentError) throw ApplicationFailure.nonRetryable(err.message, err.name);
+        // Only errors of the stage itself use up its attempts; a lost worker or database does not.
+        const failures = await failedAttemptsSinceRetry(db, key);
+        if (attemptsExhausted(await runConfig(key.runId), failures)) {
+          throw ApplicationFailure.nonRetryable(
+            `${message} (failed ${failures} time(s): runtime.maxStageAttempts reached)`,
+            'StageFailed',
+          );
+        }
+        if (err instanceof Error && err.message !== message) throw new Error(message, { cause: err });
+        throw err;
+      } finally {
+        clearInterval(keepAlive);
+      }
     } catch (err) {
-      const message = describeError(err);
-      await finishStageAttempt(db, attempt.id, { status: 'failed', error: message }).catch(() => {});
-      if (err instanceof PermanentError) throw ApplicationFailure.nonRetryable(err.message, err.name);
-      if (err instanceof Error && err.message !== message) throw new Error(message, { cause: err });
+      const code = unreachableCode(err);
+      // Transient: Temporal retries the activity with backoff, for as long as it takes, using up nothing.
+      if (code)
+        throw ApplicationFailure.retryable(
+          `PostgreSQL at ${databaseHost()} unreachable (${code}), retrying`,
+          'DatabaseUnreachable',
+        );
       throw err;
-    } finally {
-      clearInterval(keepAlive);
     }
   }
 

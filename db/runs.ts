@@ -4,7 +4,7 @@
  */
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import type { Db } from './client';
-import { runs, stageAttempts, type NewRun, type Run, type RunStatus, type StageAttempt } from './schema';
+import { events, runs, stageAttempts, type NewRun, type Run, type RunStatus, type StageAttempt } from './schema';
 
 /**
  * PostgreSQL text and jsonb cannot hold U+0000, which a byte-level model happily generates: it is
@@ -107,8 +107,9 @@ export async function completedStageOutput(db: Db, key: StageKey): Promise<{ out
 
 /**
  * Records the start of an attempt and returns its id. Attempts still marked running for this key belong
- * to executions that died (killed worker, heartbeat timeout) and are closed as failed. The attempt
- * number is max + 1, retried on the unique key if two executions race.
+ * to executions that died (killed worker, heartbeat timeout) and are closed as `lost`: no fault of the
+ * stage, so they do not count towards its attempts. The attempt number is max + 1, retried on the
+ * unique key if two executions race.
  */
 export async function startStageAttempt(
   db: Db,
@@ -118,7 +119,7 @@ export async function startStageAttempt(
   await db
     .update(stageAttempts)
     .set({
-      status: 'failed',
+      status: 'lost',
       finishedAt: new Date(),
       error: 'abandoned: the worker running it stopped heartbeating (crashed or timed out)',
     })
@@ -142,7 +143,7 @@ export async function startStageAttempt(
 export async function finishStageAttempt(
   db: Db,
   id: number,
-  result: { status: 'completed'; output: unknown } | { status: 'failed'; error: string },
+  result: { status: 'completed'; output: unknown } | { status: 'failed' | 'lost'; error: string },
 ): Promise<void> {
   await db
     .update(stageAttempts)
@@ -151,9 +152,45 @@ export async function finishStageAttempt(
       finishedAt: new Date(),
       durationMs: sql`(extract(epoch from now() - ${stageAttempts.startedAt}) * 1000)::int`,
       output: result.status === 'completed' ? pgSafe(result.output) : null,
-      error: result.status === 'failed' ? errorText(result.error) : null,
+      error: result.status === 'completed' ? null : errorText(result.error),
     })
     .where(eq(stageAttempts.id, id));
+}
+
+/** Records where a later attempt of this stage can resume (a partial checkpoint, a partial log). */
+export async function recordAttemptProgress(db: Db, id: number, progress: Record<string, unknown>): Promise<void> {
+  await db
+    .update(stageAttempts)
+    .set({ progress: pgSafe(progress) })
+    .where(eq(stageAttempts.id, id));
+}
+
+/** The progress the latest earlier attempt of a stage recorded, if any (for a retry that has no heartbeat to go on). */
+export async function lastAttemptProgress(
+  db: Db,
+  key: StageKey,
+  before: number,
+): Promise<Record<string, unknown> | undefined> {
+  const rows = await db
+    .select({ progress: stageAttempts.progress })
+    .from(stageAttempts)
+    .where(and(keyWhere(key), sql`${stageAttempts.attempt} < ${before}`, sql`${stageAttempts.progress} is not null`))
+    .orderBy(desc(stageAttempts.attempt))
+    .limit(1);
+  return rows[0]?.progress ?? undefined;
+}
+
+/**
+ * Attempts of a stage that failed through an error of the stage itself (lost workers do not count) since
+ * the run was last retried or resumed by an operator: each of those starts a fresh budget of attempts.
+ */
+export async function failedAttemptsSinceRetry(db: Db, key: StageKey): Promise<number> {
+  const since = sql`coalesce((select max(${events.at}) from ${events} where ${events.runId} = ${key.runId} and ${events.type} in ('retried', 'resumed')), '-infinity'::timestamptz)`;
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(stageAttempts)
+    .where(and(keyWhere(key), eq(stageAttempts.status, 'failed'), sql`${stageAttempts.startedAt} > ${since}`));
+  return Number(row?.n ?? 0);
 }
 
 /** The stage that started most recently, with how many of its shards exist and how many completed (for progress lines). */

@@ -23,7 +23,11 @@ import {
 
 export const RUN_STATUSES = ['pending', 'running', 'paused', 'blocked', 'completed', 'failed', 'cancelled'] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];
-export const STAGE_ATTEMPT_STATUSES = ['running', 'completed', 'failed'] as const;
+/**
+ * `failed`: the stage itself raised an error (counts towards runtime.maxStageAttempts); `lost`: the attempt
+ * ended through no fault of the stage (its worker died or shut down) and is retried without limit.
+ */
+export const STAGE_ATTEMPT_STATUSES = ['running', 'completed', 'failed', 'lost'] as const;
 export type StageAttemptStatus = (typeof STAGE_ATTEMPT_STATUSES)[number];
 export const SAMPLE_SPLITS = ['train', 'eval'] as const;
 export type SampleSplit = (typeof SAMPLE_SPLITS)[number];
@@ -81,6 +85,8 @@ export const stageAttempts = pgTable(
     durationMs: integer('duration_ms'),
     error: text('error'),
     output: jsonb('output').$type<unknown>(),
+    /** Where a later attempt can resume (partial checkpoint, partial log), recorded as the attempt goes. */
+    progress: jsonb('progress').$type<Record<string, unknown>>(),
   },
   (t) => [
     unique('stage_attempts_key').on(t.runId, t.stage, t.iteration, t.shard, t.attempt),

@@ -186,7 +186,17 @@ function runningServer(dataDir: string): { pid: number; port: number } | undefin
   return { pid, port };
 }
 
-async function choosePort(): Promise<number> {
+/** The port the cluster last ran on: a restarted server comes back where its clients (DATABASE_URL) expect it. */
+function lastPort(l: Layout): number | undefined {
+  try {
+    const port = Number.parseInt(fs.readFileSync(path.join(l.base, 'port'), 'utf8'), 10);
+    return Number.isInteger(port) ? port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function choosePort(previous?: number): Promise<number> {
   const explicit = process.env.OPERAFLOW_PG_PORT;
   if (explicit) {
     const port = Number.parseInt(explicit, 10);
@@ -196,6 +206,7 @@ async function choosePort(): Promise<number> {
       throw new Error(`OPERAFLOW_PG_PORT=${port} is already in use on 127.0.0.1; choose a free port.`);
     return port;
   }
+  if (previous !== undefined && (await portIsFree(previous))) return previous;
   // Another checkout's cluster (or a system PostgreSQL) may hold the default: take the next free port.
   for (let port = DEFAULT_PG_PORT; port < DEFAULT_PG_PORT + 50; port++) if (await portIsFree(port)) return port;
   throw new Error(`No free port in ${DEFAULT_PG_PORT}-${DEFAULT_PG_PORT + 49} on 127.0.0.1; set OPERAFLOW_PG_PORT.`);
@@ -322,8 +333,9 @@ export async function startLocalPostgres(log: (line: string) => void = () => {})
         log(`Initialising a PostgreSQL ${bins.major} cluster in ${l.dataDir} (binaries: ${bins.source}, ${bins.dir})`);
         initCluster(bins, l, as);
       }
-      const port = await choosePort();
+      const port = await choosePort(lastPort(l));
       await pgCtlStart(bins, l, as, port);
+      fs.writeFileSync(path.join(l.base, 'port'), String(port));
       await requirePassword(bins, l, as, port, log);
       const now = runningServer(l.dataDir);
       if (!now)
@@ -356,14 +368,18 @@ export function localPostgresStatus(): {
 }
 
 /** Stops the local cluster if it runs (fast shutdown: open sessions are rolled back). Returns whether it was running. */
-export async function stopLocalPostgres(log: (line: string) => void = () => {}): Promise<boolean> {
+export async function stopLocalPostgres(
+  log: (line: string) => void = () => {},
+  /** `immediate`: no shutdown checkpoint, as after a crash (recovery replays the WAL on the next start). */
+  mode: 'fast' | 'immediate' = 'fast',
+): Promise<boolean> {
   return withFileLock('postgres', async () => {
     const as = serverUser();
     const bins = findPgBinaries(as);
     const l = layout(bins.major);
     const running = runningServer(l.dataDir);
     if (!running) return false;
-    const r = run(as, path.join(bins.dir, 'pg_ctl'), ['-D', l.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop'], l.base);
+    const r = run(as, path.join(bins.dir, 'pg_ctl'), ['-D', l.dataDir, '-m', mode, '-w', '-t', '60', 'stop'], l.base);
     if (r.status !== 0) throw new Error(`pg_ctl stop failed: ${r.error?.message ?? r.stderr.trim()}`);
     log(`Stopped PostgreSQL (pid ${running.pid}, port ${running.port})`);
     return true;

@@ -14,7 +14,6 @@ export interface RunPlan {
   rolloutShards: number;
   continueAsNewEvery: number;
   evalEvery: number;
-  maxStageAttempts: number;
   /** Overrides the compute stages' heartbeat timeout (tests shorten it so a killed worker is noticed quickly). */
   heartbeatTimeoutMs?: number;
   /** Task queue names when not the defaults (isolated deployments and test runs sharing one server). */
@@ -31,6 +30,8 @@ export interface TrainingRunInput {
   resume?: boolean;
   /** A run whose workflow is gone, cancelled by an operator: record it as cancelled, and do nothing else. */
   cancel?: boolean;
+  /** Who asked for `resume` (recorded in the run's events). */
+  by?: string;
 }
 
 export interface TrainingRunResult {
@@ -69,5 +70,5 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const cancelSignal = defineSignal<[{ reason?: string }?]>('cancel');
 /** Retry the stages the run is blocked on; refused (by its validator) when nothing is blocked. */
-export const retryStageUpdate = defineUpdate<{ retried: BlockedStage[] }>('retryStage');
+export const retryStageUpdate = defineUpdate<{ retried: BlockedStage[] }, [{ by: string }]>('retryStage');
 export const progressQuery = defineQuery<RunProgress>('progress');

@@ -42,7 +42,8 @@ type Activities = ReturnType<typeof createActivities>;
 /** Quick database writes (status, events). */
 const SHORT = {
   startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 20 },
+  // Unlimited: a database outage is waited out (with backoff), it does not fail the run.
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 } as const;
 
 /** Compute stages: long, heartbeating (a dead worker is noticed after `heartbeatTimeout`). */
@@ -66,7 +67,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   if (plan.iterations < 0 || plan.rolloutShards < 1 || plan.continueAsNewEvery < 1) {
     throw ApplicationFailure.nonRetryable(`invalid run plan ${JSON.stringify(plan)}`, 'InvalidPlan');
   }
-  const retry = { ...LONG.retry, maximumAttempts: plan.maxStageAttempts };
+  // Unlimited at this level: a lost worker or database costs a retry, never the run. The activity counts the
+  // stage's own errors and fails non-retryably after runtime.maxStageAttempts of them (activities/runtime.ts).
+  const retry = LONG.retry;
   const heartbeatTimeout = plan.heartbeatTimeoutMs ?? LONG.heartbeatTimeout;
   const queues = plan.taskQueues ?? TASK_QUEUES;
   const db = proxyActivities<Activities>({ ...SHORT, taskQueue: queues.train });
@@ -77,6 +80,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   let paused = false;
   let cancelRequested = false;
   let retryGeneration = 0;
+  let retriedBy = 'operator';
   const blocked: BlockedStage[] = [];
   const running = new Set<CancellationScope>();
   const progress: RunProgress = {
@@ -106,12 +110,13 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   });
   setHandler(
     retryStageUpdate,
-    () => {
+    (request: { by: string }) => {
       retryGeneration++;
+      retriedBy = request.by;
       return { retried: [...blocked] };
     },
     {
-      validator: () => {
+      validator: (_request: { by: string }) => {
         if (blocked.length === 0) throw new Error(`run ${runId} is ${statusNow()}, not blocked: nothing to retry`);
       },
     },
@@ -136,8 +141,9 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
   }
 
   /**
-   * Runs one stage attempt-cycle: Temporal retries transient failures up to maxStageAttempts; a failure
-   * past that (or a non-retryable one) blocks the run until `retryStage` or `cancel`.
+   * Runs one stage: Temporal retries it as long as it fails retryably (lost workers, an unreachable
+   * database, errors of the stage below runtime.maxStageAttempts); a non-retryable failure blocks the run
+   * until `retryStage` or `cancel`.
    */
   async function stage<T>(name: string, iteration: number, shard: number, run: () => Promise<T>): Promise<T> {
     for (;;) {
@@ -160,6 +166,8 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
         await condition(() => retryGeneration !== generation || cancelRequested);
         blocked.splice(blocked.indexOf(entry), 1);
         if (cancelRequested) throw new RunCancelled();
+        // Recorded before the stage runs again: its attempts are counted afresh from this event.
+        await db.appendEvent(runId, 'retried', retriedBy, { ...entry });
         if (blocked.length === 0) await db.setRunStatus(runId, { status: paused ? 'paused' : 'running', error: null });
       } finally {
         running.delete(scope);
@@ -192,7 +200,11 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
 
   try {
     if (input.cancel) throw new RunCancelled();
-    if (input.resume) state = (await db.recordedRunState(runId)) ?? undefined;
+    if (input.resume) {
+      // Recorded first: the stages' attempts are counted afresh from this event.
+      await db.appendEvent(runId, 'resumed', input.by ?? 'operator', { previousIteration: null });
+      state = (await db.recordedRunState(runId)) ?? undefined;
+    }
     await db.setRunStatus(runId, {
       status: 'running',
       started: true,

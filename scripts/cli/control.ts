@@ -25,7 +25,7 @@ async function liveWorkflow(s: Services, runId: string, status: string): Promise
 }
 
 /** An update needs a worker to run its validator; without one, say which queue has none instead of hanging. */
-async function retry(s: Services, runId: string): Promise<string> {
+async function retry(s: Services, runId: string, by: string): Promise<string> {
   const handle = s.client.workflow.getHandle(runId);
   const timeout = new Promise<never>((_, reject) =>
     setTimeout(
@@ -37,7 +37,7 @@ async function retry(s: Services, runId: string): Promise<string> {
     ).unref(),
   );
   try {
-    const { retried } = await Promise.race([handle.executeUpdate(retryStageUpdate), timeout]);
+    const { retried } = await Promise.race([handle.executeUpdate(retryStageUpdate, { args: [{ by }] }), timeout]);
     return retried.map((b) => `${b.stage} (iteration ${b.iteration}, shard ${b.shard})`).join(', ');
   } catch (err) {
     if (err instanceof WorkflowUpdateFailedError) throw new Error(err.cause?.message ?? err.message);
@@ -57,8 +57,8 @@ export async function control(command: ControlCommand, runId: string): Promise<n
         if (run.status === 'completed') throw new Error(`run ${runId} has completed; nothing to resume`);
         // The workflow rebuilds its state with the same function; read here only to say where it continues.
         const from = (await recordedRunState(s.db.db, runId))?.iteration;
-        await startWorkflow(s, runId, { runId, plan: planOf(config), resume: true }, true);
-        await appendEvent(s.db.db, runId, 'resumed', who, { previousStatus: run.status, fromIteration: from ?? null });
+        // The workflow records the `resumed` event (with `by`) before its first stage.
+        await startWorkflow(s, runId, { runId, plan: planOf(config), resume: true, by: who }, true);
         console.log(`resumed run ${runId} from ${from === undefined ? 'the start' : `iteration ${from}`}`);
         return 0;
       }
@@ -73,13 +73,16 @@ export async function control(command: ControlCommand, runId: string): Promise<n
       );
     }
     const handle = s.client.workflow.getHandle(runId);
-    let detail: Record<string, unknown> = { previousStatus: run.status };
-    if (command === 'retry') detail = { ...detail, stages: await retry(s, runId), error: run.error };
-    else if (command === 'cancel') await handle.signal(cancelSignal, { reason: `by ${who}` });
+    if (command === 'retry') {
+      // The workflow records a `retried` event (with `by`) for each stage it releases.
+      console.log(`retry sent to run ${runId}: ${await retry(s, runId, who)}`);
+      return 0;
+    }
+    if (command === 'cancel') await handle.signal(cancelSignal, { reason: `by ${who}` });
     else await handle.signal(command === 'pause' ? pauseSignal : resumeSignal);
-    const type = { pause: 'paused', resume: 'resumed', cancel: 'cancelled', retry: 'retried' }[command];
-    await appendEvent(s.db.db, runId, type, who, detail);
-    console.log(`${command} sent to run ${runId}${command === 'retry' ? `: ${String(detail.stages)}` : ''}`);
+    const type = { pause: 'paused', resume: 'resumed', cancel: 'cancelled' }[command];
+    await appendEvent(s.db.db, runId, type, who, { previousStatus: run.status });
+    console.log(`${command} sent to run ${runId}`);
     return 0;
   } finally {
     await s.close();

@@ -18,7 +18,6 @@ export function planOf(config: RunConfig): RunPlan {
     rolloutShards: config.runtime.rolloutShards,
     continueAsNewEvery: config.runtime.continueAsNewEvery,
     evalEvery: config.eval.every,
-    maxStageAttempts: config.runtime.maxStageAttempts,
     ...(hb !== undefined ? { heartbeatTimeoutMs: hb * 1000 } : {}),
   };
 }

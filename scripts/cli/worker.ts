@@ -42,6 +42,10 @@ export async function worker(flags: { queues?: string }): Promise<number> {
           maxConcurrentActivityTaskExecutions: queue === TASK_QUEUES.train ? 4 : 1,
           // Heartbeats reach the server every 2 s at most (not 0.8 × the timeout): `train --wait` shows them as progress.
           maxHeartbeatThrottleInterval: '2 seconds',
+          // On SIGTERM/SIGINT running activities are cancelled at once (grace 0): they record their attempt as
+          // lost and move to another worker instead of waiting out a heartbeat timeout there.
+          shutdownGraceTime: 0,
+          shutdownForceTime: '20 seconds',
           ...(queue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
         }),
       ),

@@ -13,7 +13,7 @@ import { stringify } from 'yaml';
 import { evalPrompts, evalSampling } from '../../activities/evaluate';
 import { promptTokens } from '../../activities/engine';
 import { batchPrompts, rolloutRequests, rolloutSampling } from '../../activities/rollout';
-import { runDirOf, type DatasetFile } from '../../activities/runtime';
+import { attemptsExhausted, runDirOf, type DatasetFile } from '../../activities/runtime';
 import { coldStartRuns, engineTeacher, sftExamples, sftLoop, startingWeights, teacherFor } from '../../activities/sft';
 import { updateLoop } from '../../activities/update';
 import { prepareDataset } from '../../config/dataset';
@@ -184,6 +184,7 @@ const observe = {
     return digest(results.map((r) => r.tokens));
   },
   plan: async (c: RunConfig) => digest(planOf(c)),
+  attempts: async (c: RunConfig) => digest([1, 2, 3, 5, 8].map((failures) => attemptsExhausted(c, failures))),
   store: async (c: RunConfig) => runDirOf(c, 'run-1'),
   providers: async (c: RunConfig) => {
     try {
@@ -292,7 +293,7 @@ beforeAll(async () => {
     'runtime.continueAsNewEvery': { value: 1, effect: 'plan' },
     'runtime.artifactsDir': { value: '/srv/artifacts', effect: 'store' },
     'runtime.providers': { value: ['cuda', 'cpu'], effect: 'providers' },
-    'runtime.maxStageAttempts': { value: 9, effect: 'plan' },
+    'runtime.maxStageAttempts': { value: 9, effect: 'attempts' },
   };
 });
 

@@ -136,7 +136,10 @@ runtime: ${opts.runtime ?? `{ rolloutShards: 2, continueAsNewEvery: 1, maxStageA
 export function pool(): pg.Pool {
   const url = process.env.DATABASE_URL;
   if (!url) throw new Error('DATABASE_URL is not set: run the tests through jest (globalSetup starts the services)');
-  return new pg.Pool({ connectionString: url, max: 2 });
+  const p = new pg.Pool({ connectionString: url, max: 2 });
+  // An idle connection that loses its server (a test that restarts PostgreSQL) must not crash the test.
+  p.on('error', () => {});
+  return p;
 }
 
 export async function waitFor<T>(

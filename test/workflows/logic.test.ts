@@ -174,7 +174,6 @@ const plan = (queue: string, extra: Partial<RunPlan> = {}): RunPlan => ({
   rolloutShards: 2,
   continueAsNewEvery: 100,
   evalEvery: 0,
-  maxStageAttempts: 1,
   taskQueues: { rollout: queue, train: queue },
   ...extra,
 });
@@ -255,7 +254,7 @@ test('a stage that fails for good blocks the run; retryStage (an update) runs it
     expect(s.statuses.find((u) => u.status === 'blocked')?.error).toMatch(
       /prepareDataset \(iteration 0, shard 0\): data\.jsonl:5/,
     );
-    const { retried } = await handle.executeUpdate(retryStageUpdate);
+    const { retried } = await handle.executeUpdate(retryStageUpdate, { args: [{ by: 'test' }] });
     expect(retried).toEqual([expect.objectContaining({ stage: 'prepareDataset', iteration: 0, shard: 0 })]);
     expect(await handle.result()).toMatchObject({ status: 'completed', iterations: 1 });
     expect(s.inputs('prepareDataset')).toHaveLength(2);
@@ -265,7 +264,7 @@ test('a stage that fails for good blocks the run; retryStage (an update) runs it
   await withWorker(t.activities, async (q) => {
     const handle = await start(q, { plan: plan(q, { iterations: 1 }) });
     while (t.inputs('update').length === 0) await new Promise((r) => setTimeout(r, 50));
-    await expect(handle.executeUpdate(retryStageUpdate)).rejects.toMatchObject({
+    await expect(handle.executeUpdate(retryStageUpdate, { args: [{ by: 'test' }] })).rejects.toMatchObject({
       cause: { message: expect.stringMatching(/is running, not blocked: nothing to retry/) },
     });
     await handle.terminate('test done');

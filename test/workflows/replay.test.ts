@@ -80,7 +80,6 @@ test('histories of a real run (signals, continue-as-new) replay deterministicall
     rolloutShards: 2,
     continueAsNewEvery: 1,
     evalEvery: 1,
-    maxStageAttempts: 2,
     taskQueues: queues,
   };
 
