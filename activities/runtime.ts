@@ -163,10 +163,10 @@ export function createRuntime(deps: ActivityDeps) {
     return current ? ((await lastAttemptProgress(db, current.key, current.attempt)) as T | undefined) : undefined;
   }
 
-  /** One line about what this attempt does with the previous attempt's progress. */
+  /** One line about what this attempt (numbered as in stage_attempts) does with the previous attempt's progress. */
   function logResume(what: string): void {
-    const info = activityInfo();
-    deps.log?.(`${info.activityType} attempt ${info.attempt}: ${what}`);
+    const ctx = Context.current();
+    deps.log?.(`${ctx.info.activityType} attempt ${attempts.get(ctx)?.attempt ?? ctx.info.attempt}: ${what}`);
   }
 
   /**

@@ -181,6 +181,7 @@ describe('stages driven directly on a completed run', () => {
   let worker: Worker;
   let running: Promise<void>;
   let calls = 0;
+  const logs: string[] = [];
 
   /** The recorded output of a completed stage. */
   async function output<T>(stage: string, iteration: number, shard = 0): Promise<T> {
@@ -232,7 +233,7 @@ describe('stages driven directly on a completed run', () => {
       connection: nativeConnection,
       taskQueue: queue,
       workflowsPath: require.resolve('./call-activity.workflow'),
-      activities: createActivities({ db: dbh.db, worker: 'in-process-test' }),
+      activities: createActivities({ db: dbh.db, worker: 'in-process-test', log: (line) => logs.push(line) }),
     });
     running = worker.run();
     clientConnection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS });
@@ -339,17 +340,88 @@ describe('stages driven directly on a completed run', () => {
       { attempt: 2, status: 'completed' },
     ]);
   });
+
+  /** The activity failure a driven stage ended with. */
+  async function failureOf(name: string, input: unknown): Promise<{ message: string; nonRetryable: boolean }> {
+    try {
+      await drive(name, input);
+    } catch (err) {
+      let e = err as { cause?: unknown; message: string; nonRetryable?: boolean };
+      while (e.cause && e.nonRetryable === undefined) e = e.cause as typeof e;
+      return { message: e.message, nonRetryable: Boolean(e.nonRetryable) };
+    }
+    throw new Error(`${name} did not fail`);
+  }
+
+  test('a stage failing with its own error blocks after runtime.maxStageAttempts (2 here); a lost attempt does not count', async () => {
+    // Scoring from a rollout artifact whose recorded sha256 does not match the file: an error of the stage.
+    const sft = await output<{ checkpoint: CheckpointRef }>('coldStartSft', 0);
+    const rollout = await output<RolloutOutput>('rollout', 1, 0);
+    const input = {
+      runId,
+      iteration: 5,
+      shard: 0,
+      checkpoint: sft.checkpoint,
+      rollout: { ...rollout, artifact: { ...rollout.artifact, sha256: '0'.repeat(64) } },
+    };
+    const first = await failureOf('score', input);
+    expect(first).toMatchObject({
+      nonRetryable: false,
+      message: expect.stringMatching(/sha256 [0-9a-f]{64} does not match the recorded 0{64}/),
+    });
+    // A worker that died during the stage (recorded as lost) is no failure of the stage.
+    await db.query(
+      "insert into stage_attempts (run_id, stage, iteration, shard, attempt, status, error) values ($1, 'score', 5, 0, 2, 'lost', 'abandoned (test)')",
+      [runId],
+    );
+    const second = await failureOf('score', input);
+    expect(second).toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(/failed 2 time\(s\): runtime\.maxStageAttempts reached/),
+    });
+    expect((await attempts('score', 5)).map((a) => a.status)).toEqual(['failed', 'lost', 'failed']);
+  });
+
+  test("an operator's retry resumes cold-start SFT from the partial checkpoint its failed attempt recorded", async () => {
+    const { rows } = await db.query<{
+      id: number;
+      progress: { step: number; partialStep: number; partialFiles: Record<string, string> };
+    }>(
+      "select id, progress from stage_attempts where run_id = $1 and stage = 'coldStartSft' and status = 'completed'",
+      [runId],
+    );
+    // 20 steps, a partial checkpoint every 10: the attempt recorded where a retry can pick up.
+    expect(rows[0]!.progress).toMatchObject({
+      step: 10,
+      partialStep: 10,
+      partialFiles: expect.objectContaining({ 'optimizer.safetensors': expect.stringMatching(/^[0-9a-f]{64}$/) }),
+    });
+    const original = await output<{ checkpoint: CheckpointRef }>('coldStartSft', 0);
+    // The stage failed after that point, and an operator retried the run (a new activity: no heartbeat).
+    await db.query("update stage_attempts set status = 'failed', error = 'failed (test)' where id = $1", [rows[0]!.id]);
+    await db.query("insert into events (run_id, type, actor) values ($1, 'retried', 'test')", [runId]);
+    const dataset = await output<DatasetRef>('prepareDataset', 0);
+    logs.length = 0;
+    const again = await drive<{ checkpoint: CheckpointRef; steps: number }>('coldStartSft', {
+      runId,
+      iteration: 0,
+      dataset,
+    });
+    expect(logs.join('\n')).toContain('coldStartSft attempt 2: resumes from the partial checkpoint at step 10');
+    // Weights and AdamW state came back exactly: the same final checkpoint as the uninterrupted SFT.
+    expect(again.out.checkpoint.sha256).toBe(original.checkpoint.sha256);
+  });
 });
 
 test('the update stage resumes from its partial checkpoint after its worker is killed, and ends as an uninterrupted run does', async () => {
-  // A long update: 32 rollouts, mini-batches of 1, 16 epochs = 512 steps, a partial checkpoint every 128.
+  // A long update: 32 rollouts, mini-batches of 1, 48 epochs = 1536 steps, a partial checkpoint every 384.
   const env = testEnv(`crash-update-${process.pid}-`, { OPERAFLOW_HEARTBEAT_TIMEOUT: '8' });
   const config = (name: string) =>
     writeConfig(
       smokeYaml({
         name,
         artifactsDir: tmpDir(),
-        grpo: '{ iterations: 1, promptsPerIteration: 8, groupSize: 4, miniBatchSize: 1, epochs: 16, lr: 0.001, maxNewTokens: 48 }',
+        grpo: '{ iterations: 1, promptsPerIteration: 8, groupSize: 4, miniBatchSize: 1, epochs: 48, lr: 0.001, maxNewTokens: 48 }',
       }),
     );
   const first = await startWorker(env);
@@ -377,7 +449,7 @@ test('the update stage resumes from its partial checkpoint after its worker is k
           if (p.activityType?.name !== 'update' || !payload) continue;
           const details = defaultPayloadConverter.fromPayload<{ step: number; partialStep?: number }>(payload as never);
           // Well before the end: heartbeats reach the server up to 2 s late, and the kill must land mid-update.
-          if (details.partialStep !== undefined && details.step <= 256) return details.partialStep;
+          if (details.partialStep !== undefined && details.step <= 1152) return details.partialStep;
         }
         return undefined;
       },
@@ -402,7 +474,7 @@ test('the update stage resumes from its partial checkpoint after its worker is k
     [runId],
   );
   expect(rows).toEqual([
-    { attempt: 1, status: 'failed' },
+    { attempt: 1, status: 'lost' }, // the worker died: no fault of the stage
     { attempt: 2, status: 'completed' },
   ]);
   // Weights, AdamW moments and the loss statistics all came back from the partial checkpoint.
