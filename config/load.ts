@@ -3,7 +3,7 @@
  * 1-based line (from the YAML source) and the key path, e.g.
  * `configs/x.yaml:7: grpo.groupSize: Too small: expected number to be >=1`.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import { canonicalJson, sha256 } from '../util/canonical';
 import { runConfigSchema, type RunConfig } from './schema';
@@ -52,16 +52,63 @@ function lineOf(lc: LineCounter, node: Node | null | undefined): number | null {
   return start === undefined ? null : lc.linePos(start).line;
 }
 
+/**
+ * A run config is a small file. These bounds keep a broken or hostile one (a 50 MB value, a YAML alias
+ * bomb, 100 000 keys, 100 000 levels of nesting) from exhausting the CLI: each is an error naming the file.
+ */
+export const CONFIG_LIMITS = { bytes: 1 << 20, depth: 32, keys: 10_000, aliases: 100, reported: 20 } as const;
+
+/** Nesting depth and number of keys of a parsed value, walked without recursion. */
+function shape(value: unknown): { depth: number; keys: number } {
+  let depth = 0;
+  let keys = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    depth = Math.max(depth, d);
+    const children = Array.isArray(v) ? v : Object.values(v);
+    if (!Array.isArray(v)) keys += children.length;
+    if (depth > CONFIG_LIMITS.depth || keys > CONFIG_LIMITS.keys) break;
+    for (const c of children) stack.push([c, d + 1]);
+  }
+  return { depth, keys };
+}
+
 /** Parse and validate a YAML run config. `file` is used only in error messages. */
 export function parseRunConfig(text: string, file: string): RunConfig {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > CONFIG_LIMITS.bytes)
+    throw new Error(`${file}: the config has ${bytes} bytes; a run config may have at most ${CONFIG_LIMITS.bytes}`);
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const yamlError = doc.errors[0];
-  if (yamlError) {
-    const line = yamlError.linePos?.[0].line ?? lc.linePos(yamlError.pos[0]).line;
-    throw new Error(`${file}:${line}: invalid YAML: ${yamlError.message.split('\n')[0]}`);
+  let doc: Document;
+  let raw: unknown;
+  try {
+    doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+    const yamlError = doc.errors[0];
+    if (yamlError) {
+      if (/call stack/i.test(yamlError.message)) throw new RangeError(yamlError.message);
+      const line = yamlError.linePos?.[0].line ?? lc.linePos(yamlError.pos[0]).line;
+      throw new Error(`${file}:${line}: invalid YAML: ${yamlError.message.split('\n')[0]}`);
+    }
+    raw = doc.toJS({ maxAliasCount: CONFIG_LIMITS.aliases }) ?? {};
+  } catch (err) {
+    if (err instanceof RangeError)
+      throw new Error(
+        `${file}: invalid YAML: it nests too deeply to read (a run config nests at most ${CONFIG_LIMITS.depth} levels)`,
+      );
+    if (/alias count/i.test((err as Error).message))
+      throw new Error(
+        `${file}: invalid YAML: aliases expand too much (more than ${CONFIG_LIMITS.aliases} expansions; an alias bomb?)`,
+      );
+    throw err;
   }
-  const raw: unknown = doc.toJS() ?? {};
+  const { depth, keys } = shape(raw);
+  if (depth > CONFIG_LIMITS.depth)
+    throw new Error(
+      `${file}: the config nests ${depth} or more levels deep; a run config nests at most ${CONFIG_LIMITS.depth}`,
+    );
+  if (keys > CONFIG_LIMITS.keys) throw new Error(`${file}: the config has more than ${CONFIG_LIMITS.keys} keys`);
   const result = runConfigSchema.safeParse(raw);
   if (result.success) return result.data;
 
@@ -70,13 +117,20 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     const path = issue.path.filter((k): k is PathKey => typeof k !== 'symbol');
     // zod reports unknown keys on the parent object: name each key itself, at its own line.
     if (issue.code === 'unrecognized_keys') {
-      return issue.keys
-        .map((key) => {
-          const { keyNode } = locate(doc, [...path, key]);
-          const line = lineOf(lc, keyNode);
-          return `${file}${line ? `:${line}` : ''}: ${[...path, key].join('.')}: unknown key`;
-        })
-        .join('\n');
+      return (
+        issue.keys
+          .slice(0, CONFIG_LIMITS.reported)
+          .map((key) => {
+            const { keyNode } = locate(doc, [...path, key]);
+            const line = lineOf(lc, keyNode);
+            return `${file}${line ? `:${line}` : ''}: ${[...path, key].join('.')}: unknown key`;
+          })
+          // Located one by one (each a walk of the document): past the first few, only counted.
+          .concat(
+            issue.keys.slice(CONFIG_LIMITS.reported).map((key) => `${file}: ${[...path, key].join('.')}: unknown key`),
+          )
+          .join('\n')
+      );
     }
     const { node, keyNode, found } = locate(doc, path);
     // A missing key has no node of its own: `locate` stops at its parent, which we point at.
@@ -92,12 +146,21 @@ export function parseRunConfig(text: string, file: string): RunConfig {
     const message = missing ? 'required key is missing' : issue.message;
     return `${file}${line ? `:${line}` : ''}: ${path.length ? path.join('.') : '(root)'}: ${message}`;
   });
-  throw new Error(lines.join('\n'));
+  const all = lines.flatMap((l) => l.split('\n'));
+  const more = all.length - CONFIG_LIMITS.reported;
+  throw new Error(
+    [...all.slice(0, CONFIG_LIMITS.reported), ...(more > 0 ? [`${file}: … and ${more} more problem(s)`] : [])].join(
+      '\n',
+    ),
+  );
 }
 
 export function loadRunConfig(path: string): RunConfig {
   let text: string;
   try {
+    const size = statSync(path).size;
+    if (size > CONFIG_LIMITS.bytes)
+      throw new Error(`it has ${size} bytes; a run config may have at most ${CONFIG_LIMITS.bytes}`);
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new Error(`${path}: cannot read run config: ${(err as Error).message}`);

@@ -12,10 +12,25 @@ import { llamaConfigFields, llamaConfigSchema, modelPresets } from '../engine/co
 import { DEFAULT_COLD_START_OPTIONS as CS } from '../opera/coldstart';
 import { POLICY_LOSS_DEFAULTS as LOSS, type LossAggregation } from '../opera/grpo';
 import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
+import { SYNTHETIC_LIMITS } from '../opera/synthetic';
 
-const int = (min: number) => z.number().int().min(min);
-const positive = z.number().positive();
+/**
+ * Every count has an upper bound too: a run config is small, and a value far past what any run uses
+ * (`iterations: 1e9`, `groupSize: 200000`) is a mistake to report, not a run to start.
+ */
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const positive = z.number().positive().finite();
 const unit = z.number().min(0).max(1);
+/** Paths and names: non-empty and of a sane length. */
+const text = (max: number) => z.string().min(1).max(max);
+const path = text(4096);
+/** Lists of words (guiding words, keywords). */
+const words = (fallback: readonly string[]) =>
+  z
+    .array(text(100))
+    .min(1)
+    .max(100)
+    .default([...fallback]);
 
 /** Overrides of the preset: exactly the fields the engine implements (HF `LlamaConfig` names). */
 const llamaOverrides = z.object(llamaConfigFields).partial().strict();
@@ -27,27 +42,30 @@ const model = z
       .default('demo'),
     config: llamaOverrides.optional(),
     /** Directory with `config.json` + `model.safetensors` (HF layout); absent → fresh initialisation. */
-    checkpoint: z.string().min(1).optional(),
+    checkpoint: path.optional(),
     /** `'byte'`: the built-in byte-level tokenizer; anything else is a path to a HF `tokenizer.json`. */
-    tokenizer: z.string().min(1).default('byte'),
+    tokenizer: path.default('byte'),
   })
   .strict();
 
 const data = z
   .object({
     /** `synthetic` or a path to a `.jsonl` / `.parquet` file. */
-    source: z
-      .string()
+    source: path
       .refine((s) => s === 'synthetic' || /\.(jsonl|parquet)$/i.test(s), {
         message: "must be 'synthetic' or a path ending in .jsonl or .parquet",
       })
       .default('synthetic'),
     synthetic: z
-      .object({ writing: int(0).default(48), math: int(0).default(48), seed: int(0).default(0) })
+      .object({
+        writing: int(0, SYNTHETIC_LIMITS.writing).default(48),
+        math: int(0, SYNTHETIC_LIMITS.math).default(48),
+        seed: int(0, 0xffffffff).default(0),
+      })
       .strict()
       .prefault({}),
     evalFraction: z.number().gt(0).lt(1).default(0.2),
-    maxPromptTokens: int(1).default(256),
+    maxPromptTokens: int(1, 1_000_000).default(256),
   })
   .strict();
 
@@ -58,18 +76,15 @@ const data = z
 const teacher = z
   .object({
     /** HF-style checkpoint directory of the teacher; absent → the run's initial model. */
-    checkpoint: z.string().min(1).optional(),
-    temperature: z.number().min(0).default(CS.temperature),
+    checkpoint: path.optional(),
+    temperature: z.number().min(0).max(100).default(CS.temperature),
     topP: z.number().gt(0).max(1).default(CS.topP),
-    topK: int(0).default(CS.topK),
-    candidates: int(1).default(CS.candidates),
-    maxReflections: int(0).default(CS.maxReflections),
+    topK: int(0, 1_000_000).default(CS.topK),
+    candidates: int(1, 64).default(CS.candidates),
+    maxReflections: int(0, 1000).default(CS.maxReflections),
     /** Token budget of one generation call (a step, a candidate, the closing step, the answer). */
-    maxStepTokens: int(1).default(CS.maxStepTokens),
-    guidingWords: z
-      .array(z.string().min(1))
-      .min(1)
-      .default([...CS.guidingWords]),
+    maxStepTokens: int(1, 100_000).default(CS.maxStepTokens),
+    guidingWords: words(CS.guidingWords),
   })
   .strict();
 
@@ -79,24 +94,25 @@ const coldStart = z
     /** false: SFT on the dataset's own traces (synthetic rows carry them); true: teacher synthesis. */
     synthesize: z.boolean().default(false),
     teacher: teacher.prefault({}),
-    steps: int(0).default(60),
-    batchSize: int(1).default(8),
+    steps: int(0, 10_000_000).default(60),
+    batchSize: int(1, 100_000).default(8),
     lr: positive.default(3e-3),
-    warmupSteps: int(0).default(5),
-    weightDecay: z.number().min(0).default(0),
+    warmupSteps: int(0, 10_000_000).default(5),
+    weightDecay: z.number().min(0).max(1).default(0),
   })
   .strict();
 
 const grpo = z
   .object({
-    iterations: int(0).default(4),
-    promptsPerIteration: int(1).default(8),
-    groupSize: int(1).default(4),
+    iterations: int(0, 1_000_000).default(4),
+    promptsPerIteration: int(1, 100_000).default(8),
+    /** At least 2: the group is each rollout's baseline (with 1, the advantage is the raw reward). */
+    groupSize: int(2, 1024).default(4),
     /** Counted in sequences (rollouts) per optimizer step. */
-    miniBatchSize: int(1).default(8),
-    epochs: int(1).default(1),
+    miniBatchSize: int(1, 100_000).default(8),
+    epochs: int(1, 1000).default(1),
     lr: positive.default(1e-4),
-    warmupSteps: int(0).default(0),
+    warmupSteps: int(0, 10_000_000).default(0),
     klCoef: z.number().min(0).default(LOSS.klCoef),
     clip: z.number().gt(0).lt(1).default(LOSS.clip),
     /** Asymmetric clip bounds (DAPO-style); each defaults to `clip` when absent. */
@@ -105,24 +121,21 @@ const grpo = z
     /** verl requires the dual-clip constant to exceed 1 (it bounds the loss of A<0 tokens). */
     dualClip: z.number().gt(1).default(LOSS.dualClip),
     aggregation: z.enum(['token-mean', 'seq-mean-token-mean'] satisfies LossAggregation[]).default(LOSS.aggregation),
-    temperature: positive.default(1.0),
+    temperature: positive.max(100).default(1.0),
     topP: z.number().gt(0).max(1).default(1.0),
-    topK: int(0).default(0),
-    maxNewTokens: int(1).default(64),
+    topK: int(0, 1_000_000).default(0),
+    maxNewTokens: int(1, 1_000_000).default(64),
   })
   .strict();
 
 /** Defaults come from reward.ts, the implementation they configure. */
 const reward = z
   .object({
-    pplWeight: z.number().min(0).default(RW.pplWeight),
-    reflectionWeight: z.number().min(0).default(RW.reflectionWeight),
+    pplWeight: z.number().min(0).max(1000).default(RW.pplWeight),
+    reflectionWeight: z.number().min(0).max(1000).default(RW.reflectionWeight),
     emaAlpha: z.number().gt(0).max(1).default(RW.emaAlpha),
     emaMix: unit.default(RW.emaMix),
-    keywords: z
-      .array(z.string().min(1))
-      .min(1)
-      .default([...RW.keywords]),
+    keywords: words(RW.keywords),
     keywordMatch: z.enum(['word', 'substring']).default(RW.keywordMatch),
   })
   .strict();
@@ -130,27 +143,27 @@ const reward = z
 const evalSection = z
   .object({
     /** Evaluate every this many iterations (0: only before training and at the end). */
-    every: int(0).default(2),
-    prompts: int(1).default(16),
-    maxNewTokens: int(1).default(64),
+    every: int(0, 1_000_000).default(2),
+    prompts: int(1, 100_000).default(16),
+    maxNewTokens: int(1, 1_000_000).default(64),
     /** 0 = greedy. */
-    temperature: z.number().min(0).default(0),
+    temperature: z.number().min(0).max(100).default(0),
   })
   .strict();
 
 const runtime = z
   .object({
-    rolloutShards: int(1).default(2),
-    continueAsNewEvery: int(1).default(10),
-    artifactsDir: z.string().min(1).default('.operaflow/artifacts'),
-    providers: z.array(z.string().min(1)).min(1).default(['cpu']),
-    maxStageAttempts: int(1).default(3),
+    rolloutShards: int(1, 1024).default(2),
+    continueAsNewEvery: int(1, 1_000_000).default(10),
+    artifactsDir: path.default('.operaflow/artifacts'),
+    providers: z.array(text(64)).min(1).max(8).default(['cpu']),
+    maxStageAttempts: int(1, 100).default(3),
   })
   .strict();
 
 export const runConfigSchema = z
   .object({
-    name: z.string().min(1),
+    name: text(200),
     seed: z.number().int().min(0).max(0xffffffff).default(0),
     model: model.prefault({}),
     data: data.prefault({}),

@@ -136,7 +136,7 @@ describe('run config', () => {
   it('reports every problem on its own line, list items at their own line', () => {
     const text = ['name: x', 'grpo: { groupSize: 0 }', 'reward:', '  keywords:', '    - Wait', "    - ''"].join('\n');
     expect(errorOf(() => parseRunConfig(text, 'm.yaml'))).toBe(
-      'm.yaml:2: grpo.groupSize: Too small: expected number to be >=1\n' +
+      'm.yaml:2: grpo.groupSize: Too small: expected number to be >=2\n' +
         'm.yaml:6: reward.keywords.1: Too small: expected string to have >=1 characters',
     );
   });
@@ -184,7 +184,7 @@ describe('run config', () => {
 
   it('names the key for out-of-range values', () => {
     expect(errorOf(() => parseRunConfig('name: x\ngrpo: { groupSize: 0 }\n', 'd.yaml'))).toMatch(
-      /^d\.yaml:2: grpo\.groupSize: .*>=1/,
+      /^d\.yaml:2: grpo\.groupSize: .*>=2/,
     );
     expect(errorOf(() => parseRunConfig('name: x\ndata:\n  evalFraction: 1\n', 'd.yaml'))).toMatch(
       /^d\.yaml:3: data\.evalFraction: .*<1/,
