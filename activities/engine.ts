@@ -26,8 +26,9 @@ const tokenizers = new Map<string, Promise<Tokenizer>>();
 export const getTokenizer = (spec: string): Promise<Tokenizer> =>
   cachedPromise(tokenizers, spec, () => tokenizerFromSpec(spec));
 
-/** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update). */
-export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
+import { promptTokens } from '../engine/tokenizer';
+
+export { promptTokens };
 
 /** Inference models by checkpoint uri; a few at a time (policy, reference, the next policy). */
 const models = new Map<string, Promise<LlamaModel>>();

@@ -5,7 +5,8 @@
  * (dataset.ts, sft.ts, rollout.ts, reward.ts, update.ts, evaluate.ts) say what a stage does with these.
  */
 import { rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { runIdProblem } from '../config/run-id';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
 import { runConfigSchema, type RunConfig } from '../config/schema';
 import type { Db } from '../db/client';
@@ -117,7 +118,16 @@ export const pad = (n: number): string => String(n).padStart(4, '0');
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
 /** Where a run's artifacts live: `runtime.artifactsDir/<run>`. */
-export const runDirOf = (config: RunConfig, runId: string): string => resolve(config.runtime.artifactsDir, runId);
+export function runDirOf(config: RunConfig, runId: string): string {
+  // A run id is checked by `train`, but a workflow can be started by anyone who reaches Temporal.
+  const problem = runIdProblem(runId);
+  if (problem) throw new PermanentError(`run id ${JSON.stringify(runId.slice(0, 60))} ${problem}`);
+  const root = resolve(config.runtime.artifactsDir);
+  const dir = resolve(root, runId);
+  if (relative(root, dir).startsWith('..') || isAbsolute(relative(root, dir)))
+    throw new PermanentError(`run id ${runId} resolves outside runtime.artifactsDir`);
+  return dir;
+}
 
 export type Runtime = ReturnType<typeof createRuntime>;
 

@@ -39,6 +39,11 @@ export async function createRun(db: Db, run: NewRun): Promise<{ run: Run; create
   return { run: existing, created: false };
 }
 
+/** Removes a run and everything recorded about it (rows of every table cascade). */
+export async function deleteRun(db: Db, id: string): Promise<void> {
+  await db.delete(runs).where(eq(runs.id, id));
+}
+
 export async function getRun(db: Db, id: string): Promise<Run | undefined> {
   const rows = await db.select().from(runs).where(eq(runs.id, id)).limit(1);
   return rows[0];

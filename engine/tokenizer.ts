@@ -224,6 +224,9 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
 }
 
 /** `'byte'` → the built-in byte tokenizer; anything else is a path to an HF tokenizer.json (or its directory). */
+/** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update, length checks). */
+export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
+
 export function tokenizerFromSpec(spec: 'byte' | string): Promise<Tokenizer> {
   if (spec === 'byte') return Promise.resolve(new ByteTokenizer());
   if (spec.trim() === '')

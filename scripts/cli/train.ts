@@ -2,11 +2,12 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
-import { appendEvent, createRun, runSummary } from '../../db/queries';
-import { modelPresets } from '../../engine/config';
+import { appendEvent, createRun, deleteRun, getRun, runSummary } from '../../db/queries';
+import { preflight } from '../../config/preflight';
+import { runIdProblem } from '../../config/run-id';
 import { configHash, loadRunConfig, type RunConfig } from '../../config/load';
 import { trainingRun, type TrainingRunInput } from '../../workflows/trainingRun';
-import { actor, codeVersion, connect, printOut, type Services } from './connect';
+import { UsageError, actor, codeVersion, connect, printOut, type Services } from './connect';
 import { printEvalComparison } from './inspect';
 import { planOf, taskQueues } from './plan';
 import { waitForRun } from './wait';
@@ -57,38 +58,22 @@ export async function startWorkflow(
   });
 }
 
-/** Limits that zod cannot see because they span sections: every sequence must fit the model's positions. */
-function checkFits(config: RunConfig, file: string): void {
-  const maxPositions =
-    config.model.config?.max_position_embeddings ?? modelPresets[config.model.preset].max_position_embeddings;
-  const problems: string[] = [];
-  for (const [key, newTokens] of [
-    ['grpo.maxNewTokens', config.grpo.maxNewTokens],
-    ['eval.maxNewTokens', config.eval.maxNewTokens],
-  ] as const) {
-    // +1: the BOS token in front of every prompt.
-    if (config.data.maxPromptTokens + 1 + newTokens > maxPositions) {
-      problems.push(
-        `${file}: ${key}: data.maxPromptTokens (${config.data.maxPromptTokens}) + 1 + ${key} (${newTokens}) exceeds the model's max_position_embeddings (${maxPositions}); lower them or raise model.config.max_position_embeddings`,
-      );
-    }
-  }
-  if (config.grpo.promptsPerIteration < config.runtime.rolloutShards) {
-    problems.push(
-      `${file}: runtime.rolloutShards: ${config.runtime.rolloutShards} shards for ${config.grpo.promptsPerIteration} prompts per iteration would leave shards empty; use at most grpo.promptsPerIteration`,
-    );
-  }
-  if (problems.length) throw new Error(problems.join('\n'));
-}
-
 export async function train(file: string, flags: { wait?: boolean; json?: boolean; id?: string }): Promise<number> {
-  const parsed = loadRunConfig(file);
-  checkFits(parsed, file);
-  const config = resolvePaths(parsed);
+  const config = resolvePaths(loadRunConfig(file));
   const json = Boolean(flags.json);
+  const runId = flags.id ?? newRunId(config.name);
+  const idProblem = runIdProblem(runId);
+  if (idProblem)
+    throw new UsageError(
+      `--id ${JSON.stringify(runId.length > 60 ? `${runId.slice(0, 60)}…` : runId)}: a run id ${idProblem}`,
+    );
   const s = await connect();
   try {
-    const runId = flags.id ?? newRunId(config.name);
+    // A new run is checked against its files first; attaching to a recorded one re-checks nothing.
+    if (!(await getRun(s.db.db, runId))) {
+      const problems = await preflight(config, file);
+      if (problems.length) throw new Error(problems.join('\n'));
+    }
     const { run, created } = await createRun(s.db.db, {
       id: runId,
       name: config.name,
@@ -106,7 +91,12 @@ export async function train(file: string, flags: { wait?: boolean; json?: boolea
     }
     await startWorkflow(s, runId, { runId, plan: planOf(config) }, false).catch(async (err: Error) => {
       // REJECT_DUPLICATE: the run exists and its workflow has closed: attach to the result instead.
-      if (created || !/already started|AlreadyStarted/i.test(err.message)) throw err;
+      if (!created && /already started|AlreadyStarted/i.test(err.message)) return;
+      // Recorded and started together, or neither: a run row without its workflow would stay pending forever.
+      if (created) await deleteRun(s.db.db, runId);
+      throw new Error(`could not start the workflow of run ${runId} (nothing was recorded): ${err.message}`, {
+        cause: err,
+      });
     });
     await appendEvent(s.db.db, runId, created ? 'started' : 'attached', actor(), {
       config: file,

@@ -21,6 +21,7 @@ import {
   writeConfig,
   type WorkerProcess,
   removeTmpDirs,
+  runIdOf,
   terminateOpenRuns,
 } from './helpers';
 
@@ -30,9 +31,8 @@ const env = testEnv(`blocked-${process.pid}-`);
 let worker: WorkerProcess;
 let db: pg.Pool;
 
-beforeAll(async () => {
+beforeAll(() => {
   db = pool();
-  worker = await startWorker(env);
 });
 
 const started: string[] = [];
@@ -50,7 +50,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   const rows = syntheticTasks({ writing: 10, math: 10, seed: 3 }).map((r) => JSON.stringify(r));
   const bad = [...rows];
   bad[4] = JSON.stringify({ prompt: 'Describe a plaid yak.', taskType: 'writing' }); // line 5: no reference
-  writeFileSync(dataset, `${bad.join('\n')}\n`);
+  writeFileSync(dataset, `${rows.join('\n')}\n`);
   const config = writeConfig(
     smokeYaml({
       name: 'blocked',
@@ -60,7 +60,15 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
     }),
   );
 
-  const first = await runCli(['train', config, '--wait', '--json'], env);
+  // `train` checks the dataset and refuses a bad row; here the file breaks after that check (edited while
+  // the run waited for a worker), so the worker's dataset stage meets the bad row.
+  const launched = await runCli(['train', config, '--json'], env);
+  expect(launched.code).toBe(0);
+  const runId = runIdOf(launched.stdout);
+  started.push(runId);
+  writeFileSync(dataset, `${bad.join('\n')}\n`);
+  worker = await startWorker(env);
+  const first = await runCli(['train', config, '--id', runId, '--wait', '--json'], env);
   expect(first.code).toBe(2);
   const blocked = JSON.parse(lastLine(first.stdout)) as RunSummary;
   started.push(blocked.id);
