@@ -24,6 +24,7 @@ import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/check
 import type { LlamaConfig } from '../engine/config';
 import type { DatasetRow } from '../opera/dataset';
 import { cachedPromise } from '../util/cache';
+import { pathsOutsideRoots, workerRoots } from './confine';
 import { fileHashes, verifyCheckpointFiles } from './engine';
 import { PartialLog, getJson } from './store';
 import type { DatasetRef } from './types';
@@ -147,8 +148,18 @@ export function createRuntime(deps: ActivityDeps) {
   }
 
   /** The run's config from its row (frozen when the run was recorded). */
+  /** The run's config from its row, refused when it names paths outside this worker's roots (confine.ts). */
   const runConfig = (runId: string): Promise<RunConfig> =>
-    cachedPromise(configs, runId, async () => runConfigSchema.parse((await requireRun(db, runId)).config));
+    cachedPromise(configs, runId, async () => {
+      const config = runConfigSchema.parse((await requireRun(db, runId)).config);
+      const outside = pathsOutsideRoots(config);
+      if (outside.length) {
+        throw new PermanentError(
+          `this worker reads and writes only under ${workerRoots().join(', ')}; the run's config names ${outside.join(', ')} (set OPERAFLOW_WORKER_ROOTS on the worker to allow more)`,
+        );
+      }
+      return config;
+    });
 
   const runDir = runDirOf;
 

@@ -10,6 +10,7 @@
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic, type WrittenFile } from '../util/files';
+import { jsonProblem } from '../util/json';
 import { llamaConfigSchema, type LlamaConfig } from './config';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
@@ -202,7 +203,7 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     throw new Error(
       (err as Error).message.startsWith('loadCheckpoint')
         ? (err as Error).message
-        : `loadCheckpoint: ${configPath} is not valid JSON: ${(err as Error).message}`,
+        : `loadCheckpoint: ${configPath} is not valid JSON (${jsonProblem(err)})`,
     );
   }
   const config = parseHfConfig(rawConfig, configPath);
@@ -246,7 +247,7 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     try {
       result.extra = JSON.parse((await readFile(statePath)).toString('utf8')) as Record<string, unknown>;
     } catch (err) {
-      throw new Error(`loadCheckpoint: ${statePath} is not valid JSON: ${(err as Error).message}`);
+      throw new Error(`loadCheckpoint: ${statePath} is not valid JSON (${jsonProblem(err)})`);
     }
   }
   return result;
@@ -268,7 +269,7 @@ async function readModelTensors(dir: string): Promise<{ tensors: Map<string, Ten
       (JSON.parse((await readFile(indexPath)).toString('utf8')) as { weight_map?: Record<string, unknown> })
         .weight_map ?? {};
   } catch (err) {
-    throw new Error(`loadCheckpoint: ${indexPath} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`loadCheckpoint: ${indexPath} is not valid JSON (${jsonProblem(err)})`);
   }
   const tensors = new Map<string, TensorEntry>();
   for (const shard of new Set(Object.values(weightMap).map(String))) {

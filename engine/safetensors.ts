@@ -7,6 +7,7 @@
  * to F32, so checkpoints exported by other tools in those dtypes load too.
  */
 import { endianness } from 'node:os';
+import { jsonProblem } from '../util/json';
 
 export interface TensorEntry {
   shape: number[];
@@ -100,7 +101,7 @@ export function decodeSafetensors(buf: Buffer): {
   try {
     header = JSON.parse(buf.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`safetensors: header is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`safetensors: header is not valid JSON (${jsonProblem(err)})`);
   }
   const dataStart = 8 + headerLen;
   const dataLen = buf.length - dataStart;

