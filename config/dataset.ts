@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import {
+  decodeJsonl,
   dedupeRows,
   parseJsonl,
   parseRecords,
@@ -17,15 +18,33 @@ import {
 import { syntheticTasks } from '../opera/synthetic';
 import type { RunConfig } from './schema';
 
+/** What a Parquet string that is not UTF-8 decodes to, so that the row and column can be named. */
+class NotUtf8 {}
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const stringFromBytes = (bytes: Uint8Array | undefined): string | NotUtf8 | undefined => {
+  if (bytes === undefined) return undefined;
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return new NotUtf8();
+  }
+};
+
 async function readParquet(file: string): Promise<Located[]> {
   // hyparquet is ESM-only; a dynamic import loads it from this CommonJS module.
   const { asyncBufferFromFile, parquetReadObjects } = await import('hyparquet');
   let records: Record<string, unknown>[];
   try {
-    records = await parquetReadObjects({ file: await asyncBufferFromFile(file) });
+    // The default string parser replaces bytes that are not UTF-8 with U+FFFD, which would be trained on.
+    records = await parquetReadObjects({ file: await asyncBufferFromFile(file), parsers: { stringFromBytes } });
   } catch (err) {
     throw new Error(`${file}: cannot read Parquet: ${(err as Error).message}`);
   }
+  records.forEach((record, i) => {
+    for (const [key, value] of Object.entries(record)) {
+      if (value instanceof NotUtf8) throw new Error(`${file}: row ${i + 1}: field '${key}' is not valid UTF-8`);
+    }
+  });
   return parseRecords(records, file);
 }
 
@@ -34,13 +53,13 @@ export async function readDatasetFile(path: string): Promise<Located[]> {
   let located: Located[];
   if (/\.parquet$/i.test(path)) located = await readParquet(path);
   else if (/\.jsonl$/i.test(path)) {
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = await readFile(path, 'utf8');
+      bytes = await readFile(path);
     } catch (err) {
       throw new Error(`${path}: cannot read dataset: ${(err as Error).message}`);
     }
-    located = parseJsonl(text, path);
+    located = parseJsonl(decodeJsonl(bytes, path), path);
   } else throw new Error(`${path}: unsupported dataset format (expected .jsonl or .parquet)`);
   if (located.length === 0) throw new Error(`${path}: the dataset has no rows`);
   return located;

@@ -6,12 +6,15 @@
  */
 import { z } from 'zod';
 import { canonicalJson, sha256 } from '../util/canonical';
+import { jsonProblem } from '../util/json';
 
 // (The schema-level error already names min(1)'s issue too, so dropping min's own `{ error }` is equivalent.)
+// A string of only whitespace is as empty as '' for training: refused as well.
 const nonEmpty = z
   .string({ error: 'must be a non-empty string' })
-  .min(1, /* Stryker disable ObjectLiteral: equivalent, see above */ { error: 'must be a non-empty string' });
-// Stryker restore ObjectLiteral
+  .min(1, /* Stryker disable ObjectLiteral: equivalent, see above */ { error: 'must be a non-empty string' })
+  // Stryker restore ObjectLiteral
+  .refine((s) => s.trim() !== '', { error: 'must not be blank (only whitespace)' });
 const optionalText = z.string({ error: 'must be a string' }).optional();
 
 /** A row as a file may write it: `id` and `taskType` may be left out. Unknown columns are ignored. */
@@ -42,8 +45,10 @@ function validateRow(raw: unknown, where: string): DatasetRow {
     throw new Error(`${where}: expected an object with fields 'prompt' and 'reference'`);
   }
   // null in a nullable column (Parquet) or in JSON means "absent"; numeric ids become strings.
-  const cleaned: Record<string, unknown> = {};
+  // A null-prototype object: a key such as `__proto__` stays a key and never reaches the prototype.
+  const cleaned = Object.create(null) as Record<string, unknown>;
   for (const [key, value] of Object.entries(raw)) {
+    if (key === '__proto__') throw new Error(`${where}: field '__proto__' is not allowed in a row`);
     // An undefined member is absent for zod as well, so not skipping it is an equivalent mutant.
     if (value === null || /* Stryker disable ConditionalExpression: equivalent, see above */ value === undefined)
       continue;
@@ -69,6 +74,35 @@ export interface Located {
   where: string;
 }
 
+/**
+ * A JSONL file's bytes → its text. A UTF-8 byte order mark (as Windows editors save) is dropped; bytes
+ * that are not UTF-8 are refused with the line they are on, instead of being trained on as U+FFFD.
+ */
+export function decodeJsonl(bytes: Uint8Array, file: string): string {
+  const start = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  try {
+    return decoder.decode(bytes.subarray(start));
+  } catch {
+    // A newline byte is never part of a multi-byte character, so the bad bytes lie within one line.
+    let lineStart = start;
+    let line = 1;
+    for (;;) {
+      const end = bytes.indexOf(0x0a, lineStart);
+      const stop = end === -1 ? bytes.length : end;
+      try {
+        decoder.decode(bytes.subarray(lineStart, stop));
+      } catch {
+        break;
+      }
+      if (end === -1) break;
+      lineStart = end + 1;
+      line += 1;
+    }
+    throw new Error(`${file}:${line}: not valid UTF-8 (save the file as UTF-8)`);
+  }
+}
+
 /** JSONL text → rows. Blank lines are skipped; line numbers are 1-based. */
 export function parseJsonl(text: string, file: string): Located[] {
   const out: Located[] = [];
@@ -79,7 +113,7 @@ export function parseJsonl(text: string, file: string): Located[] {
     try {
       raw = JSON.parse(line);
     } catch (err) {
-      throw new Error(`${where}: invalid JSON: ${(err as Error).message}`);
+      throw new Error(`${where}: invalid JSON (${jsonProblem(err)})`);
     }
     out.push({ row: validateRow(raw, where), where });
   });

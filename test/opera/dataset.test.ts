@@ -37,7 +37,18 @@ describe('loadDataset (JSONL)', () => {
   });
 
   const cases: [string, string, string][] = [
-    ['bad JSON names the line', jsonl({ prompt: 'p', reference: 'r' }, '{"prompt": "p2",'), ':2: invalid JSON: '],
+    ['bad JSON names the line', jsonl({ prompt: 'p', reference: 'r' }, '{"prompt": "p2",'), ':2: invalid JSON ('],
+    [
+      'blank prompt',
+      jsonl({ prompt: 'p', reference: 'r' }, { prompt: ' \t\n', reference: 'r' }),
+      ":2: field 'prompt' must not be blank (only whitespace)",
+    ],
+    ['blank reference', jsonl({ prompt: 'p', reference: '   ' }), ":1: field 'reference' must not be blank"],
+    [
+      '__proto__ key',
+      jsonl({ prompt: 'p', reference: 'r' }, '{"__proto__": {"prompt": "p", "reference": "r"}}'),
+      ":2: field '__proto__' is not allowed in a row",
+    ],
     [
       'missing prompt',
       jsonl({ prompt: 'p', reference: 'r' }, { reference: 'r2' }),
@@ -62,6 +73,35 @@ describe('loadDataset (JSONL)', () => {
   it.each(cases)('rejects %s', async (name, text, message) => {
     const path = write(`${name.replace(/\W+/g, '-')}.jsonl`, text);
     await expect(loadDataset(path)).rejects.toThrow(path + message);
+  });
+
+  // Catches: invalid UTF-8 replaced by U+FFFD and trained on; a BOM refused or kept in the first prompt.
+  it('refuses bytes that are not UTF-8 with the line, and accepts a UTF-8 byte order mark', async () => {
+    const good = Buffer.from(jsonl({ prompt: 'p', reference: 'r' }));
+    const bad = Buffer.concat([
+      good,
+      Buffer.from('{"prompt": "caf'),
+      Buffer.from([0xe9]),
+      Buffer.from('", "reference": "r"}\n'),
+    ]);
+    const badPath = join(dir, 'latin1.jsonl');
+    writeFileSync(badPath, Buffer.concat([bad, good]));
+    await expect(loadDataset(badPath)).rejects.toThrow(`${badPath}:2: not valid UTF-8`);
+    const bomPath = join(dir, 'bom.jsonl');
+    writeFileSync(
+      bomPath,
+      Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(jsonl({ prompt: 'é', reference: 'r' }))]),
+    );
+    expect(await loadDataset(bomPath)).toEqual([
+      { id: rowId('é', 'r'), prompt: 'é', reference: 'r', taskType: 'writing' },
+    ]);
+  });
+
+  // Catches: an error message that quotes the line (a dataset can be a file its reader may not show).
+  it('does not quote the content of a line that is not JSON', async () => {
+    const path = write('secret.jsonl', 'root:x:0:0:SECRET\n');
+    await expect(loadDataset(path)).rejects.toThrow(/:1: invalid JSON \(unexpected content/);
+    await expect(loadDataset(path)).rejects.not.toThrow(/SECRET/);
   });
 
   // Catches: a whitespace-only line parsed as JSON (and rejected) instead of skipped like an empty one.
@@ -98,7 +138,9 @@ describe('loadDataset (Parquet)', () => {
   it('reads files from an independent writer and names the bad row', () => {
     // Through tsx in a child process: see fixtures/load-dataset.ts for why not in-process.
     const fixtures = join(__dirname, 'fixtures');
-    const files = ['good', 'empty-prompt', 'numeric-reference'].map((f) => join(fixtures, `${f}.parquet`));
+    const files = ['good', 'empty-prompt', 'numeric-reference', 'invalid-utf8'].map((f) =>
+      join(fixtures, `${f}.parquet`),
+    );
     const out = execFileSync(
       process.execPath,
       [require.resolve('tsx/cli'), join(fixtures, 'load-dataset.ts'), ...files],
@@ -106,7 +148,7 @@ describe('loadDataset (Parquet)', () => {
         encoding: 'utf8',
       },
     );
-    const [good, emptyPrompt, numericReference] = out
+    const [good, emptyPrompt, numericReference, invalidUtf8] = out
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line));
@@ -123,6 +165,8 @@ describe('loadDataset (Parquet)', () => {
     ]);
     expect(emptyPrompt.error).toBe(`${files[1]}: row 2: field 'prompt' must be a non-empty string`);
     expect(numericReference.error).toBe(`${files[2]}: row 1: field 'reference' must be a non-empty string`);
+    // Catches: bytes that are not UTF-8 decoded to U+FFFD and trained on.
+    expect(invalidUtf8.error).toBe(`${files[3]}: row 2: field 'reference' is not valid UTF-8`);
   });
 });
 
