@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import { upsertMetrics, upsertSamples } from '../db/queries';
+import type { NewSample } from '../db/schema';
 import { sample, type SampleOptions } from '../engine/sampler';
 import type { RunConfig } from '../config/schema';
 import { operaRewards } from '../opera/reward';
@@ -26,6 +27,25 @@ export const evalSampling = (c: RunConfig): SampleOptions => ({
 
 /** The held-out prompts an evaluation uses: the first `eval.prompts` of the eval split. */
 export const evalPrompts = (data: DatasetFile, c: RunConfig): DatasetRow[] => data.eval.slice(0, c.eval.prompts);
+
+/** The metrics an evaluation records at its iteration. */
+export function evalMetrics(result: EvalResult): Record<string, number> {
+  const metrics: Record<string, number> = {
+    'eval/reward': result.reward,
+    'eval/ppl': result.ppl,
+    'eval/reflection': result.reflection,
+    'eval/ref_logp': result.refLogp,
+    'eval/response_tokens': result.meanResponseTokens,
+  };
+  if (result.exactMatch !== null) metrics['eval/exact_match'] = result.exactMatch;
+  return metrics;
+}
+
+/** The eval artifact (`eval/iter-NNNN.json`). */
+export interface EvalFile {
+  result: EvalResult;
+  samples: NewSample[];
+}
 
 export const evaluateActivities = (rt: Runtime) => ({
   async evaluate(input: EvaluateInput): Promise<EvalResult> {
@@ -60,27 +80,25 @@ export const evaluateActivities = (rt: Runtime) => ({
         config.reward,
       );
       const flat = rewards.map((g) => g[0]!);
-      await upsertSamples(
-        rt.db,
-        rows.map((row, k) =>
-          sampleRow(
-            {
-              runId,
-              split: 'eval',
-              iteration,
-              promptId: row.id,
-              sampleIndex: 0,
-              prompt: row.prompt,
-              reference: row.reference,
-              taskType: row.taskType,
-            },
-            results[k]!,
-            flat[k]!,
-            scores[k]!,
-            null,
-          ),
+      const samples = rows.map((row, k) =>
+        sampleRow(
+          {
+            runId,
+            split: 'eval',
+            iteration,
+            promptId: row.id,
+            sampleIndex: 0,
+            prompt: row.prompt,
+            reference: row.reference,
+            taskType: row.taskType,
+          },
+          results[k]!,
+          flat[k]!,
+          scores[k]!,
+          null,
         ),
       );
+      await upsertSamples(rt.db, samples);
       const math = rows.map((row, k) => ({ row, k })).filter(({ row }) => row.taskType === 'math');
       const result: EvalResult = {
         iteration,
@@ -92,23 +110,13 @@ export const evaluateActivities = (rt: Runtime) => ({
         exactMatch: math.length ? mean(math.map(({ k }) => (flat[k]!.correct ? 1 : 0))) : null,
         meanResponseTokens: mean(results.map((r) => r.tokens.length)),
       };
-      const metrics: Record<string, number> = {
-        'eval/reward': result.reward,
-        'eval/ppl': result.ppl,
-        'eval/reflection': result.reflection,
-        'eval/ref_logp': result.refLogp,
-        'eval/response_tokens': result.meanResponseTokens,
-      };
-      if (result.exactMatch !== null) metrics['eval/exact_match'] = result.exactMatch;
-      await upsertMetrics(rt.db, runId, iteration, metrics);
+      await upsertMetrics(rt.db, runId, iteration, evalMetrics(result));
       await putJson(
         rt.db,
         { runId, kind: 'eval', iteration, name: 'eval.json' },
         join(rt.runDir(config, runId), 'eval', `iter-${pad(iteration)}.json`),
-        {
-          result,
-          responses: rows.map((row, k) => ({ id: row.id, response: results[k]!.text })),
-        },
+        // The rows as computed (exact response text): `operaflow verify --repair` restores lost ones from here.
+        { result, samples } satisfies EvalFile,
       );
       return result;
     });

@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { upsertMetrics, upsertSamples } from '../db/queries';
+import type { NewSample } from '../db/schema';
 import { grpoAdvantages } from '../opera/grpo';
 import { operaRewards, type OperaGroup } from '../opera/reward';
 import type { ScoredItem } from './rollout';
@@ -13,9 +14,11 @@ import { sampleRow } from './samples';
 import { getJson, putJson } from './store';
 import type { RewardInput, RewardOutput } from './types';
 
-/** What the update trains on: each rollout's tokens and advantage. */
+/** What the update trains on (each rollout's tokens and advantage), and the batch's sample rows as computed. */
 export interface RewardFile {
   sequences: { promptTokens: number[]; tokens: number[]; advantage: number }[];
+  /** `operaflow verify --repair` restores lost rows from here (exact text: rows in PostgreSQL cannot hold NUL). */
+  samples: NewSample[];
 }
 
 export const rewardActivities = (rt: Runtime) => ({
@@ -76,6 +79,7 @@ export const rewardActivities = (rt: Runtime) => ({
           tokens: item.samples[j]!.tokens,
           advantage: advantages[k]!,
         })),
+        samples: rows,
       };
       const path = join(rt.runDir(config, runId), 'rewards', `iter-${pad(iteration)}`, 'batch.json');
       const artifact = await putJson(rt.db, { runId, kind: 'rewards', iteration, name: 'batch.json' }, path, file);

@@ -149,3 +149,19 @@ export async function appendEvent(
 export async function listEvents(db: Db, runId: string): Promise<Event[]> {
   return db.select().from(events).where(eq(events.runId, runId)).orderBy(asc(events.at), asc(events.id));
 }
+
+/** The natural key of every sample of a run (what `operaflow verify` counts against the stage artifacts). */
+export async function sampleKeys(
+  db: Db,
+  runId: string,
+): Promise<{ split: string; iteration: number; promptId: string; sampleIndex: number }[]> {
+  return db
+    .select({
+      split: samples.split,
+      iteration: samples.iteration,
+      promptId: samples.promptId,
+      sampleIndex: samples.sampleIndex,
+    })
+    .from(samples)
+    .where(eq(samples.runId, runId));
+}

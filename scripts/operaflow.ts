@@ -14,6 +14,7 @@ import { UsageError } from './cli/connect';
 import { control } from './cli/control';
 import { runs, show } from './cli/inspect';
 import { train } from './cli/train';
+import { verify } from './cli/verify';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
@@ -22,7 +23,8 @@ const USAGE = `usage:
   operaflow runs [--json]                                          list runs
   operaflow show <run> [--json]                                    status, stages with attempts, latest metrics
   operaflow pause|resume|cancel <run>                              operator commands (resume also revives a failed/cancelled run)
-  operaflow retry <run>                                            retry the stage a blocked run waits on`;
+  operaflow retry <run>                                            retry the stage a blocked run waits on
+  operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | boolean | undefined>;
@@ -54,6 +56,11 @@ const COMMANDS: Record<string, Command> = {
   resume: controlCommand('resume'),
   cancel: controlCommand('cancel'),
   retry: controlCommand('retry'),
+  verify: {
+    args: ['run'],
+    options: { repair: { type: 'boolean' }, ...json },
+    run: ([id], f) => verify(id!, f as { repair?: boolean; json?: boolean }),
+  },
 };
 
 /** Parses `argv` for `name`: unknown flags, missing or extra arguments are usage errors. */

@@ -1,5 +1,6 @@
 /** Durable file writes: what the artifact store, checkpoints and partial logs build on. */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { sha256 } from './canonical';
@@ -39,4 +40,15 @@ export async function writeFileAtomic(path: string, bytes: Buffer): Promise<Writ
     await d.close();
   }
   return { path, sha256: sha256(bytes), bytes: bytes.length };
+}
+
+/** sha256 (hex) and size of a file, read as a stream (checkpoints can exceed what one Buffer holds). */
+export async function hashFile(path: string): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path)) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
 }

@@ -156,6 +156,8 @@ test('two worker kills and a PostgreSQL crash: the run completes by itself and r
     [runId],
   );
   expect(dupMetrics).toEqual([]);
+  const verified = await runCli(['verify', runId], env);
+  expect(`${verified.code} ${verified.stdout}`).toMatch(/^0 .*ok: nothing missing, every file matches its sha256/s);
   expectSameRecord(
     'two kills and a database crash vs uninterrupted',
     await runRecord(db, runId),

@@ -3,7 +3,7 @@
  * `operaflow train configs/smoke.yaml --wait --json` completes, and its metrics, samples and artifacts
  * are in the database. Also: bad configs are rejected by `train` with messages naming the key.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import {
@@ -21,6 +21,8 @@ import {
   runIdOf,
 } from './helpers';
 import type { RunSummary } from '../../db/queries';
+import type { VerifyReport } from '../../activities/verify';
+import { expectSameRecord, runRecord } from './records';
 
 jest.setTimeout(240_000);
 
@@ -137,6 +139,79 @@ test('the smoke run completes end to end via the CLI, with metrics, samples and 
   expect(JSON.parse(lastLine(show.stdout))).toMatchObject({ id: summary.id, status: 'completed' });
   // Continue-as-new every iteration still ends with the evaluation before and after RL in the summary.
   expect(summary.summary).toMatchObject({ evalBefore: { iteration: 0 }, evalAfter: { iteration: 2 } });
+});
+
+// Catches: rows a crash lost (or a completed attempt left 'running') going unnoticed; a changed file
+// passing; --repair re-deriving something other than what the stages recorded.
+test('operaflow verify finds missing rows and changed files, and --repair restores the rows exactly', async () => {
+  const runId = started[0]!;
+  const verify = async (...flags: string[]) => {
+    const res = await runCli(['verify', runId, '--json', ...flags], env);
+    return { code: res.code, report: JSON.parse(lastLine(res.stdout)) as VerifyReport };
+  };
+  const clean = await verify();
+  expect(clean.report.problems).toEqual([]);
+  expect(clean.code).toBe(0);
+  expect(clean.report.checked.stages).toBeGreaterThanOrEqual(15);
+  const before = await runRecord(db, runId);
+
+  // What a crash could lose, and a file changed behind the store's back.
+  await db.query("delete from samples where run_id = $1 and split = 'train' and iteration = 1 and sample_index < 2", [
+    runId,
+  ]);
+  await db.query("delete from samples where run_id = $1 and split = 'eval' and iteration = 2", [runId]);
+  await db.query(
+    "delete from metrics where run_id = $1 and ((step = 2 and name = 'reward/mean') or name = 'eval/reward')",
+    [runId],
+  );
+  await db.query(
+    "delete from artifacts where run_id = $1 and ((kind = 'optimizer' and iteration = 1) or (kind = 'eval' and iteration = 0) or kind = 'dataset')",
+    [runId],
+  );
+  await db.query(
+    `insert into stage_attempts (run_id, stage, iteration, shard, attempt, status)
+     values ($1, 'rollout', 2, 0, 99, 'running')`,
+    [runId],
+  );
+  const { rows } = await db.query<{ uri: string }>(
+    "select uri from artifacts where run_id = $1 and kind = 'scores' and iteration = 2 and name = 'shard-1.json'",
+    [runId],
+  );
+  const changed = fileURLToPath(rows[0]!.uri);
+  const original = readFileSync(changed);
+  writeFileSync(changed, Buffer.concat([original, Buffer.from(' ')]));
+
+  const damaged = await verify();
+  expect(damaged.code).toBe(1);
+  const said = damaged.report.problems.map((p) => `${p.where}: ${p.problem} [${p.repairable}]`);
+  for (const expected of [
+    /^reward iteration 1: 8 of 16 train samples missing \[true\]/,
+    /^evaluate iteration 2: 4 of 4 eval samples missing \[true\]/,
+    /^reward iteration 2: metric reward\/mean at step 2 missing/,
+    /^evaluate iteration 0: metric eval\/reward at step 0 missing/,
+    /^update iteration 1: artifact optimizer\/1\/optimizer.safetensors has no row \[true\]/,
+    /^evaluate iteration 0: artifact eval\/0\/eval.json has no row \[true\]/,
+    /^prepareDataset iteration 0: artifact dataset\/0\/dataset.json has no row \[true\]/,
+    /^rollout iteration 2 shard 0: attempt 99 is still 'running' in a completed run \[true\]/,
+    /^artifact scores\/2\/shard-1.json: file .* has sha256 [0-9a-f]{64}, recorded [0-9a-f]{64} \[false\]/,
+  ])
+    expect(said).toContainEqual(expect.stringMatching(expected));
+  expect(said).toHaveLength(11); // the nine above, and eval/reward at steps 1 and 2 (one problem per stage)
+
+  const repaired = await verify('--repair');
+  expect(repaired.code).toBe(1); // the changed file cannot be re-derived
+  expect(repaired.report.problems.filter((p) => !p.repaired).map((p) => p.where)).toEqual([
+    'artifact scores/2/shard-1.json',
+  ]);
+  writeFileSync(changed, original);
+  expect((await verify()).code).toBe(0);
+  const { rows: lost } = await db.query<{ status: string }>(
+    'select status from stage_attempts where run_id = $1 and attempt = 99',
+    [runId],
+  );
+  expect(lost).toEqual([{ status: 'lost' }]);
+  // Bit for bit what the stages recorded.
+  expectSameRecord('after verify --repair', await runRecord(db, runId), before);
 });
 
 describe('train rejects bad configs with a message naming the key', () => {

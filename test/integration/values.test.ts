@@ -161,9 +161,9 @@ beforeAll(async () => {
       }
     }
     const evalFile = JSON.parse((await artifact('eval', i, 'eval.json')).toString('utf8')) as {
-      responses: { id: string; response: string }[];
+      samples: { promptId: string; response: string }[];
     };
-    for (const r of evalFile.responses) exactResponses.set(responseKey('eval', i, r.id, 0), r.response);
+    for (const r of evalFile.samples) exactResponses.set(responseKey('eval', i, r.promptId, 0), r.response);
   }
 });
 
