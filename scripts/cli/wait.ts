@@ -9,6 +9,35 @@ import cliProgress from 'cli-progress';
 import { latestStageProgress, requireRun } from '../../db/queries';
 import type { RunConfig } from '../../config/load';
 import type { Services } from './connect';
+import { taskQueues } from './plan';
+
+/** Seconds without visible progress before `--wait` checks that workers poll the run's task queues. */
+const QUIET_BEFORE_QUEUE_CHECK_S = 5;
+
+/**
+ * The run's task queues that no worker polls: the workflow's own (`train`, workflow tasks) and the two
+ * its stages go to (activity tasks). A run whose queue has no worker would otherwise wait silently.
+ */
+async function queuesWithoutWorkers(s: Services): Promise<string[]> {
+  const { rollout, train } = taskQueues();
+  // temporal.api.enums.v1.TaskQueueType: TASK_QUEUE_TYPE_WORKFLOW = 1, TASK_QUEUE_TYPE_ACTIVITY = 2.
+  const [WORKFLOW, ACTIVITY] = [1, 2];
+  const checks: [string, number, string][] = [
+    [train, WORKFLOW, 'workflow'],
+    [train, ACTIVITY, 'training stages'],
+    [rollout, ACTIVITY, 'rollout and scoring stages'],
+  ];
+  const idle: string[] = [];
+  for (const [name, taskQueueType, what] of checks) {
+    const res = await s.client.workflowService.describeTaskQueue({
+      namespace: s.client.options.namespace,
+      taskQueue: { name },
+      taskQueueType,
+    });
+    if ((res.pollers ?? []).length === 0) idle.push(`"${name}" (${what})`);
+  }
+  return idle;
+}
 
 /** Items a compute activity heartbeats through (its `step` or `item` count), for the stage progress bar. */
 function stageItems(config: RunConfig, activity: string): number | undefined {
@@ -70,6 +99,9 @@ export async function waitForRun(s: Services, runId: string, config: RunConfig, 
   const iterBar = bars?.create(Math.max(iterations, 1), 0, { label: 'iterations' });
   const stageBar = bars?.create(1, 0, { label: 'starting' });
   let lastLine = '';
+  let lastChange = Date.now();
+  let nextQueueCheck = 0;
+  let lastQueueWarning = '';
   const handle = s.client.workflow.getHandle(runId);
   try {
     for (;;) {
@@ -82,9 +114,21 @@ export async function waitForRun(s: Services, runId: string, config: RunConfig, 
         stageBar?.update(cur.done, { label });
       }
       const line = `[${run.status}] iteration ${run.currentIteration}/${iterations} · ${label}${cur && cur.shards > 1 ? ` ${cur.done}/${cur.shards} shards` : ''}`;
-      if (!tty && line !== lastLine) {
-        console.error(line);
+      if (line !== lastLine) {
+        if (!tty) console.error(line);
         lastLine = line;
+        lastChange = Date.now();
+      }
+      // Nothing moved for a while: say so if it is because no worker serves the run's queues.
+      const quietS = (Date.now() - lastChange) / 1000;
+      if (quietS >= QUIET_BEFORE_QUEUE_CHECK_S && Date.now() >= nextQueueCheck) {
+        nextQueueCheck = Date.now() + 30_000;
+        const idle = await queuesWithoutWorkers(s).catch(() => []);
+        const warning = idle.length
+          ? `no worker polls task queue ${idle.join(', ')}: the run waits until one does (start \`operaflow worker\` with the same OPERAFLOW_QUEUE_PREFIX${process.env.OPERAFLOW_QUEUE_PREFIX ? ` "${process.env.OPERAFLOW_QUEUE_PREFIX}"` : ''} and TEMPORAL_ADDRESS)`
+          : '';
+        if (warning && warning !== lastQueueWarning) bars ? bars.log(`${warning}\n`) : console.error(warning);
+        lastQueueWarning = warning;
       }
       if (run.status === 'blocked') {
         bars?.stop();

@@ -5,6 +5,7 @@
  * row, a vocabulary smaller than the tokenizer, an unknown execution provider, SFT with nothing to learn).
  * Also: JSON output is complete however large (it drains before the process exits).
  */
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -12,7 +13,18 @@ import { createDb, type DbHandle } from '../../db/client';
 import { createRun } from '../../db/queries';
 import { configHash, parseRunConfig } from '../../config/load';
 import { syntheticTasks } from '../../opera/synthetic';
-import { pool, removeTmpDirs, runCli, smokeYaml, testEnv, tmpDir, writeConfig } from './helpers';
+import {
+  pool,
+  removeTmpDirs,
+  ROOT,
+  runCli,
+  smokeYaml,
+  terminateOpenRuns,
+  testEnv,
+  tmpDir,
+  waitFor,
+  writeConfig,
+} from './helpers';
 
 jest.setTimeout(240_000);
 
@@ -136,4 +148,43 @@ test('runs --json through a pipe is complete JSON, however large', async () => {
   expect(res.code).toBe(0);
   expect(res.stdout.length).toBeGreaterThan(64 * 1024);
   expect((JSON.parse(res.stdout) as unknown[]).length).toBe(50);
+});
+
+// Catches: a run whose task queues have no worker waiting silently under `train --wait`.
+test('train --wait says which task queues no worker polls', async () => {
+  const prefix = `cli-${process.pid}-nobody-`;
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(ROOT, 'scripts', 'operaflow.ts'),
+      'train',
+      writeConfig(smokeYaml({ name: 'unserved', artifactsDir: tmpDir() })),
+      '--wait',
+    ],
+    {
+      cwd: ROOT,
+      env: testEnv(prefix),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const runId = await waitFor('the started line', async () => /started run (\S+)/.exec(output)?.[1], 60_000, 100);
+  try {
+    await waitFor(
+      'the queue warning',
+      async () => (/no worker polls task queue/.test(output) ? true : undefined),
+      30_000,
+      200,
+    );
+    expect(output).toContain(`no worker polls task queue "${prefix}train" (workflow)`);
+    expect(output).toContain(`"${prefix}rollout" (rollout and scoring stages)`);
+    expect(output).toContain(`OPERAFLOW_QUEUE_PREFIX "${prefix}"`);
+  } finally {
+    child.kill('SIGKILL');
+    await terminateOpenRuns([runId]);
+  }
 });
