@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { prepareDataset as prepareRunDataset } from '../config/dataset';
 import { upsertMetrics } from '../db/queries';
 import { getTokenizer, promptTokens } from './engine';
-import { PermanentError, type DatasetFile, type Runtime } from './runtime';
+import { ConfigError, PermanentError, type DatasetFile, type Runtime } from './runtime';
 import { putJson } from './store';
 import type { DatasetRef, StageInput } from './types';
 
@@ -24,7 +24,9 @@ export const datasetActivities = (rt: Runtime) => ({
       }
       if (prepared.train.length === 0) throw new PermanentError(`dataset ${config.data.source}: no training rows`);
       if (prepared.eval.length === 0)
-        throw new PermanentError(`dataset ${config.data.source}: no evaluation rows (raise data.evalFraction)`);
+        throw new ConfigError(`dataset ${config.data.source}: no evaluation rows (raise data.evalFraction)`, [
+          'data.evalFraction',
+        ]);
       const file: DatasetFile = { hash: prepared.hash, train: prepared.train, eval: prepared.eval };
       const artifact = await putJson(
         rt.db,

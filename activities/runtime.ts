@@ -55,6 +55,21 @@ export class PermanentError extends Error {
   override name = 'PermanentError';
 }
 
+/** What an operator is told when a stage fails because of a setting in the run's (frozen) config. */
+export const FROZEN_CONFIG_HINT =
+  "the run's config was frozen when the run was recorded, so `operaflow retry` runs it again unchanged: cancel the run and `operaflow train` the fixed config as a new run";
+
+/** A permanent failure whose cause is a setting of the run's config (`keys`), which a retry cannot change. */
+export class ConfigError extends PermanentError {
+  override name = 'ConfigError';
+  constructor(
+    message: string,
+    readonly keys: string[],
+  ) {
+    super(`${message} [set by ${keys.join(', ')}; ${FROZEN_CONFIG_HINT}]`);
+  }
+}
+
 /** A readable message: drizzle's "Failed query: <sql> params: <every value>" is reduced to the server's reason. */
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);

@@ -18,7 +18,7 @@ import { applyStops, synthesizeRows, type TeacherGenerator } from '../opera/cold
 import { coldStartSet, type SftRow } from '../opera/synthetic';
 import { deriveSeed, permutation } from '../util/random';
 import { getTokenizer, promptTokens, saveCheckpointRecorded, warmupLr } from './engine';
-import { PermanentError, pad, type DatasetFile, type PartialProgress, type Runtime } from './runtime';
+import { ConfigError, PermanentError, pad, type DatasetFile, type PartialProgress, type Runtime } from './runtime';
 import { getJson, putJson } from './store';
 import type { DatasetRef, SftOutput, StageInput } from './types';
 
@@ -203,7 +203,7 @@ export const sftActivities = (rt: Runtime) => {
           });
         } catch (err) {
           if (err instanceof NonFiniteLossError)
-            throw new PermanentError(`cold-start SFT: ${err.message} (lower coldStart.lr)`);
+            throw new ConfigError(`cold-start SFT: ${err.message} (lower coldStart.lr)`, ['coldStart.lr']);
           throw err;
         }
         steps = cs.steps;

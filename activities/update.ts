@@ -13,7 +13,7 @@ import { grpoBatch, grpoObjective, type GrpoSequence } from '../opera/grpo-graph
 import { deriveSeed, permutation } from '../util/random';
 import { inferenceModel, loadCheckpointChecked, saveCheckpointRecorded, warmupLr } from './engine';
 import type { RewardFile } from './reward';
-import { PermanentError, mean, pad, type PartialProgress, type Runtime } from './runtime';
+import { ConfigError, mean, pad, type PartialProgress, type Runtime } from './runtime';
 import { getJson } from './store';
 import type { UpdateInput, UpdateOutput } from './types';
 
@@ -130,7 +130,9 @@ export const updateActivities = (rt: Runtime) => ({
         });
       } catch (err) {
         if (err instanceof NonFiniteLossError)
-          throw new PermanentError(`update: ${err.message} of iteration ${iteration} (diverged; lower grpo.lr)`);
+          throw new ConfigError(`update: ${err.message} of iteration ${iteration} (diverged; lower grpo.lr)`, [
+            'grpo.lr',
+          ]);
         throw err;
       }
       const saved = await saveCheckpointRecorded(

@@ -6,6 +6,7 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import cliProgress from 'cli-progress';
+import { FROZEN_CONFIG_HINT } from '../../activities/runtime';
 import { latestStageProgress, requireRun } from '../../db/queries';
 import type { RunConfig } from '../../config/load';
 import type { Services } from './connect';
@@ -132,8 +133,13 @@ export async function waitForRun(s: Services, runId: string, config: RunConfig, 
       }
       if (run.status === 'blocked') {
         bars?.stop();
+        const inConfig = run.error?.includes(FROZEN_CONFIG_HINT) ?? false;
         out(
-          `run ${runId} is blocked: ${run.error ?? 'unknown error'}\nfix the cause, then: operaflow retry ${runId}   (or: operaflow cancel ${runId})`,
+          `run ${runId} is blocked: ${run.error ?? 'unknown error'}\n${
+            inConfig
+              ? `next: operaflow cancel ${runId}, fix the config, then operaflow train <fixed config>`
+              : `fix the cause, then: operaflow retry ${runId}   (or: operaflow cancel ${runId})`
+          }`,
         );
         return 'blocked';
       }

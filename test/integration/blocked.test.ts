@@ -132,3 +132,51 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   expect(again.code).not.toBe(0);
   expect(again.stderr).toMatch(/not blocked|not running/);
 });
+
+// Catches: an operator told to `retry` a run whose cause is in its frozen config (the retry fails the same way).
+test('a cause in the frozen config names the key and says to cancel and train anew, not to retry', async () => {
+  worker ??= await startWorker(env);
+  const config = writeConfig(smokeYaml({ name: 'diverges', artifactsDir: tmpDir() }).replace('lr: 0.003', 'lr: 1e30'));
+  const res = await runCli(['train', config, '--wait', '--json'], env);
+  const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
+  started.push(summary.id);
+  expect(res.code).toBe(2);
+  expect(summary.error).toMatch(/cold-start SFT: .*\[set by coldStart\.lr; the run's config was frozen/);
+  expect(res.stderr).toContain(`next: operaflow cancel ${summary.id}, fix the config, then operaflow train`);
+  expect(res.stderr).not.toContain(`operaflow retry ${summary.id}`);
+});
+
+// Catches: a worker reading what a run's config points at outside the worker's roots (anyone who reaches
+// Temporal can start a run); the refusal must name the key.
+test("a worker refuses a run whose config names paths outside the worker's roots", async () => {
+  const roots = tmpDir();
+  const elsewhere = tmpDir();
+  const dataset = join(elsewhere, 'rows.jsonl');
+  writeFileSync(
+    dataset,
+    `${syntheticTasks({ writing: 10, math: 10, seed: 3 })
+      .map((r) => JSON.stringify(r))
+      .join('\n')}\n`,
+  );
+  const confinedEnv = testEnv(`blocked-roots-${process.pid}-`, { OPERAFLOW_WORKER_ROOTS: roots });
+  const confined = await startWorker(confinedEnv);
+  try {
+    const config = writeConfig(
+      smokeYaml({
+        name: 'outside-roots',
+        artifactsDir: join(roots, 'artifacts'),
+        data: `{ source: ${JSON.stringify(dataset)}, evalFraction: 0.25, maxPromptTokens: 64 }`,
+      }),
+    );
+    const res = await runCli(['train', config, '--wait', '--json'], confinedEnv);
+    const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
+    started.push(summary.id);
+    expect(res.code).toBe(2);
+    expect(summary.error).toContain(`this worker reads and writes only under ${roots}`);
+    expect(summary.error).toContain(`data.source (${dataset})`);
+    expect(summary.error).not.toContain('runtime.artifactsDir');
+    expect(summary.stages.find((s) => s.stage === 'prepareDataset')?.attempts).toHaveLength(1);
+  } finally {
+    await confined.stop();
+  }
+});
