@@ -300,7 +300,9 @@ export function createRuntime(deps: ActivityDeps) {
     try {
       const done = await completedStageOutput(db, key);
       if (done) return done.output as T;
-      const attempt = await startStageAttempt(db, key, worker);
+      // The task token lets a worker on this machine release the attempt at once if this process dies (reaper.ts).
+      const taskToken = Buffer.from(Context.current().info.taskToken).toString('base64');
+      const attempt = await startStageAttempt(db, key, worker, taskToken);
       deps.log?.(`${key.runId} ${key.stage} iteration ${key.iteration} shard ${key.shard}: attempt ${attempt.attempt}`);
       const ctx = Context.current();
       attempts.set(ctx, { ...attempt, key });

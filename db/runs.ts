@@ -120,6 +120,7 @@ export async function startStageAttempt(
   db: Db,
   key: StageKey,
   worker: string,
+  taskToken?: string,
 ): Promise<{ id: number; attempt: number }> {
   await db
     .update(stageAttempts)
@@ -137,7 +138,7 @@ export async function startStageAttempt(
     const attempt = Number(last?.attempt ?? 0) + 1;
     const inserted = await db
       .insert(stageAttempts)
-      .values({ ...key, attempt, status: 'running', worker })
+      .values({ ...key, attempt, status: 'running', worker, taskToken: taskToken ?? null })
       .onConflictDoNothing()
       .returning({ id: stageAttempts.id });
     if (inserted[0]) return { id: inserted[0].id, attempt };
@@ -228,5 +229,19 @@ export async function listStageAttempts(db: Db, runId: string): Promise<StageAtt
       asc(stageAttempts.startedAt),
       asc(stageAttempts.shard),
       asc(stageAttempts.attempt),
+    );
+}
+
+/** Attempts still `running` under a worker of this host (`host:pid`), with their task tokens. */
+export async function runningAttemptsOnHost(db: Db, host: string): Promise<StageAttempt[]> {
+  return db
+    .select()
+    .from(stageAttempts)
+    .where(
+      and(
+        eq(stageAttempts.status, 'running'),
+        sql`${stageAttempts.worker} like ${`${host.replace(/[\\%_]/g, '\\$&')}:%`}`,
+        sql`${stageAttempts.taskToken} is not null`,
+      ),
     );
 }

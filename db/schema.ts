@@ -87,6 +87,8 @@ export const stageAttempts = pgTable(
     output: jsonb('output').$type<unknown>(),
     /** Where a later attempt can resume (partial checkpoint, partial log), recorded as the attempt goes. */
     progress: jsonb('progress').$type<Record<string, unknown>>(),
+    /** The Temporal task token of this attempt (base64): a worker on the same machine releases it when its worker died. */
+    taskToken: text('task_token'),
   },
   (t) => [
     unique('stage_attempts_key').on(t.runId, t.stage, t.iteration, t.shard, t.attempt),

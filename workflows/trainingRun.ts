@@ -50,7 +50,8 @@ const SHORT = {
 const LONG = {
   startToCloseTimeout: '4 hours',
   heartbeatTimeout: '10 seconds',
-  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+  // A lost worker's stage restarts within a second or two; a database outage is retried every 10 s at most.
+  retry: { initialInterval: '1 second', backoffCoefficient: 1.5, maximumInterval: '10 seconds' },
 } as const;
 
 class RunCancelled extends Error {}

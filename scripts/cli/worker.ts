@@ -1,6 +1,8 @@
 /** `operaflow worker [--queues rollout,train]`: one worker process polling the task queues (workers on other machines join the same way). */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { releaseDeadWorkers } from '../../activities/reaper';
 import { createDb } from '../../db/client';
 import { TASK_QUEUES } from '../../workflows/trainingRun';
 import { ROOT, UsageError, endpoints } from './connect';
@@ -24,11 +26,9 @@ export async function worker(flags: { queues?: string }): Promise<number> {
   const db = createDb(databaseUrl);
   const identity = `${hostname()}:${process.pid}`;
   const connection = await NativeConnection.connect({ address: temporalAddress });
-  const activities = createActivities({
-    db: db.db,
-    worker: identity,
-    log: (line) => console.error(`[${new Date().toISOString()}] ${line}`),
-  });
+  const log = (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
+  const activities = createActivities({ db: db.db, worker: identity, log });
+  const closers: (() => Promise<void>)[] = [];
   try {
     const workers = await Promise.all(
       queues.map((queue) =>
@@ -50,12 +50,28 @@ export async function worker(flags: { queues?: string }): Promise<number> {
         }),
       ),
     );
+    // Every 2 s: release the attempts of dead workers on this machine (activities/reaper.ts).
+    const client = new Client({ connection: await Connection.connect({ address: temporalAddress }) });
+    let reaping = false;
+    const reaper = setInterval(() => {
+      if (reaping) return;
+      reaping = true;
+      releaseDeadWorkers(db.db, client, { host: hostname(), identity, log })
+        .catch(() => undefined) // the database or server is down: the next round tries again
+        .finally(() => (reaping = false));
+    }, 2000);
+    reaper.unref();
+    closers.push(async () => {
+      clearInterval(reaper);
+      await client.connection.close();
+    });
     console.log(
       `operaflow worker ${identity} polling ${queues.map((q) => names[q as keyof typeof names]).join(',')} at ${temporalAddress}`,
     );
     // SIGINT/SIGTERM shut the workers down gracefully (the SDK's Runtime installs those handlers).
     await Promise.all(workers.map((w) => w.run()));
   } finally {
+    for (const close of closers) await close();
     await connection.close();
     await db.close();
   }

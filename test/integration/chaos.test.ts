@@ -164,3 +164,50 @@ test('two worker kills and a PostgreSQL crash: the run completes by itself and r
     await runRecord(db, started[0]!),
   );
 });
+
+// Catches: a SIGKILLed worker's stage waiting out the heartbeat timeout although a worker on the same
+// machine can see the process is gone (activities/reaper.ts).
+test('a worker killed on this machine has its stage released by another worker at once, not after the heartbeat timeout', async () => {
+  const slowEnv = testEnv(`reaper-${process.pid}-`, { OPERAFLOW_HEARTBEAT_TIMEOUT: '300' });
+  const pair = [await startWorker(slowEnv), await startWorker(slowEnv)];
+  workers.push(...pair);
+  const launched = await runCli(['train', config('reaper'), '--json'], slowEnv);
+  expect(launched.code).toBe(0);
+  const runId = runIdOf(launched.stdout);
+  started.push(runId);
+  const { rows } = await waitFor(
+    'cold-start SFT running',
+    async () => {
+      const r = await db.query<{ id: number; worker: string }>(
+        "select id, worker from stage_attempts where run_id = $1 and stage = 'coldStartSft' and status = 'running'",
+        [runId],
+      );
+      return r.rows.length ? r : undefined;
+    },
+    120_000,
+    50,
+  );
+  const victim = pair.find((w) => rows[0]!.worker.endsWith(`:${w.child.pid}`))!;
+  const killedAt = Date.now();
+  await victim.kill();
+  const next = await waitFor(
+    'the next attempt to start on the other worker',
+    async () => {
+      const r = await db.query<{ attempt: number; status: string; error: string | null; worker: string }>(
+        "select attempt, status, error, worker from stage_attempts where run_id = $1 and stage = 'coldStartSft' order by attempt",
+        [runId],
+      );
+      return r.rows.length >= 2 ? r.rows : undefined;
+    },
+    60_000,
+    100,
+  );
+  const handoverS = (Date.now() - killedAt) / 1000;
+  process.stderr.write(`reaper: the killed worker's SFT restarted elsewhere after ${handoverS.toFixed(1)} s\n`);
+  expect(next[0]).toMatchObject({
+    status: 'lost',
+    error: expect.stringMatching(/died \(process gone\); released by /),
+  });
+  expect(next[1]!.worker).not.toBe(next[0]!.worker);
+  await terminateOpenRuns([runId]);
+});
