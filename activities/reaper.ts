@@ -1,7 +1,7 @@
 /**
  * Releasing what dead workers of this machine held. A SIGKILLed worker reports nothing, so Temporal
  * would hand its activity to another worker only after the heartbeat timeout (10 s). Every worker looks,
- * every couple of seconds, at the attempts recorded `running` under another process of its own host:
+ * every second, at the attempts recorded `running` under another process of its own host:
  * when that process no longer exists and the server has had no heartbeat from it for a few seconds, the
  * attempt's task token is failed (retryable: Temporal starts the next attempt at once, with the last
  * heartbeat's details to resume from) and the attempt is recorded `lost`. Workers on other machines

@@ -1,12 +1,12 @@
 /** `operaflow worker [--queues rollout,train]`: one worker process polling the task queues (workers on other machines join the same way). */
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { releaseDeadWorkers } from '../../activities/reaper';
 import { createDb } from '../../db/client';
 import { TASK_QUEUES } from '../../workflows/trainingRun';
-import { ROOT, UsageError, endpoints } from './connect';
+import { UsageError, endpoints } from './connect';
 import { taskQueues } from './plan';
+import { workflowBundle } from './workflow-bundle';
 
 export async function worker(flags: { queues?: string }): Promise<number> {
   const queues = (flags.queues ?? 'rollout,train')
@@ -30,6 +30,7 @@ export async function worker(flags: { queues?: string }): Promise<number> {
   const activities = createActivities({ db: db.db, worker: identity, log });
   const closers: (() => Promise<void>)[] = [];
   try {
+    const bundle = queues.includes(TASK_QUEUES.train) ? await workflowBundle(log) : undefined;
     const workers = await Promise.all(
       queues.map((queue) =>
         Worker.create({
@@ -46,11 +47,11 @@ export async function worker(flags: { queues?: string }): Promise<number> {
           // lost and move to another worker instead of waiting out a heartbeat timeout there.
           shutdownGraceTime: 0,
           shutdownForceTime: '20 seconds',
-          ...(queue === TASK_QUEUES.train ? { workflowsPath: join(ROOT, 'workflows', 'index.ts') } : {}),
+          ...(queue === TASK_QUEUES.train ? { workflowBundle: bundle } : {}),
         }),
       ),
     );
-    // Every 2 s: release the attempts of dead workers on this machine (activities/reaper.ts).
+    // Every second: release the attempts of dead workers on this machine (activities/reaper.ts).
     const client = new Client({ connection: await Connection.connect({ address: temporalAddress }) });
     let reaping = false;
     const reaper = setInterval(() => {
@@ -59,7 +60,7 @@ export async function worker(flags: { queues?: string }): Promise<number> {
       releaseDeadWorkers(db.db, client, { host: hostname(), identity, log })
         .catch(() => undefined) // the database or server is down: the next round tries again
         .finally(() => (reaping = false));
-    }, 2000);
+    }, 1000);
     reaper.unref();
     closers.push(async () => {
       clearInterval(reaper);
