@@ -1,5 +1,6 @@
-// Mutation testing of the algorithm (opera/) and the gradient rules (engine/autodiff.ts): `npm run mutate`.
-// Slow (17–22 minutes on 2 cores), so not part of `npm test` or CI. Runs the unit tests of test/opera and test/engine
+// Mutation testing of the algorithm (opera/), config/, util/ and the gradient rules (engine/autodiff.ts,
+// grad-rules.ts): `npm run mutate`. Slow (17–22 minutes on 2 cores for opera/ and autodiff.ts alone), so not
+// part of `npm test` or CI. Runs the unit tests of test/opera, test/engine, test/config and test/util
 // through their own jest config (no globalSetup: no PostgreSQL or Temporal needed). Reports go to
 // reports/mutation/ (git-ignored).
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */

@@ -125,7 +125,7 @@ export async function verifyRun(db: Db, runId: string, options: { repair?: boole
   );
   const sampleKey = (s: NewSample) => `${s.split} ${s.iteration} ${s.promptId} ${s.sampleIndex}`;
 
-  /** Expected metrics at `step`; `repairable` when the stage's output holds their values. */
+  /** The metrics a stage recorded at `step`, as its output states them (so they can be restored from it). */
   const expectMetrics = async (where: string, step: number, values: Record<string, unknown>) => {
     const missing: Record<string, number> = {};
     for (const [name, value] of Object.entries(values)) {
