@@ -138,6 +138,9 @@ class HfTokenizerAdapter implements Tokenizer {
   }
 
   decode(ids: number[]): string {
+    // The library throws on an empty list where Python `tokenizers` returns '': a sampled row may keep no
+    // tokens (maxNewTokens 0, EOS or a stop string first).
+    if (ids.length === 0) return '';
     // Keep specials (`<think>` must survive a decode) and skip the clean-up that would change spacing.
     return this.inner.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }

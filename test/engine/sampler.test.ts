@@ -1,7 +1,11 @@
 import { modelPresets } from '../../engine/config';
 import { LlamaModel, causalBias, initWeights, type Weights } from '../../engine/model';
 import { chooseToken, sample, type SampleOptions, type SampleRequest } from '../../engine/sampler';
-import { ByteTokenizer, type Tokenizer } from '../../engine/tokenizer';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ByteTokenizer, loadHfTokenizer, type Tokenizer } from '../../engine/tokenizer';
+import { tinyBpeTokenizerJson } from './helpers';
 
 const config = modelPresets.tiny;
 const tok = new ByteTokenizer();
@@ -196,6 +200,26 @@ describe('sample', () => {
       const [solo] = await sample(model, withEos, [req], o);
       expect(batched[k]!.tokens).toEqual(solo!.tokens);
       expect(batched[k]!.finish).toBe(solo!.finish);
+    }
+  });
+
+  // Catches: an HF tokenizer's decode of a row that kept no tokens crashing the whole batch.
+  it('returns empty text for rows that keep no tokens, with an HF tokenizer', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sample-hf-'));
+    try {
+      await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tinyBpeTokenizerJson()));
+      const hf = await loadHfTokenizer(dir);
+      const req = { prompt: [hf.bosId, ...hf.encode('hello world')], key: [4, 0, 0] };
+      const [none] = await sample(model, hf, [req], opts({ maxNewTokens: 0 }));
+      expect(none).toMatchObject({ tokens: [], text: '', finish: 'length' });
+      // A stop string inside the first token: nothing is kept.
+      const [free] = await sample(model, hf, [req], opts({ temperature: 0, maxNewTokens: 4 }));
+      const first = hf.decode(free!.tokens.slice(0, 1));
+      const [stopped] = await sample(model, hf, [req], opts({ temperature: 0, maxNewTokens: 4, stop: [first] }));
+      expect(stopped!.text).toBe('');
+      expect(stopped!.finish).toBe('stop');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -84,6 +84,12 @@ describe('loadHfTokenizer', () => {
     expect(tok.vocabSize).toBe(256 + 5 + 3);
   });
 
+  // Catches: the library's throw on an empty list (Python `tokenizers` returns '').
+  it('decodes an empty list to the empty string', async () => {
+    const tok = await loadHfTokenizer(dir);
+    expect(tok.decode([])).toBe('');
+  });
+
   it('takes EOS from tokenizer_config.json and falls back to it for BOS and PAD', async () => {
     const tok = await tokenizerFromSpec(join(dir, 'tokenizer.json'));
     const eos = tok.specialIds['<|endoftext|>'];
