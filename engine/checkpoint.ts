@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { writeFileAtomic, type WrittenFile } from '../util/files';
 import { jsonProblem } from '../util/json';
 import { llamaConfigSchema, type LlamaConfig } from './config';
+import { ROPE_TYPES } from './rope';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
 import type { OptimizerState } from './trainer';
@@ -55,7 +56,8 @@ export function hfConfigJson(config: LlamaConfig): Record<string, unknown> {
     hidden_act: 'silu',
     attention_bias: false,
     mlp_bias: false,
-    rope_scaling: null,
+    // The transformers 4.x layout, which 5.x reads as well.
+    rope_scaling: config.rope_scaling ?? null,
     torch_dtype: 'float32',
   };
 }
@@ -140,15 +142,43 @@ function checkTensors(
 /** Settings in a foreign config.json that would change the computation but that this engine does not implement. */
 function unsupportedHfSettings(raw: Record<string, unknown>): string[] {
   const out: string[] = [];
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null)
-    out.push(`rope_scaling ${JSON.stringify(raw.rope_scaling)} (only plain RoPE is implemented)`);
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu')
     out.push(`hidden_act "${String(raw.hidden_act)}" (only silu)`);
   if (raw.attention_bias === true) out.push('attention_bias true (projections have no bias)');
   if (raw.mlp_bias === true) out.push('mlp_bias true (projections have no bias)');
   if (raw.model_type !== undefined && raw.model_type !== 'llama')
-    out.push(`model_type "${String(raw.model_type)}" (only llama)`);
+    out.push(`model_type "${String(raw.model_type)}" (supported: llama)`);
+  const tp = raw.pretraining_tp;
+  if (tp !== undefined && tp !== null && tp !== 1) out.push(`pretraining_tp ${JSON.stringify(tp)} (only 1)`);
+  const partial = raw.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1)
+    out.push(`partial_rotary_factor ${JSON.stringify(partial)} (RoPE on the whole head only)`);
   return out;
+}
+
+/**
+ * RoPE settings from either config.json layout: transformers 4.x writes `rope_theta` and `rope_scaling`
+ * at the top level, 5.x one `rope_parameters` object holding both. Reading only one layout silently ran
+ * 5.x checkpoints with the default theta (10000).
+ */
+function ropeSettings(raw: Record<string, unknown>, file: string): { rope_theta?: unknown; rope_scaling?: unknown } {
+  const params = raw.rope_parameters;
+  const nested = params !== undefined && params !== null;
+  if (nested && (typeof params !== 'object' || Array.isArray(params)))
+    throw new Error(`${file}: rope_parameters must be an object, got ${JSON.stringify(params)}`);
+  const source = nested ? (params as Record<string, unknown>) : ((raw.rope_scaling ?? {}) as Record<string, unknown>);
+  const theta = nested ? source.rope_theta : raw.rope_theta;
+  // transformers 4.x also accepted the older key `type` for the rope type.
+  const { rope_theta: _theta, type, rope_type, ...rest } = source;
+  const kind = rope_type ?? type ?? 'default';
+  if (!ROPE_TYPES.includes(String(kind)))
+    throw new Error(
+      `${file}: unsupported settings: rope type ${JSON.stringify(kind)} (supported: ${ROPE_TYPES.join(', ')})`,
+    );
+  return {
+    ...(theta !== undefined && theta !== null ? { rope_theta: theta } : {}),
+    ...(kind === 'default' ? {} : { rope_scaling: { rope_type: kind, ...rest } }),
+  };
 }
 
 export function parseHfConfig(raw: Record<string, unknown>, file: string): LlamaConfig {
@@ -156,8 +186,10 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Llama
   if (unsupported.length > 0) throw new Error(`${file}: unsupported settings: ${unsupported.join('; ')}`);
   // Foreign configs carry many fields we don't model (bos_token_id, torch_dtype, …): keep only ours.
   const known = new Set(Object.keys(llamaConfigSchema.shape));
-  const fields = Object.fromEntries(Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null));
-  const parsed = llamaConfigSchema.safeParse(fields);
+  const fields = Object.fromEntries(
+    Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null && k !== 'rope_theta' && k !== 'rope_scaling'),
+  );
+  const parsed = llamaConfigSchema.safeParse({ ...fields, ...ropeSettings(raw, file) });
   if (!parsed.success) {
     throw new Error(
       `${file}: invalid config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
@@ -175,7 +207,7 @@ function configDifferences(a: LlamaConfig, b: LlamaConfig): string[] {
         ? 'llama'
         : c[k];
   return [...keys]
-    .filter((k) => norm(a, k) !== norm(b, k))
+    .filter((k) => JSON.stringify(norm(a, k)) !== JSON.stringify(norm(b, k)))
     .map((k) => `${k}: expected ${JSON.stringify(norm(a, k))} got ${JSON.stringify(norm(b, k))}`);
 }
 

@@ -1,6 +1,7 @@
 // One typed model config (Hugging Face LlamaConfig field names, so config.json round-trips with other
 // tools) with defaults and named presets.
 import { z } from 'zod';
+import { ropeScalingSchema } from './rope';
 
 /**
  * The Llama fields the engine implements, by their HF names, without defaults: the run config reuses
@@ -28,15 +29,19 @@ export const llamaConfigSchema = z
     rope_theta: llamaConfigFields.rope_theta.default(10000),
     tie_word_embeddings: llamaConfigFields.tie_word_embeddings.default(false),
     max_position_embeddings: llamaConfigFields.max_position_embeddings.default(2048),
+    /** The attention head size when it is not hidden_size / num_attention_heads (transformers' `head_dim`). */
+    head_dim: z.number().int().positive().optional(),
+    /** RoPE beyond the plain kind (config.json `rope_scaling`, or `rope_parameters` since transformers 5). */
+    rope_scaling: ropeScalingSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     const kv = c.num_key_value_heads ?? c.num_attention_heads;
-    if (c.hidden_size % c.num_attention_heads !== 0)
+    if (c.head_dim === undefined && c.hidden_size % c.num_attention_heads !== 0)
       ctx.addIssue({
         code: 'custom',
         path: ['hidden_size'],
-        message: 'hidden_size must be divisible by num_attention_heads',
+        message: 'hidden_size must be divisible by num_attention_heads (or head_dim given)',
       });
     if (c.num_attention_heads % kv !== 0)
       ctx.addIssue({
@@ -44,10 +49,10 @@ export const llamaConfigSchema = z
         path: ['num_key_value_heads'],
         message: 'num_attention_heads must be divisible by num_key_value_heads',
       });
-    if ((c.hidden_size / c.num_attention_heads) % 2 !== 0)
+    if ((c.head_dim ?? c.hidden_size / c.num_attention_heads) % 2 !== 0)
       ctx.addIssue({
         code: 'custom',
-        path: ['hidden_size'],
+        path: [c.head_dim === undefined ? 'hidden_size' : 'head_dim'],
         message: 'head dimension must be even for rotary embeddings',
       });
   });
@@ -58,7 +63,7 @@ export type LlamaConfig = z.infer<typeof llamaConfigSchema>;
 export function dims(c: LlamaConfig) {
   const H = c.num_attention_heads;
   const Hkv = c.num_key_value_heads ?? H;
-  const D = c.hidden_size / H;
+  const D = c.head_dim ?? c.hidden_size / H;
   return { C: c.hidden_size, I: c.intermediate_size, L: c.num_hidden_layers, H, Hkv, D, G: H / Hkv, V: c.vocab_size };
 }
 

@@ -4,6 +4,7 @@
 // grouped query heads share K/V through MatMul broadcasting instead of materialised copies.
 import { type LlamaConfig, dims } from './config';
 import { type Dim, type FloatType, Graph, type Value } from './graph';
+import { ropeFrequencies } from './rope';
 
 export function parameterNames(config: LlamaConfig): string[] {
   const names = ['model.embed_tokens.weight'];
@@ -335,7 +336,10 @@ export function targetLogps(g: Graph, logits: Value, targets: Value): Value {
   return targets.shape.length === 2 ? g.reshape(picked, [targets.shape[0] as number, -1]) : g.reshape(picked, [-1]);
 }
 
-/** Rotary tables for explicit position ids: cos and sin, each [B, T, 1, D] (float64 math, HF layout). */
+/**
+ * Rotary tables for explicit position ids: cos and sin, each [B, T, 1, D] (float64 math, HF layout), for
+ * the config's RoPE kind (rope.ts); YaRN's attention factor is folded into both.
+ */
 export function rotaryTables(config: LlamaConfig, positions: number[][], T: number, floatType: FloatType = 'float32') {
   const { D } = dims(config);
   const B = positions.length;
@@ -343,7 +347,9 @@ export function rotaryTables(config: LlamaConfig, positions: number[][], T: numb
   const cos = new Arr(B * T * D);
   const sin = new Arr(B * T * D);
   const half = D / 2;
-  const invFreq = Array.from({ length: half }, (_, j) => 1 / Math.pow(config.rope_theta, (2 * j) / D));
+  let seqLen = 1; // the longest sequence of the call: max position + 1
+  for (const row of positions) for (let t = 0; t < T; t++) seqLen = Math.max(seqLen, (row[t] ?? 0) + 1);
+  const { invFreq, attentionFactor } = ropeFrequencies(config, D, seqLen);
   for (let b = 0; b < B; b++) {
     const row = positions[b]!;
     for (let t = 0; t < T; t++) {
@@ -351,8 +357,8 @@ export function rotaryTables(config: LlamaConfig, positions: number[][], T: numb
       const o = (b * T + t) * D;
       for (let j = 0; j < half; j++) {
         const a = pos * invFreq[j]!;
-        const c = Math.cos(a);
-        const s = Math.sin(a);
+        const c = Math.cos(a) * attentionFactor;
+        const s = Math.sin(a) * attentionFactor;
         cos[o + j] = c;
         cos[o + j + half] = c;
         sin[o + j] = s;

@@ -178,9 +178,52 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     );
     expect((await loadCheckpoint(dir)).config).toEqual(config);
     await writeFile(path, JSON.stringify({ ...json, rope_scaling: { rope_type: 'llama3', factor: 8 } }));
-    await expect(loadCheckpoint(dir)).rejects.toThrow(`${path}: unsupported settings: rope_scaling`);
+    await expect(loadCheckpoint(dir)).rejects.toThrow(
+      `${path}: invalid config: rope_scaling.low_freq_factor: Invalid input: expected number`,
+    );
     await writeFile(path, JSON.stringify({ ...json, hidden_size: 'big' }));
     await expect(loadCheckpoint(dir)).rejects.toThrow(`${path}: invalid config: hidden_size:`);
+  });
+
+  // Catches: transformers 5's `rope_parameters` ignored (theta falling back to 10000), a rope type or a
+  // setting the engine does not implement being dropped instead of refused.
+  it('reads RoPE from both config.json layouts and refuses what it does not implement, naming it', async () => {
+    await saveCheckpoint(dir, { config, weights: initWeights(config, 6) });
+    const path = join(dir, 'config.json');
+    const { rope_theta: _t, rope_scaling: _s, ...json } = JSON.parse(await readFile(path, 'utf8'));
+    const load = async (extra: Record<string, unknown>) => {
+      await writeFile(path, JSON.stringify({ ...json, ...extra }));
+      return (await loadCheckpoint(dir)).config;
+    };
+    const llama3 = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    expect(await load({ rope_parameters: { rope_theta: 500000, rope_type: 'default' } })).toMatchObject({
+      rope_theta: 500000,
+    });
+    expect(
+      (await load({ rope_parameters: { rope_theta: 500000, rope_type: 'default' } })).rope_scaling,
+    ).toBeUndefined();
+    expect(await load({ rope_parameters: { rope_theta: 500000, rope_type: 'llama3', ...llama3 } })).toMatchObject({
+      rope_theta: 500000,
+      rope_scaling: { rope_type: 'llama3', ...llama3 },
+    });
+    // 4.x layout, with the older `type` key.
+    expect(await load({ rope_theta: 250000, rope_scaling: { type: 'linear', factor: 2 } })).toMatchObject({
+      rope_theta: 250000,
+      rope_scaling: { rope_type: 'linear', factor: 2 },
+    });
+    // head_dim takes effect: twice the default head size doubles the projections this checkpoint lacks.
+    expect(await load({ head_dim: 8 })).toMatchObject({ head_dim: 8 });
+    await expect(load({ head_dim: 16 })).rejects.toThrow('self_attn.q_proj.weight: expected [64, 32] got [32, 32]');
+    await expect(load({ rope_parameters: { rope_theta: 1e4, rope_type: 'longrope' } })).rejects.toThrow(
+      `${path}: unsupported settings: rope type "longrope" (supported: default, linear, dynamic, llama3, yarn)`,
+    );
+    await expect(load({ rope_scaling: { rope_type: 'linear', factor: 2, extra_knob: 1 } })).rejects.toThrow(
+      `${path}: invalid config: rope_scaling: Unrecognized key: "extra_knob"`,
+    );
+    await expect(load({ partial_rotary_factor: 0.5 })).rejects.toThrow('partial_rotary_factor 0.5');
+    await expect(load({ pretraining_tp: 2 })).rejects.toThrow('pretraining_tp 2 (only 1)');
+    await expect(load({ hidden_act: 'gelu' })).rejects.toThrow('hidden_act "gelu" (only silu)');
+    await expect(load({ model_type: 'gpt2' })).rejects.toThrow('model_type "gpt2" (supported: llama)');
   });
 
   it('accepts an lm_head.weight that some exporters write for a tied model, and drops it', async () => {
