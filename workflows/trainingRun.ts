@@ -234,6 +234,20 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       progress.evalBefore = progress.evalLatest = evalBefore;
     }
 
+    /** Whether iteration i ends with an evaluation (the final one is run after the loop). */
+    const evalDue = (i: number) => plan.evalEvery > 0 && i % plan.evalEvery === 0 && i < plan.iterations;
+    const evaluateAt = async (s: RunState): Promise<RunState> => {
+      const result = await single('evaluate', s.iteration, () =>
+        trainActs.evaluate({ runId, iteration: s.iteration, dataset: s.dataset, checkpoint: s.checkpoint }),
+      );
+      progress.evalLatest = result;
+      return { ...s, evalLatest: result };
+    };
+    // A run stopped between an iteration's update and its evaluation resumes from that update: evaluate it
+    // first, or the resumed run would lack an evaluation the uninterrupted run has.
+    if (input.resume && evalDue(state.iteration) && state.evalLatest?.iteration !== state.iteration)
+      state = await evaluateAt(state);
+
     let sinceContinue = 0;
     while (state.iteration < plan.iterations) {
       const s: RunState = state;
@@ -276,15 +290,7 @@ export async function trainingRun(input: TrainingRunInput): Promise<TrainingRunR
       progress.ema = state.ema;
       await db.setRunStatus(runId, { status: 'running', currentIteration: i });
 
-      if (plan.evalEvery > 0 && i % plan.evalEvery === 0 && i < plan.iterations) {
-        const cp = state.checkpoint;
-        const ds = state.dataset;
-        const result = await single('evaluate', i, () =>
-          trainActs.evaluate({ runId, iteration: i, dataset: ds, checkpoint: cp }),
-        );
-        state = { ...state, evalLatest: result };
-        progress.evalLatest = result;
-      }
+      if (evalDue(i)) state = await evaluateAt(state);
 
       sinceContinue++;
       if (

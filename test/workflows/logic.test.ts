@@ -292,6 +292,20 @@ test('resume continues from the state the recorded stages give; cancel of a clos
   expect(s.inputs('reward').map((r) => [r.iteration, r.ema])).toEqual([[3, 7]]);
   expect(s.inputs('rollout').map((r) => r.dataPosition)).toEqual([8, 8]);
 
+  // Stopped between iteration 2's update and its evaluation: the resumed run evaluates iteration 2 first.
+  const e = standIns({ recorded: { ...recorded, evalLatest: evalResult(0) } });
+  await withWorker(e.activities, async (q) =>
+    (await start(q, { plan: plan(q, { evalEvery: 1 }), resume: true })).result(),
+  );
+  expect(e.inputs('evaluate').map((x) => x.iteration)).toEqual([2, 3]);
+  expect(e.calls.findIndex((x) => x.name === 'evaluate')).toBeLessThan(e.calls.findIndex((x) => x.name === 'rollout'));
+  // Its evaluation recorded: not run again.
+  const f = standIns({ recorded: { ...recorded, evalLatest: evalResult(2) } });
+  await withWorker(f.activities, async (q) =>
+    (await start(q, { plan: plan(q, { evalEvery: 1 }), resume: true })).result(),
+  );
+  expect(f.inputs('evaluate').map((x) => x.iteration)).toEqual([3]);
+
   const c = standIns();
   const cancelled = await withWorker(c.activities, async (q) =>
     (await start(q, { plan: plan(q), cancel: true })).result(),
