@@ -11,7 +11,7 @@ import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic, type WrittenFile } from '../util/files';
 import { jsonProblem } from '../util/json';
-import { llamaConfigSchema, type LlamaConfig } from './config';
+import { MODEL_TYPES, llamaConfigSchema, type LlamaConfig, type ModelType } from './config';
 import { ROPE_TYPES } from './rope';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
@@ -46,16 +46,27 @@ function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix =
   return out;
 }
 
+/** The transformers class of each family (config.json `architectures`). */
+export const ARCHITECTURES: Record<ModelType, string> = {
+  llama: 'LlamaForCausalLM',
+  mistral: 'MistralForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+};
+
 /** The HF config.json for `config`: its own fields plus what transformers needs to pick the class. */
 export function hfConfigJson(config: LlamaConfig): Record<string, unknown> {
+  const family = config.model_type ?? 'llama';
   return {
-    architectures: ['LlamaForCausalLM'],
+    architectures: [ARCHITECTURES[family]],
     ...config,
-    model_type: 'llama',
+    model_type: family,
     num_key_value_heads: config.num_key_value_heads ?? config.num_attention_heads,
     hidden_act: 'silu',
-    attention_bias: false,
+    ...(family === 'qwen2' ? {} : { attention_bias: false }),
     mlp_bias: false,
+    sliding_window: config.sliding_window ?? null,
+    ...(family.startsWith('qwen') ? { use_sliding_window: config.sliding_window !== undefined } : {}),
     // The transformers 4.x layout, which 5.x reads as well.
     rope_scaling: config.rope_scaling ?? null,
     torch_dtype: 'float32',
@@ -144,10 +155,20 @@ function unsupportedHfSettings(raw: Record<string, unknown>): string[] {
   const out: string[] = [];
   if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu')
     out.push(`hidden_act "${String(raw.hidden_act)}" (only silu)`);
-  if (raw.attention_bias === true) out.push('attention_bias true (projections have no bias)');
-  if (raw.mlp_bias === true) out.push('mlp_bias true (projections have no bias)');
-  if (raw.model_type !== undefined && raw.model_type !== 'llama')
-    out.push(`model_type "${String(raw.model_type)}" (supported: llama)`);
+  const family = raw.model_type ?? 'llama';
+  if (!(MODEL_TYPES as readonly unknown[]).includes(family))
+    out.push(`model_type ${JSON.stringify(family)} (supported: ${MODEL_TYPES.join(', ')})`);
+  const architectures = raw.architectures;
+  if (Array.isArray(architectures)) {
+    const known = new Set<unknown>(Object.values(ARCHITECTURES));
+    const other = architectures.filter((a) => !known.has(a));
+    if (other.length) out.push(`architectures ${JSON.stringify(other)} (supported: ${[...known].join(', ')})`);
+  }
+  if (raw.attention_bias === true && family !== 'qwen2')
+    out.push('attention_bias true (only Qwen2 has projection biases: on q, k and v)');
+  if (raw.mlp_bias === true) out.push('mlp_bias true (MLP projections have no bias)');
+  if (Array.isArray(raw.layer_types) && raw.layer_types.some((t) => t !== 'full_attention'))
+    out.push(`layer_types ${JSON.stringify([...new Set(raw.layer_types)])} (full attention only)`);
   const tp = raw.pretraining_tp;
   if (tp !== undefined && tp !== null && tp !== 1) out.push(`pretraining_tp ${JSON.stringify(tp)} (only 1)`);
   const partial = raw.partial_rotary_factor;
@@ -186,10 +207,14 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Llama
   if (unsupported.length > 0) throw new Error(`${file}: unsupported settings: ${unsupported.join('; ')}`);
   // Foreign configs carry many fields we don't model (bos_token_id, torch_dtype, …): keep only ours.
   const known = new Set(Object.keys(llamaConfigSchema.shape));
+  const special = new Set(['rope_theta', 'rope_scaling', 'sliding_window']);
   const fields = Object.fromEntries(
-    Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null && k !== 'rope_theta' && k !== 'rope_scaling'),
+    Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null && !special.has(k)),
   );
-  const parsed = llamaConfigSchema.safeParse({ ...fields, ...ropeSettings(raw, file) });
+  // Qwen configs carry a sliding_window that applies only with use_sliding_window; Mistral's always does.
+  const windowed = raw.model_type === 'mistral' || raw.use_sliding_window === true;
+  const window = windowed && raw.sliding_window !== null ? { sliding_window: raw.sliding_window } : {};
+  const parsed = llamaConfigSchema.safeParse({ ...fields, ...ropeSettings(raw, file), ...window });
   if (!parsed.success) {
     throw new Error(
       `${file}: invalid config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
@@ -204,7 +229,7 @@ function configDifferences(a: LlamaConfig, b: LlamaConfig): string[] {
     k === 'num_key_value_heads'
       ? (c.num_key_value_heads ?? c.num_attention_heads)
       : k === 'model_type'
-        ? 'llama'
+        ? (c.model_type ?? 'llama')
         : c[k];
   return [...keys]
     .filter((k) => JSON.stringify(norm(a, k)) !== JSON.stringify(norm(b, k)))

@@ -20,9 +20,17 @@ export const llamaConfigFields = {
   max_position_embeddings: z.number().int().positive(),
 };
 
+/**
+ * The model families the engine computes, by config.json `model_type`: Llama; Mistral (Llama's layers;
+ * its sliding window is refused once a sequence outgrows it, see rope.ts); Qwen2 (biases on the q/k/v
+ * projections); Qwen3 (per-head RMSNorm of queries and keys, usually an explicit head_dim).
+ */
+export const MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'] as const;
+export type ModelType = (typeof MODEL_TYPES)[number];
+
 export const llamaConfigSchema = z
   .object({
-    model_type: z.literal('llama').optional(),
+    model_type: z.enum(MODEL_TYPES).optional(),
     ...llamaConfigFields,
     num_key_value_heads: llamaConfigFields.num_key_value_heads.optional(),
     rms_norm_eps: llamaConfigFields.rms_norm_eps.default(1e-5),
@@ -33,6 +41,8 @@ export const llamaConfigSchema = z
     head_dim: z.number().int().positive().optional(),
     /** RoPE beyond the plain kind (config.json `rope_scaling`, or `rope_parameters` since transformers 5). */
     rope_scaling: ropeScalingSchema.optional(),
+    /** Mistral: attention looks back at most this many positions (null or absent: no window). */
+    sliding_window: z.number().int().positive().optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -58,6 +68,11 @@ export const llamaConfigSchema = z
   });
 
 export type LlamaConfig = z.infer<typeof llamaConfigSchema>;
+
+/** What a family adds to Llama's layers: biases on q/k/v (Qwen2), RMSNorm of q and k per head (Qwen3). */
+export function familyTraits(c: LlamaConfig): { qkvBias: boolean; qkNorm: boolean } {
+  return { qkvBias: c.model_type === 'qwen2', qkNorm: c.model_type === 'qwen3' };
+}
 
 /** Derived sizes used throughout the graph builders. */
 export function dims(c: LlamaConfig) {

@@ -2,11 +2,12 @@
 // GEMM against the HF-layout weight with transB (no weight transposes). q/k/v and gate/up stay separate
 // GEMMs: fusing them needs a strided Split of the output, which costs ORT more than it saves. Attention runs in a [B, Hkv, G, T, D] layout so that
 // grouped query heads share K/V through MatMul broadcasting instead of materialised copies.
-import { type LlamaConfig, dims } from './config';
+import { type LlamaConfig, dims, familyTraits } from './config';
 import { type Dim, type FloatType, Graph, type Value } from './graph';
 import { ropeFrequencies } from './rope';
 
 export function parameterNames(config: LlamaConfig): string[] {
+  const { qkvBias, qkNorm } = familyTraits(config);
   const names = ['model.embed_tokens.weight'];
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const p = `model.layers.${l}`;
@@ -15,6 +16,8 @@ export function parameterNames(config: LlamaConfig): string[] {
       `${p}.self_attn.q_proj.weight`,
       `${p}.self_attn.k_proj.weight`,
       `${p}.self_attn.v_proj.weight`,
+      ...(qkvBias ? ['q', 'k', 'v'].map((x) => `${p}.self_attn.${x}_proj.bias`) : []),
+      ...(qkNorm ? [`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`] : []),
       `${p}.self_attn.o_proj.weight`,
       `${p}.post_attention_layernorm.weight`,
       `${p}.mlp.gate_proj.weight`,
@@ -36,17 +39,21 @@ export function parameterShapes(config: LlamaConfig): Map<string, number[]> {
     const shape =
       name === 'model.embed_tokens.weight' || name === 'lm_head.weight'
         ? [V, C]
-        : leaf.endsWith('norm')
-          ? [C]
-          : leaf === 'q_proj'
-            ? [H * D, C]
-            : leaf === 'k_proj' || leaf === 'v_proj'
-              ? [Hkv * D, C]
-              : leaf === 'o_proj'
-                ? [C, H * D]
-                : leaf === 'gate_proj' || leaf === 'up_proj'
-                  ? [I, C]
-                  : [C, I]; // down_proj
+        : leaf === 'q_norm' || leaf === 'k_norm'
+          ? [D]
+          : name.endsWith('.bias')
+            ? [(leaf === 'q_proj' ? H : Hkv) * D]
+            : leaf.endsWith('norm')
+              ? [C]
+              : leaf === 'q_proj'
+                ? [H * D, C]
+                : leaf === 'k_proj' || leaf === 'v_proj'
+                  ? [Hkv * D, C]
+                  : leaf === 'o_proj'
+                    ? [C, H * D]
+                    : leaf === 'gate_proj' || leaf === 'up_proj'
+                      ? [I, C]
+                      : [C, I]; // down_proj
     shapes.set(name, shape);
   }
   return shapes;
@@ -167,6 +174,17 @@ function decoder(
     return v;
   };
   const eps = config.rms_norm_eps;
+  const { qkvBias, qkNorm } = familyTraits(config);
+  /** A q/k/v projection as the family computes it: GEMM, then its bias (Qwen2), then RMSNorm per head (Qwen3). */
+  const project = (attn: string, name: 'q_proj' | 'k_proj' | 'v_proj', from: Value): Value => {
+    let y = g.gemm(from, w(`${attn}.${name}.weight`), { transB: true }); // [N, heads·D]
+    if (qkvBias) y = g.add(y, w(`${attn}.${name}.bias`));
+    if (qkNorm && name !== 'v_proj') {
+      const norm = w(`${attn}.${name === 'q_proj' ? 'q_norm' : 'k_norm'}.weight`);
+      y = g.reshape(rmsNorm(g, g.reshape(y, [-1, D]), norm, eps), [-1, y.shape[1]!]);
+    }
+    return y;
+  };
   const scale = g.scalar(1 / Math.sqrt(D));
   const cosQ = g.mul(inp.cos, scale); // [B, T, 1, D]: folding 1/sqrt(D) into q's rotation is free
   const sinQ = g.mul(inp.sin, scale);
@@ -183,7 +201,7 @@ function decoder(
     const p = `model.layers.${l}`;
     const trim = rowIdx !== undefined && l === L - 1;
     const h = rmsNorm(g, x, w(`${p}.input_layernorm.weight`), eps); // [N, C]
-    const proj = (name: string, from = h) => g.gemm(from, w(`${p}.self_attn.${name}.weight`), { transB: true }); // [N, out]
+    const proj = (name: 'q_proj' | 'k_proj' | 'v_proj', from = h) => project(`${p}.self_attn`, name, from); // [N, out]
     const k = rope(g, proj('k_proj'), inp.cos, inp.sin, R, B, Hkv, D); // [B, T, Hkv, D]
     const v = g.reshape(proj('v_proj'), [B, -1, Hkv, D]); // [B, T, Hkv, D]
     const keys = g.transpose(k, [0, 2, 1, 3]); // [B, Hkv, T, D]
@@ -202,7 +220,7 @@ function decoder(
         cosQ,
         sinQ,
         R,
-        wq: w(`${p}.self_attn.q_proj.weight`),
+        projectQ: (from) => proj('q_proj', from),
         wo: w(`${p}.self_attn.o_proj.weight`),
       });
       x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
@@ -282,14 +300,15 @@ interface TreeLayer {
   cosQ: Value;
   sinQ: Value;
   R: Value;
-  wq: Value;
+  /** The layer's query projection ([rows, C] → [rows, H·D]), with the family's bias and norm. */
+  projectQ: (from: Value) => Value;
   wo: Value;
 }
 
 function treeAttention(
   g: Graph,
   config: LlamaConfig,
-  { inp, tree, x, h, keys, values, last, cosQ, sinQ, R, wq, wo }: TreeLayer,
+  { inp, tree, x, h, keys, values, last, cosQ, sinQ, R, projectQ, wo }: TreeLayer,
 ): Value {
   const { H, Hkv, D, G } = dims(config);
   const C = config.hidden_size;
@@ -313,11 +332,11 @@ function treeAttention(
   const gemmT = (a: Value, b: Value) => g.gemm(a, b, { transB: true });
   if (last) {
     const copyRows = (t: Value) => g.reshape(split(g.reshape(t, [B, -1, C]), 1)[1], [-1, C]); // [B·T, C] → [B·S, C]
-    const q = rope(g, gemmT(copyRows(h), wq), split(cosQ, 1)[1], split(sinQ, 1)[1], R, B, H, D); // [B, S, H, D]
+    const q = rope(g, projectQ(copyRows(h)), split(cosQ, 1)[1], split(sinQ, 1)[1], R, B, H, D); // [B, S, H, D]
     const ctx = attend(heads(q), keys, values, tree.copyBias);
     return g.add(copyRows(x), gemmT(merge(ctx), wo)); // [B·S, C]
   }
-  const q = rope(g, gemmT(h, wq), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
+  const q = rope(g, projectQ(h), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
   const [qC, qS] = split(heads(q), grouped ? 3 : 2);
   const ctxC = attend(qC, split(keys, 2)[0], split(values, 2)[0], inp.bias); // [B, Hkv, (G,) N, D]
   const ctxS = attend(qS, keys, values, tree.copyBias); // [B, Hkv, (G,) S, D]
@@ -349,6 +368,10 @@ export function rotaryTables(config: LlamaConfig, positions: number[][], T: numb
   const half = D / 2;
   let seqLen = 1; // the longest sequence of the call: max position + 1
   for (const row of positions) for (let t = 0; t < T; t++) seqLen = Math.max(seqLen, (row[t] ?? 0) + 1);
+  if (config.sliding_window !== undefined && seqLen > config.sliding_window)
+    throw new Error(
+      `sliding_window ${config.sliding_window} is shorter than this call's ${seqLen} positions: sliding-window attention is not implemented (keep prompt + generation within ${config.sliding_window} tokens)`,
+    );
   const { invFreq, attentionFactor } = ropeFrequencies(config, D, seqLen);
   for (let b = 0; b < B; b++) {
     const row = positions[b]!;

@@ -5,7 +5,7 @@ import type { Feeds } from './ort';
 
 export type Weights = Map<string, Float32Array>;
 
-/** Deterministic init from a seed (splitmix32 + Box–Muller): N(0, 0.02²) matrices, unit norm gains. */
+/** Deterministic init from a seed (splitmix32 + Box–Muller): N(0, 0.02²) matrices, unit norm gains, zero biases. */
 export function initWeights(config: LlamaConfig, seed: number): Weights {
   let state = seed >>> 0;
   const next = () => {
@@ -19,7 +19,9 @@ export function initWeights(config: LlamaConfig, seed: number): Weights {
   for (const [name, shape] of parameterShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const w = new Float32Array(n);
-    if (shape.length === 1) w.fill(1);
+    if (name.endsWith('.bias')) w.fill(0);
+    else if (shape.length === 1)
+      w.fill(1); // norm gains
     else
       for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
     weights.set(name, w);

@@ -223,7 +223,9 @@ describe('saveCheckpoint / loadCheckpoint', () => {
     await expect(load({ partial_rotary_factor: 0.5 })).rejects.toThrow('partial_rotary_factor 0.5');
     await expect(load({ pretraining_tp: 2 })).rejects.toThrow('pretraining_tp 2 (only 1)');
     await expect(load({ hidden_act: 'gelu' })).rejects.toThrow('hidden_act "gelu" (only silu)');
-    await expect(load({ model_type: 'gpt2' })).rejects.toThrow('model_type "gpt2" (supported: llama)');
+    await expect(load({ model_type: 'gpt2' })).rejects.toThrow(
+      'model_type "gpt2" (supported: llama, mistral, qwen2, qwen3)',
+    );
   });
 
   it('accepts an lm_head.weight that some exporters write for a tied model, and drops it', async () => {
