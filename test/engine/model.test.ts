@@ -82,22 +82,39 @@ describe('log-prob graphs', () => {
     });
   });
 
-  test('tree-masked checkpoint scoring equals one forward per prefix', async () => {
-    const items = [
-      { context: tok(14), checkpoints: [3, 7, 14, 10], target: tok(5) },
-      { context: tok(6), checkpoints: [1, 6], target: tok(1) },
-    ];
-    const got = await model.scoreCheckpoints(items);
-    for (const [k, item] of items.entries()) {
-      const separate = await model.tokenLogps(
-        item.checkpoints.map((c) => ({ tokens: [...item.context.slice(0, c), ...item.target], start: c })),
-      );
-      const want = separate.map((lp) => lp.reduce((a, b) => a + b, 0) / lp.length);
-      expect(got[k]).toHaveLength(item.checkpoints.length);
-      expect(maxAbsDiff(got[k]!, want)).toBeLessThanOrEqual(1e-4);
-    }
-    expect(new Set(got[0]!.map((x) => x.toFixed(4))).size).toBeGreaterThan(1); // prefixes actually matter
-  });
+  // The families' projections (Qwen2 biases, Qwen3 q/k norms with a wider head) go through the tree graph too.
+  test.each([
+    ['llama', model],
+    [
+      'qwen2',
+      new LlamaModel({ ...config, model_type: 'qwen2' }, randomWeights({ ...config, model_type: 'qwen2' }, 11)),
+    ],
+    [
+      'qwen3, head_dim 16',
+      new LlamaModel(
+        { ...config, model_type: 'qwen3', head_dim: 16 },
+        randomWeights({ ...config, model_type: 'qwen3', head_dim: 16 }, 11),
+      ),
+    ],
+  ] as [string, LlamaModel][])(
+    'tree-masked checkpoint scoring equals one forward per prefix (%s)',
+    async (_, model) => {
+      const items = [
+        { context: tok(14), checkpoints: [3, 7, 14, 10], target: tok(5) },
+        { context: tok(6), checkpoints: [1, 6], target: tok(1) },
+      ];
+      const got = await model.scoreCheckpoints(items);
+      for (const [k, item] of items.entries()) {
+        const separate = await model.tokenLogps(
+          item.checkpoints.map((c) => ({ tokens: [...item.context.slice(0, c), ...item.target], start: c })),
+        );
+        const want = separate.map((lp) => lp.reduce((a, b) => a + b, 0) / lp.length);
+        expect(got[k]).toHaveLength(item.checkpoints.length);
+        expect(maxAbsDiff(got[k]!, want)).toBeLessThanOrEqual(1e-4);
+      }
+      expect(new Set(got[0]!.map((x) => x.toFixed(4))).size).toBeGreaterThan(1); // prefixes actually matter
+    },
+  );
 
   test('rejects checkpoints outside the context', async () => {
     await expect(model.scoreCheckpoints([{ context: [1, 2], checkpoints: [3], target: [1] }])).rejects.toThrow(

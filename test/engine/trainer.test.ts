@@ -121,6 +121,9 @@ describe('whole-model gradient check (float64 finite differences)', () => {
   test.each([
     ['sft, untied', small],
     ['sft, tied, MHA', { ...small, tie_word_embeddings: true, num_key_value_heads: 4 }],
+    // The families' extra parameters train too: q/k/v biases, per-head q/k norms with a wider head_dim.
+    ['sft, qwen2', { ...small, model_type: 'qwen2' }],
+    ['sft, qwen3, head_dim 8', { ...small, model_type: 'qwen3', head_dim: 8 }],
   ] as [string, LlamaConfig][])('%s', async (_, config) => {
     const r = rng(13);
     const rows = [randTokens(r, 7, config.vocab_size), randTokens(r, 5, config.vocab_size)];
