@@ -41,7 +41,10 @@ const model = z
       .enum(Object.keys(modelPresets) as [keyof typeof modelPresets, ...(keyof typeof modelPresets)[]])
       .default('demo'),
     config: llamaOverrides.optional(),
-    /** Directory with `config.json` + `model.safetensors` (HF layout); absent → fresh initialisation. */
+    /**
+     * An HF checkpoint directory (`config.json` + `model.safetensors` or shards) to start from: its
+     * config.json decides the architecture (`preset` and `config` are then not used); absent → fresh init.
+     */
     checkpoint: path.optional(),
     /** `'byte'`: the built-in byte-level tokenizer; anything else is a path to a HF `tokenizer.json`. */
     tokenizer: path.default('byte'),
@@ -182,6 +185,15 @@ export const runConfigSchema = z
         path: ['coldStart', 'synthesize'],
         message:
           'needs a trained teacher: set coldStart.teacher.checkpoint (or model.checkpoint, whose model then writes the traces); a freshly initialised model would write random text',
+      });
+    }
+    // A checkpoint brings its architecture (config.json): overrides could only contradict its weights.
+    if (c.model.checkpoint && c.model.config) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'config'],
+        message:
+          "a run that starts from model.checkpoint takes its architecture from the checkpoint's config.json: remove model.config",
       });
     }
     // The preset with its overrides must be a model the engine can build (heads divide the width, …):

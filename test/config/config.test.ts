@@ -104,9 +104,9 @@ describe('run config', () => {
     const text = [
       'name: full',
       'seed: 1234',
-      'model: { preset: tiny, config: { hidden_size: 64, num_hidden_layers: 2 }, checkpoint: ckpt/, tokenizer: byte }',
+      'model: { preset: tiny, config: { hidden_size: 64, num_hidden_layers: 2 }, tokenizer: byte }',
       'data: { source: data/rows.jsonl, synthetic: { writing: 8, math: 8, seed: 1 }, evalFraction: 0.25, maxPromptTokens: 128 }',
-      'coldStart: { enabled: true, synthesize: true, teacher: { topK: 0, candidates: 2 }, steps: 10, batchSize: 4, lr: 0.001, warmupSteps: 2, weightDecay: 0.01 }',
+      'coldStart: { enabled: true, synthesize: true, teacher: { checkpoint: teacher/, topK: 0, candidates: 2 }, steps: 10, batchSize: 4, lr: 0.001, warmupSteps: 2, weightDecay: 0.01 }',
       'grpo: { iterations: 2, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 4, epochs: 1, lr: 0.0001, warmupSteps: 0,',
       '  klCoef: 0.001, clip: 0.2, clipLow: 0.2, clipHigh: 0.28, dualClip: 3, aggregation: seq-mean-token-mean,',
       '  temperature: 1.0, topP: 1.0, topK: 0, maxNewTokens: 32 }',
@@ -118,6 +118,20 @@ describe('run config', () => {
     expect(c.grpo.aggregation).toBe('seq-mean-token-mean');
     expect(c.coldStart.teacher.candidates).toBe(2);
     expect(c.reward.keywordMatch).toBe('substring');
+  });
+
+  // Catches: overrides silently contradicting the weights of the checkpoint a run starts from.
+  it("takes a checkpoint run's architecture from the checkpoint: model.config beside it is refused", () => {
+    expect(
+      parseRunConfig('name: c\nmodel: { checkpoint: ckpt/, tokenizer: ckpt/tokenizer.json }\n', 'c.yaml').model,
+    ).toMatchObject({
+      checkpoint: 'ckpt/',
+    });
+    expect(
+      errorOf(() => parseRunConfig('name: c\nmodel: { checkpoint: ckpt/, config: { hidden_size: 64 } }\n', 'c.yaml')),
+    ).toBe(
+      "c.yaml:2: model.config: a run that starts from model.checkpoint takes its architecture from the checkpoint's config.json: remove model.config",
+    );
   });
 
   it('names file, line and key path for an unknown key', () => {
