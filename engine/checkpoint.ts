@@ -1,8 +1,10 @@
 /**
- * Checkpoints as a Hugging Face Llama directory, so other tools load our weights and we load theirs:
- *   model.safetensors      weights under HF parameter names
- *   optimizer.safetensors  AdamW moments as `m.<name>` / `v.<name>`, step in the metadata
- *   config.json            LlamaConfig fields + architectures / model_type
+ * Checkpoints as a Hugging Face model directory, so other tools load our weights and we load theirs:
+ *   model.safetensors      weights under HF parameter names (the base weights only, under LoRA)
+ *   adapter_config.json,   a model with a LoRA adapter: the adapter as PEFT writes it, so the directory is
+ *   adapter_model.safetensors  both an HF checkpoint of the base and a PEFT adapter on it (lora.ts)
+ *   optimizer.safetensors  AdamW moments of the trained parameters as `m.<name>` / `v.<name>`, step in the metadata
+ *   config.json            the family's config fields + architectures / model_type
  *   trainer_state.json     whatever else decides future results (EMA baseline, data position, …)
  * Each file is written to a temporary name, fsynced and renamed, so a crash leaves either the old or
  * the new file, never a torn one.
@@ -13,6 +15,8 @@ import { writeFileAtomic, type WrittenFile } from '../util/files';
 import { jsonProblem } from '../util/json';
 import { MODEL_TYPES, llamaConfigSchema, type LlamaConfig, type ModelType } from './config';
 import { ROPE_TYPES } from './rope';
+import { trainableShapes } from './llama';
+import { isAdapterName, loadPeftAdapter, savePeftAdapter, type LoraSpec } from './lora';
 import { parameterShapes, type Weights } from './model';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
 import type { OptimizerState } from './trainer';
@@ -28,6 +32,9 @@ export interface Checkpoint {
   optimizer?: OptimizerState;
   extra?: Record<string, unknown>;
 }
+
+/** A PEFT adapter's files (lora.ts), beside the base weights of a LoRA model's checkpoint. */
+export const ADAPTER_FILES = { config: 'adapter_config.json', weights: 'adapter_model.safetensors' } as const;
 
 export const CHECKPOINT_FILES = {
   model: 'model.safetensors',
@@ -57,9 +64,10 @@ export const ARCHITECTURES: Record<ModelType, string> = {
 /** The HF config.json for `config`: its own fields plus what transformers needs to pick the class. */
 export function hfConfigJson(config: LlamaConfig): Record<string, unknown> {
   const family = config.model_type ?? 'llama';
+  const { lora: _lora, ...hf } = config; // an adapter is PEFT's own file (lora.ts), not a transformers field
   return {
     architectures: [ARCHITECTURES[family]],
-    ...config,
+    ...hf,
     model_type: family,
     num_key_value_heads: config.num_key_value_heads ?? config.num_attention_heads,
     hidden_act: 'silu',
@@ -74,12 +82,13 @@ export function hfConfigJson(config: LlamaConfig): Record<string, unknown> {
 }
 
 export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<CheckpointFile[]> {
-  const shapes = parameterShapes(ckpt.config);
-  const problems = checkTensors(withShapes(ckpt.weights, shapes), shapes);
+  const all = parameterShapes(ckpt.config);
+  const trained = trainableShapes(ckpt.config);
+  const problems = checkTensors(withShapes(ckpt.weights, all), all);
   if (ckpt.optimizer !== undefined) {
     problems.push(
-      ...checkTensors(withShapes(ckpt.optimizer.m, shapes, 'm.'), shapes, 'm.'),
-      ...checkTensors(withShapes(ckpt.optimizer.v, shapes, 'v.'), shapes, 'v.'),
+      ...checkTensors(withShapes(ckpt.optimizer.m, trained, 'm.'), trained, 'm.'),
+      ...checkTensors(withShapes(ckpt.optimizer.v, trained, 'v.'), trained, 'v.'),
     );
     if (!Number.isSafeInteger(ckpt.optimizer.step) || ckpt.optimizer.step < 0)
       problems.push(`optimizer step: expected a non-negative integer got ${ckpt.optimizer.step}`);
@@ -88,16 +97,24 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
     throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
   await mkdir(dir, { recursive: true });
   const files: CheckpointFile[] = [];
+  const base = new Map([...ckpt.weights].filter(([name]) => !isAdapterName(name)));
   files.push(
     await writeFileAtomic(
       join(dir, CHECKPOINT_FILES.model),
-      encodeSafetensors(shapedTensors(ckpt.weights, shapes), { format: 'pt' }),
+      encodeSafetensors(shapedTensors(base, all), { format: 'pt' }),
     ),
   );
+  if (ckpt.config.lora) {
+    const adapter = new Map([...ckpt.weights].filter(([name]) => isAdapterName(name)));
+    // The base lives in the same directory: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(dir), dir).
+    files.push(...(await savePeftAdapter(dir, ckpt.config.lora, shapedTensors(adapter, all), '.')));
+  } else {
+    for (const f of Object.values(ADAPTER_FILES)) await rm(join(dir, f), { force: true }); // no stale adapter
+  }
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
   if (ckpt.optimizer !== undefined) {
     const { step, m, v } = ckpt.optimizer;
-    const tensors = new Map([...shapedTensors(m, shapes, 'm.'), ...shapedTensors(v, shapes, 'v.')]);
+    const tensors = new Map([...shapedTensors(m, trained, 'm.'), ...shapedTensors(v, trained, 'v.')]);
     files.push(await writeFileAtomic(optimizerPath, encodeSafetensors(tensors, { step: String(step) })));
   } else {
     await rm(optimizerPath, { force: true }); // a stale file from an earlier save would resurrect old moments
@@ -207,7 +224,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Llama
   if (unsupported.length > 0) throw new Error(`${file}: unsupported settings: ${unsupported.join('; ')}`);
   // Foreign configs carry many fields we don't model (bos_token_id, torch_dtype, …): keep only ours.
   const known = new Set(Object.keys(llamaConfigSchema.shape));
-  const special = new Set(['rope_theta', 'rope_scaling', 'sliding_window']);
+  const special = new Set(['rope_theta', 'rope_scaling', 'sliding_window', 'lora']);
   const fields = Object.fromEntries(
     Object.entries(raw).filter(([k, v]) => known.has(k) && v !== null && !special.has(k)),
   );
@@ -221,6 +238,24 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Llama
     );
   }
   return parsed.data;
+}
+
+/**
+ * A loaded base checkpoint with a PEFT adapter applied (`loadPeftAdapter(dir)`): the adapter's tensors
+ * must be exactly those its spec implies for this model, shape for shape.
+ */
+export function attachAdapter(
+  ckpt: Checkpoint,
+  adapter: { spec: LoraSpec; tensors: Map<string, TensorEntry> },
+  source = 'adapter',
+): Checkpoint {
+  const config: LlamaConfig = { ...ckpt.config, lora: adapter.spec };
+  const shapes = new Map([...parameterShapes(config)].filter(([name]) => isAdapterName(name)));
+  const problems = checkTensors(adapter.tensors, shapes);
+  if (problems.length > 0) throw new Error(`${source} does not fit the model:\n  ${problems.join('\n  ')}`);
+  const weights = new Map(ckpt.weights);
+  for (const [name, t] of adapter.tensors) weights.set(name, t.data);
+  return { config, weights };
 }
 
 function configDifferences(a: LlamaConfig, b: LlamaConfig): string[] {
@@ -263,7 +298,14 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
         : `loadCheckpoint: ${configPath} is not valid JSON (${jsonProblem(err)})`,
     );
   }
-  const config = parseHfConfig(rawConfig, configPath);
+  let config = parseHfConfig(rawConfig, configPath);
+  // A directory that is also a PEFT adapter (saved by a LoRA run): the adapter comes back with the weights.
+  let adapter: Map<string, TensorEntry> | undefined;
+  if (await exists(join(dir, ADAPTER_FILES.config))) {
+    const peft = await loadPeftAdapter(dir);
+    config = { ...config, lora: peft.spec };
+    adapter = peft.tensors;
+  }
   if (expected !== undefined) {
     const diffs = configDifferences(expected, config);
     if (diffs.length > 0)
@@ -272,6 +314,7 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
   const shapes = parameterShapes(config);
 
   const { tensors, source } = await readModelTensors(dir);
+  for (const [name, t] of adapter ?? []) tensors.set(name, t);
   // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
   if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) tensors.delete('lm_head.weight');
   const problems = checkTensors(tensors, shapes);
@@ -292,7 +335,8 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     const m = new Map([...opt.tensors].filter(([n]) => n.startsWith('m.')));
     const v = new Map([...opt.tensors].filter(([n]) => n.startsWith('v.')));
     const other = [...opt.tensors.keys()].filter((n) => !n.startsWith('m.') && !n.startsWith('v.'));
-    const optProblems = [...checkTensors(m, shapes, 'm.'), ...checkTensors(v, shapes, 'v.')];
+    const trained = trainableShapes(config);
+    const optProblems = [...checkTensors(m, trained, 'm.'), ...checkTensors(v, trained, 'v.')];
     if (other.length > 0) optProblems.push(`unexpected: ${other.join(', ')}`);
     if (optProblems.length > 0)
       throw new Error(`loadCheckpoint: ${optimizerPath} does not match config.json:\n  ${optProblems.join('\n  ')}`);

@@ -1,6 +1,7 @@
 // One typed model config (Hugging Face LlamaConfig field names, so config.json round-trips with other
 // tools) with defaults and named presets.
 import { z } from 'zod';
+import { loraSchema } from './lora';
 import { ropeScalingSchema } from './rope';
 
 /**
@@ -43,6 +44,8 @@ export const llamaConfigSchema = z
     rope_scaling: ropeScalingSchema.optional(),
     /** Mistral: attention looks back at most this many positions (null or absent: no window). */
     sliding_window: z.number().int().positive().optional(),
+    /** LoRA adapters on the projections (engine-side, never written to config.json: PEFT keeps its own file). */
+    lora: loraSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {

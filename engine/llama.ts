@@ -4,6 +4,7 @@
 // grouped query heads share K/V through MatMul broadcasting instead of materialised copies.
 import { type LlamaConfig, dims, familyTraits } from './config';
 import { type Dim, type FloatType, Graph, type Value } from './graph';
+import { isAdapterName, loraScale, loraShapes } from './lora';
 import { ropeFrequencies } from './rope';
 
 export function parameterNames(config: LlamaConfig): string[] {
@@ -30,8 +31,22 @@ export function parameterNames(config: LlamaConfig): string[] {
   return names;
 }
 
-/** HF shapes; a Linear weight is [out, in]. */
+/** HF shapes (a Linear weight is [out, in]), then the LoRA adapter's when the config has one. */
 export function parameterShapes(config: LlamaConfig): Map<string, number[]> {
+  const base = baseShapes(config);
+  return config.lora ? new Map([...base, ...loraShapes(base, config.lora)]) : base;
+}
+
+/**
+ * The parameters a step trains: under LoRA only the adapter (the base weights are frozen inputs, with no
+ * gradient, no moments and no update), else all of them.
+ */
+export function trainableShapes(config: LlamaConfig): Map<string, number[]> {
+  const all = parameterShapes(config);
+  return config.lora ? new Map([...all].filter(([name]) => isAdapterName(name))) : all;
+}
+
+function baseShapes(config: LlamaConfig): Map<string, number[]> {
   const { C, I, H, Hkv, D, V } = dims(config);
   const shapes = new Map<string, number[]>();
   for (const name of parameterNames(config)) {
@@ -175,9 +190,10 @@ function decoder(
   };
   const eps = config.rms_norm_eps;
   const { qkvBias, qkNorm } = familyTraits(config);
+  const linear = linearOf(g, config, w, params);
   /** A q/k/v projection as the family computes it: GEMM, then its bias (Qwen2), then RMSNorm per head (Qwen3). */
   const project = (attn: string, name: 'q_proj' | 'k_proj' | 'v_proj', from: Value): Value => {
-    let y = g.gemm(from, w(`${attn}.${name}.weight`), { transB: true }); // [N, heads·D]
+    let y = linear(from, `${attn}.${name}`); // [N, heads·D]
     if (qkvBias) y = g.add(y, w(`${attn}.${name}.bias`));
     if (qkNorm && name !== 'v_proj') {
       const norm = w(`${attn}.${name === 'q_proj' ? 'q_norm' : 'k_norm'}.weight`);
@@ -221,9 +237,9 @@ function decoder(
         sinQ,
         R,
         projectQ: (from) => proj('q_proj', from),
-        wo: w(`${p}.self_attn.o_proj.weight`),
+        projectO: (from) => linear(from, `${p}.self_attn.o_proj`),
       });
-      x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
+      x = mlp(g, x, p, linear, w, eps);
       continue;
     }
     const q = trim
@@ -262,8 +278,8 @@ function decoder(
     }
     const merged = g.reshape(g.transpose(ctx, grouped ? [0, 3, 1, 2, 4] : [0, 2, 1, 3]), [-1, H * D]); // [N, H·D]
     if (trim) x = pickFlat(x); // [B·R, C]
-    x = g.add(x, g.gemm(merged, w(`${p}.self_attn.o_proj.weight`), { transB: true })); // [N, C]
-    x = mlp(g, x, (name) => w(`${p}.${name}.weight`), eps);
+    x = g.add(x, linear(merged, `${p}.self_attn.o_proj`)); // [N, C]
+    x = mlp(g, x, p, linear, w, eps);
   }
   const hf = rmsNorm(g, x, w('model.norm.weight'), eps); // [N, C] (or [B·R, C])
   const head = config.tie_word_embeddings ? w('model.embed_tokens.weight') : w('lm_head.weight');
@@ -271,13 +287,27 @@ function decoder(
   return { logits, presents };
 }
 
-/** The post-attention half of a layer: x + MLP(norm(x)). */
-function mlp(g: Graph, x: Value, w: (name: string) => Value, eps: number): Value {
-  const h2 = rmsNorm(g, x, w('post_attention_layernorm'), eps); // [N, C]
-  const gate = g.gemm(h2, w('mlp.gate_proj'), { transB: true }); // [N, I]
-  const up = g.gemm(h2, w('mlp.up_proj'), { transB: true }); // [N, I]
+/** A projection x·Wᵀ, plus (alpha/rank)·(x·Aᵀ)·Bᵀ when the module has a LoRA adapter (lora.ts). */
+type Linear = (from: Value, module: string) => Value;
+
+function linearOf(g: Graph, config: LlamaConfig, w: (name: string) => Value, params: Map<string, Value>): Linear {
+  const scale = config.lora ? g.scalar(loraScale(config.lora)) : undefined;
+  return (from, module) => {
+    const y = g.gemm(from, w(`${module}.weight`), { transB: true });
+    const A = scale && params.get(`${module}.lora_A.weight`);
+    if (!A) return y;
+    const down = g.gemm(from, A, { transB: true }); // [N, rank]
+    return g.add(y, g.mul(g.gemm(down, w(`${module}.lora_B.weight`), { transB: true }), scale));
+  };
+}
+
+/** The post-attention half of layer `p`: x + MLP(norm(x)). */
+function mlp(g: Graph, x: Value, p: string, linear: Linear, w: (name: string) => Value, eps: number): Value {
+  const h2 = rmsNorm(g, x, w(`${p}.post_attention_layernorm.weight`), eps); // [N, C]
+  const gate = linear(h2, `${p}.mlp.gate_proj`); // [N, I]
+  const up = linear(h2, `${p}.mlp.up_proj`); // [N, I]
   const act = g.mul(g.mul(gate, g.sigmoid(gate)), up); // [N, I] SwiGLU
-  return g.add(x, g.gemm(act, w('mlp.down_proj'), { transB: true })); // [N, C]
+  return g.add(x, linear(act, `${p}.mlp.down_proj`)); // [N, C]
 }
 
 /**
@@ -302,13 +332,14 @@ interface TreeLayer {
   R: Value;
   /** The layer's query projection ([rows, C] → [rows, H·D]), with the family's bias and norm. */
   projectQ: (from: Value) => Value;
-  wo: Value;
+  /** The layer's output projection ([rows, H·D] → [rows, C]). */
+  projectO: (from: Value) => Value;
 }
 
 function treeAttention(
   g: Graph,
   config: LlamaConfig,
-  { inp, tree, x, h, keys, values, last, cosQ, sinQ, R, projectQ, wo }: TreeLayer,
+  { inp, tree, x, h, keys, values, last, cosQ, sinQ, R, projectQ, projectO }: TreeLayer,
 ): Value {
   const { H, Hkv, D, G } = dims(config);
   const C = config.hidden_size;
@@ -334,7 +365,7 @@ function treeAttention(
     const copyRows = (t: Value) => g.reshape(split(g.reshape(t, [B, -1, C]), 1)[1], [-1, C]); // [B·T, C] → [B·S, C]
     const q = rope(g, projectQ(copyRows(h)), split(cosQ, 1)[1], split(sinQ, 1)[1], R, B, H, D); // [B, S, H, D]
     const ctx = attend(heads(q), keys, values, tree.copyBias);
-    return g.add(copyRows(x), gemmT(merge(ctx), wo)); // [B·S, C]
+    return g.add(copyRows(x), projectO(merge(ctx))); // [B·S, C]
   }
   const q = rope(g, projectQ(h), cosQ, sinQ, R, B, H, D); // [B, T, H, D]
   const [qC, qS] = split(heads(q), grouped ? 3 : 2);
@@ -345,7 +376,7 @@ function treeAttention(
   const ctx = g.emit('Concat', [ctxC, ctxS], { axis: { type: 'int', value: axis } }, [
     { dtype: ctxS.dtype, shape: ctxShape },
   ])[0]!;
-  return g.add(x, gemmT(merge(ctx), wo)); // [B·T, C]
+  return g.add(x, projectO(merge(ctx))); // [B·T, C]
 }
 
 /** log p(targets) per position: [N, V] logits with [B, T] targets → [B, T]; [R, V] with [R] → [R]. */

@@ -5,7 +5,7 @@
 import type { LlamaConfig } from './config';
 import { gradients } from './autodiff';
 import { type FloatType, Graph, type Value } from './graph';
-import { buildLlama, forwardInputs, parameterInputs, parameterShapes, rotaryTables, targetLogps } from './llama';
+import { buildLlama, forwardInputs, parameterInputs, rotaryTables, targetLogps, trainableShapes } from './llama';
 import { causalBias, type LlamaModel, type Weights, weightFeeds } from './model';
 import type { Feeds } from './ort';
 
@@ -92,12 +92,14 @@ export function sftBatch(
   return { rows, feeds: { weight: { data: weight, dims: [B, T] } }, tokens: count };
 }
 
-/** Forward + objective for B rows; returns the parameters, the loss and the objective's metrics. */
+/** Forward + objective for B rows; returns the trainable parameters, the loss and the objective's metrics. */
 function buildLoss(g: Graph, config: LlamaConfig, B: number, objective: Objective) {
-  const params = parameterInputs(g, config);
+  const all = parameterInputs(g, config);
   const inp = forwardInputs(g, config, B, false);
   const targets = g.input('targets', 'int64', [B, 'T']);
-  const logp = targetLogps(g, buildLlama(g, config, params, inp).logits, targets); // [B, T]
+  const logp = targetLogps(g, buildLlama(g, config, all, inp).logits, targets); // [B, T]
+  const trainable = trainableShapes(config);
+  const params = new Map([...all].filter(([name]) => trainable.has(name)));
   return { params, ...objective.build(g, logp) };
 }
 
@@ -249,8 +251,9 @@ export class Trainer {
     state?: OptimizerState,
   ) {
     this.opts = { ...adamwDefaults, ...options };
-    this.st = state ?? { step: 0, m: zerosLike(model.weights), v: zerosLike(model.weights) };
-    for (const [name, shape] of parameterShapes(model.config)) {
+    const trainable = new Map([...model.weights].filter(([name]) => trainableShapes(model.config).has(name)));
+    this.st = state ?? { step: 0, m: zerosLike(trainable), v: zerosLike(trainable) };
+    for (const [name, shape] of trainableShapes(model.config)) {
       const n = shape.reduce((a, b) => a * b, 1);
       for (const [which, moments] of [
         ['m', this.st.m],
@@ -280,17 +283,18 @@ export class Trainer {
       ...batch.feeds,
       ...weightFeeds(this.model.config, this.model.weights),
     };
-    for (const [name, shape] of parameterShapes(this.model.config)) {
+    const trainable = trainableShapes(this.model.config);
+    for (const [name, shape] of trainable) {
       all[`m:${name}`] = { data: this.st.m.get(name)!, dims: shape };
       all[`v:${name}`] = { data: this.st.v.get(name)!, dims: shape };
     }
     all.step = { data: Float32Array.of(this.st.step), dims: [] };
     all.lr = { data: Float32Array.of(lr), dims: [] };
     const out = await session.run(all);
-    const weights: Weights = new Map();
+    const weights: Weights = new Map(this.model.weights); // frozen ones stay as they are
     const m: Weights = new Map();
     const v: Weights = new Map();
-    for (const name of parameterShapes(this.model.config).keys()) {
+    for (const name of trainable.keys()) {
       weights.set(name, out[`new:${name}`]!.data as Float32Array);
       m.set(name, out[`m:new:${name}`]!.data as Float32Array);
       v.set(name, out[`v:new:${name}`]!.data as Float32Array);

@@ -19,8 +19,13 @@ export function initWeights(config: LlamaConfig, seed: number): Weights {
   for (const [name, shape] of parameterShapes(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const w = new Float32Array(n);
-    if (name.endsWith('.bias')) w.fill(0);
-    else if (shape.length === 1)
+    if (name.endsWith('.bias') || name.endsWith('.lora_B.weight'))
+      w.fill(0); // a fresh adapter changes nothing
+    else if (name.endsWith('.lora_A.weight')) {
+      // PEFT's default: kaiming_uniform(a=√5), i.e. U(−1/√in, 1/√in).
+      const bound = 1 / Math.sqrt(shape[1]!);
+      for (let k = 0; k < n; k++) w[k] = (2 * next() - 1) * bound;
+    } else if (shape.length === 1)
       w.fill(1); // norm gains
     else
       for (let k = 0; k < n; k++) w[k] = 0.02 * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
