@@ -12,7 +12,7 @@ export const datasetActivities = (rt: Runtime) => ({
     const { runId, iteration } = input;
     return rt.stage({ runId, stage: 'prepareDataset', iteration, shard: 0 }, async () => {
       const config = await rt.runConfig(runId);
-      const tok = await getTokenizer(config.model.tokenizer);
+      const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       let prepared: Awaited<ReturnType<typeof prepareRunDataset>>;
       try {
         prepared = await prepareRunDataset(config.data, config.seed, {

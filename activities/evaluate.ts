@@ -52,7 +52,7 @@ export const evaluateActivities = (rt: Runtime) => ({
     const { runId, iteration } = input;
     return rt.stage({ runId, stage: 'evaluate', iteration, shard: 0 }, async () => {
       const config = await rt.runConfig(runId);
-      const tok = await getTokenizer(config.model.tokenizer);
+      const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       const model = await inferenceModel(input.checkpoint, config.runtime.providers);
       const data = await rt.loadDataset(input.dataset);
       const rows = evalPrompts(data, config);

@@ -75,7 +75,7 @@ export const rolloutActivities = (rt: Runtime) => ({
     const { runId, iteration, shard } = input;
     return rt.stage({ runId, stage: 'rollout', iteration, shard }, async () => {
       const config = await rt.runConfig(runId);
-      const tok = await getTokenizer(config.model.tokenizer);
+      const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       const model = await inferenceModel(input.checkpoint, config.runtime.providers);
       const data = await rt.loadDataset(input.dataset);
       const prompts = batchPrompts(data, config, input.dataPosition, shard, input.shards);
@@ -112,7 +112,7 @@ export const rolloutActivities = (rt: Runtime) => ({
     const { runId, iteration, shard } = input;
     return rt.stage({ runId, stage: 'score', iteration, shard }, async () => {
       const config = await rt.runConfig(runId);
-      const tok = await getTokenizer(config.model.tokenizer);
+      const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       const model = await inferenceModel(input.checkpoint, config.runtime.providers);
       const { items } = await getJson<{ items: RolloutItem[] }>(input.rollout.artifact);
       const dir = join(rt.runDir(config, runId), 'scores', `iter-${pad(iteration)}`);

@@ -71,7 +71,10 @@ export async function loadDataset(path: string): Promise<DatasetRow[]> {
 }
 
 /** The rows of `data.source`: the seeded synthetic family, or a file (relative to `baseDir`). */
-export async function sourceRows(data: RunConfig['data'], baseDir = process.cwd()): Promise<Located[]> {
+export async function sourceRows(
+  data: Omit<RunConfig['data'], 'chatTemplate'>,
+  baseDir = process.cwd(),
+): Promise<Located[]> {
   if (data.source === 'synthetic') {
     // Stryker disable next-line StringLiteral,ArithmeticOperator: equivalent, synthetic rows have distinct ids and contents, so no error ever names this location
     return syntheticTasks(data.synthetic).map((row, i) => ({ row, where: `synthetic: row ${i + 1}` }));
@@ -79,9 +82,12 @@ export async function sourceRows(data: RunConfig['data'], baseDir = process.cwd(
   return readDatasetFile(isAbsolute(data.source) ? data.source : resolve(baseDir, data.source));
 }
 
-/** The prepareDataset stage's input → output: read the source, then de-duplicate, filter, hash and split. */
+/**
+ * The prepareDataset stage's input → output: read the source, then de-duplicate, filter, hash and split.
+ * How a prompt becomes tokens (the chat template) is the caller's `promptTokens`.
+ */
 export async function prepareDataset(
-  data: RunConfig['data'],
+  data: Omit<RunConfig['data'], 'chatTemplate'>,
   seed: number,
   options: { baseDir?: string; promptTokens?: (prompt: string) => number } = {},
 ): Promise<PreparedDataset> {

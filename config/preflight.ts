@@ -76,9 +76,18 @@ export async function preflight(config: RunConfig, file: string): Promise<string
   }
   let tok: Tokenizer | undefined;
   try {
-    tok = await tokenizerFromSpec(config.model.tokenizer);
+    tok = await tokenizerFromSpec(config.model.tokenizer, config.data.chatTemplate);
   } catch (err) {
-    problems.push(`model.tokenizer: ${(err as Error).message}`);
+    // A tokenizer that loads without its chat template has a bad template, not a bad tokenizer.
+    const withoutTemplate = await tokenizerFromSpec(config.model.tokenizer, 'none').then(
+      () => true,
+      () => false,
+    );
+    problems.push(
+      withoutTemplate && config.data.chatTemplate !== 'none'
+        ? `data.chatTemplate: ${(err as Error).message} (data.chatTemplate: none leaves the template out)`
+        : `model.tokenizer: ${(err as Error).message}`,
+    );
   }
   if (tok) {
     const vocab = config.model.config?.vocab_size;
@@ -90,6 +99,14 @@ export async function preflight(config: RunConfig, file: string): Promise<string
     } catch (err) {
       problems.push((err as Error).message);
     }
+    const cs = config.coldStart;
+    // The teacher (activities/sft.ts engineTeacher) encodes `prompt + "<think>" + trace` as one prompt:
+    // a chat template would wrap its own reasoning in a new user turn.
+    if (tok.chatTemplate && cs.enabled && cs.steps > 0 && cs.synthesize) {
+      problems.push(
+        `coldStart.synthesize: cold-start synthesis does not format its contexts with the chat template of model.tokenizer (${tok.chatTemplate.source}) yet; set data.chatTemplate: none, or synthesize: false`,
+      );
+    }
     const t = tok;
     try {
       const data = await prepareDataset(config.data, config.seed, { promptTokens: (p) => promptTokens(t, p).length });
@@ -98,7 +115,6 @@ export async function preflight(config: RunConfig, file: string): Promise<string
           `data.source: no training rows (${data.counts.tooLong} of ${data.counts.total + data.counts.tooLong} prompts are over data.maxPromptTokens)`,
         );
       else if (data.eval.length === 0) problems.push('data.evalFraction: no evaluation rows; raise it or add rows');
-      const cs = config.coldStart;
       if (cs.enabled && cs.steps > 0 && !cs.synthesize && coldStartSet(data.train, config.seed).length === 0) {
         problems.push(
           "coldStart.enabled: the dataset's rows carry no `trace` or `response` to fine-tune on; add them to the rows, set coldStart.synthesize with a teacher, or set coldStart.enabled: false",

@@ -10,7 +10,7 @@
 import { dims } from './config';
 import { type KVCache, type LlamaModel, MASKED } from './model';
 import { uniform } from './rng';
-import type { Tokenizer } from './tokenizer';
+import { stopIds, type Tokenizer } from './tokenizer';
 
 export interface SampleOptions {
   temperature: number; // 0 = greedy
@@ -31,8 +31,9 @@ export interface SampleRequest {
 
 export interface SampleResult {
   /**
-   * Generated ids. Ends with EOS when finish is 'eos' (the policy chose to stop, and training should
-   * see that choice); with 'stop', the tokens that reach into the stop string are cut off.
+   * Generated ids. Ends with one of the tokenizer's EOS ids (`stopIds`) when finish is 'eos' (the policy
+   * chose to stop, and training should see that choice); with 'stop', the tokens that reach into the
+   * stop string are cut off.
    */
   tokens: number[];
   /** decode(tokens) without a final EOS: exactly the text the kept tokens spell. */
@@ -206,6 +207,7 @@ async function sampleChunk(
 ): Promise<void> {
   const { Hkv, D, V } = dims(model.config);
   const stops = options.stop ?? [];
+  const eos = new Set(stopIds(tokenizer));
   const { maxNewTokens, seed } = options;
   let slots = bucket(rows.length, options.batchSize ?? 16);
   let slotRows: (Row | undefined)[] = Array.from({ length: slots }, (_, b) => rows[b]);
@@ -242,7 +244,7 @@ async function sampleChunk(
       );
       row.tokens.push(token);
       row.logps.push(logp);
-      if (token === tokenizer.eosId) {
+      if (eos.has(token)) {
         row.finish = 'eos';
         return void finished();
       }

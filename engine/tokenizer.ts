@@ -2,7 +2,7 @@
  * Tokenizers: a built-in byte-level tokenizer for models trained here, and Hugging Face
  * `tokenizer.json` loading (via @huggingface/tokenizers, not a hand-written BPE) for imported models.
  *
- * Neither `encode` adds BOS/EOS: callers put them where they belong.
+ * Neither `encode` adds BOS/EOS: callers put them where they belong (`promptTokens`, `contextTokens`).
  *
  * Piecewise encoding: the byte tokenizer guarantees encode(a + b) = encode(a) ++ encode(b) (see
  * ByteTokenizer). A BPE tokenizer does not (merges can span the split, e.g. "\n" + "\n" vs "\n\n"),
@@ -14,14 +14,21 @@ import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { jsonProblem } from '../util/json';
 import { THINK_CLOSE, THINK_OPEN } from '../util/think';
+import { compileChatTemplate, findChatTemplate, type ChatTemplate, type ChatTemplateMode } from './chat-template';
+import { resolveSpecialTokens, type JsonFile, type SpecialTokens } from './special-tokens';
 
 export interface Tokenizer {
   readonly vocabSize: number;
   readonly bosId: number;
+  /** The end-of-sequence id appended to SFT targets. */
   readonly eosId: number;
+  /** Every id that ends generation (a model may have several); absent → `[eosId]`. See `stopIds`. */
+  readonly eosIds?: readonly number[];
   readonly padId: number;
   /** Every special/added token's literal text → its id (e.g. `'<think>'` → 259). */
   readonly specialIds: Record<string, number>;
+  /** The model's chat template (HF tokenizers that ship one); `promptTokens` formats prompts with it. */
+  readonly chatTemplate?: ChatTemplate;
   encode(text: string): number[];
   decode(ids: number[]): string;
 }
@@ -114,24 +121,33 @@ export class ByteTokenizer implements Tokenizer {
   }
 }
 
-type TokenSpec = string | { content?: unknown } | null | undefined;
-
-function tokenText(value: TokenSpec): string | undefined {
-  if (typeof value === 'string') return value;
-  if (value !== null && typeof value === 'object' && typeof value.content === 'string') return value.content;
-  return undefined;
-}
-
 /** Adapts @huggingface/tokenizers to our interface: no automatic specials, lossless decode. */
 class HfTokenizerAdapter implements Tokenizer {
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly padId: number;
+  private readonly stopIds: readonly number[];
+
   constructor(
     private readonly inner: HfTokenizer,
     readonly vocabSize: number,
-    readonly bosId: number,
-    readonly eosId: number,
-    readonly padId: number,
+    special: SpecialTokens,
     readonly specialIds: Record<string, number>,
-  ) {}
+    readonly chatTemplate: ChatTemplate | undefined,
+  ) {
+    this.bosId = special.bosId;
+    this.eosId = special.eosId;
+    this.padId = special.padId;
+    this.stopIds = special.eosIds;
+  }
+
+  /**
+   * A getter, not a field: `{ ...tok, eosId }` (how tests and scripts redefine EOS) copies fields only,
+   * so such a copy stops on its own `eosId` rather than on a stale list.
+   */
+  get eosIds(): readonly number[] {
+    return this.stopIds;
+  }
 
   encode(text: string): number[] {
     return this.inner.encode(text, { add_special_tokens: false }).ids;
@@ -164,6 +180,16 @@ async function readJson(path: string, what: string): Promise<Record<string, unkn
   }
 }
 
+/** A JSON file beside tokenizer.json, or undefined when there is none. */
+async function readJsonBeside(dir: string, name: string): Promise<JsonFile | undefined> {
+  const path = join(dir, name);
+  const exists = await stat(path).then(
+    () => true,
+    () => false,
+  );
+  return exists ? { path, json: await readJson(path, name) } : undefined;
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
@@ -172,25 +198,29 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
+export interface HfTokenizerOptions {
+  /** false: leave the model's chat template out (`data.chatTemplate: none`); it is then not even read. */
+  chatTemplate?: boolean;
+}
+
 /**
- * Loads a Hugging Face tokenizer from `tokenizer.json` (a file path, or a directory holding it),
- * together with `tokenizer_config.json` when it sits beside it (for BOS/EOS/PAD names).
- * BOS and PAD fall back to EOS when the tokenizer names none (GPT-2 and Qwen style); EOS is required.
+ * Loads a Hugging Face tokenizer from `tokenizer.json` (a file path, or a directory holding it), with
+ * what sits beside it: `tokenizer_config.json`, the model's `config.json` and `generation_config.json`
+ * (special ids: see engine/special-tokens.ts for which file wins), and its chat template
+ * (engine/chat-template.ts).
  */
-export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
+export async function loadHfTokenizer(path: string, options: HfTokenizerOptions = {}): Promise<Tokenizer> {
   const file = (await isDirectory(path)) ? join(path, 'tokenizer.json') : path;
+  const dir = dirname(file);
   const json = await readJson(file, 'tokenizer.json');
-  const configPath = join(dirname(file), 'tokenizer_config.json');
-  const config = (await stat(configPath).then(
-    () => true,
-    () => false,
-  ))
-    ? await readJson(configPath, 'tokenizer_config.json')
-    : {};
+  const tokenizerConfig = (await readJsonBeside(dir, 'tokenizer_config.json')) ?? {
+    path: join(dir, 'tokenizer_config.json'),
+    json: {},
+  };
 
   let inner: HfTokenizer;
   try {
-    inner = new HfTokenizer(json, config);
+    inner = new HfTokenizer(json, tokenizerConfig.json);
   } catch (err) {
     throw new Error(`cannot build a tokenizer from ${file}: ${(err as Error).message}`);
   }
@@ -201,40 +231,51 @@ export async function loadHfTokenizer(path: string): Promise<Tokenizer> {
   const specialIds: Record<string, number> = {};
   for (const [id, token] of inner.get_added_tokens_decoder()) specialIds[token.content] = id;
 
-  const idOf = (key: string): number | undefined => {
-    const text = tokenText(config[key] as TokenSpec);
-    if (text === undefined) return undefined;
-    const id = inner.token_to_id(text);
-    if (id === undefined) throw new Error(`${configPath}: ${key} "${text}" is not in the vocabulary of ${file}`);
-    return id;
-  };
-  const eosId =
-    idOf('eos_token') ??
-    ['</s>', '<|endoftext|>', '<|end_of_text|>', '<eos>']
-      .map((t) => inner.token_to_id(t))
-      .find((id) => id !== undefined);
-  if (eosId === undefined) {
-    throw new Error(
-      `${file}: no end-of-sequence token: set eos_token in ${configPath} (none of </s>, <|endoftext|>, <|end_of_text|>, <eos> is in the vocabulary)`,
-    );
-  }
-  return new HfTokenizerAdapter(
-    inner,
-    maxId + 1,
-    idOf('bos_token') ?? eosId,
-    eosId,
-    idOf('pad_token') ?? eosId,
-    specialIds,
-  );
+  const special = resolveSpecialTokens({
+    tokenizerFile: file,
+    vocabSize: maxId + 1,
+    tokenToId: (text) => inner.token_to_id(text),
+    tokenizerConfig,
+    modelConfig: await readJsonBeside(dir, 'config.json'),
+    generationConfig: await readJsonBeside(dir, 'generation_config.json'),
+  });
+  const found =
+    options.chatTemplate === false
+      ? undefined
+      : await findChatTemplate(dir, tokenizerConfig.path, tokenizerConfig.json);
+  const chatTemplate = found && compileChatTemplate(found.text, found.source, special.templateTokens);
+  return new HfTokenizerAdapter(inner, maxId + 1, special, specialIds, chatTemplate);
 }
 
-/** `'byte'` → the built-in byte tokenizer; anything else is a path to an HF tokenizer.json (or its directory). */
-/** BOS + prompt: every sequence of a run starts the same way (SFT, rollout, scoring, update, length checks). */
-export const promptTokens = (tok: Tokenizer, prompt: string): number[] => [tok.bosId, ...tok.encode(prompt)];
+/**
+ * The tokens of a prompt as every sequence of a run starts (SFT, rollout, scoring, update, length
+ * checks): the prompt rendered by the tokenizer's chat template when it has one (the template writes
+ * BOS itself where the model wants one, so none is added), else BOS + the prompt.
+ */
+export const promptTokens = (tok: Tokenizer, prompt: string): number[] =>
+  tok.chatTemplate ? tok.encode(tok.chatTemplate.render(prompt)) : [tok.bosId, ...tok.encode(prompt)];
 
-export function tokenizerFromSpec(spec: 'byte' | string): Promise<Tokenizer> {
+/**
+ * The tokens of `prompt` followed by `continuation` (a response, `<think>`, reasoning so far): what the
+ * OPERA scoring contexts and a teacher's contexts are. A templated prompt is encoded apart from the
+ * continuation, so its tokens are exactly the ones rollouts sampled after. Without a template the text
+ * is encoded whole, as it always was (bit-identical for the byte tokenizer).
+ */
+export const contextTokens = (tok: Tokenizer, prompt: string, continuation: string): number[] =>
+  tok.chatTemplate
+    ? [...promptTokens(tok, prompt), ...tok.encode(continuation)]
+    : promptTokens(tok, prompt + continuation);
+
+/** Every id that ends generation. */
+export const stopIds = (tok: Tokenizer): readonly number[] => tok.eosIds ?? [tok.eosId];
+
+/**
+ * `'byte'` → the built-in byte tokenizer; anything else is a path to an HF tokenizer.json (or its
+ * directory), with its chat template unless `chatTemplate` is `'none'`.
+ */
+export function tokenizerFromSpec(spec: 'byte' | string, chatTemplate: ChatTemplateMode = 'auto'): Promise<Tokenizer> {
   if (spec === 'byte') return Promise.resolve(new ByteTokenizer());
   if (spec.trim() === '')
     return Promise.reject(new Error(`tokenizer spec is empty: expected 'byte' or a path to tokenizer.json`));
-  return loadHfTokenizer(spec);
+  return loadHfTokenizer(spec, { chatTemplate: chatTemplate === 'auto' });
 }
