@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import {
+  ALL_CHECKPOINT_FILES,
   CHECKPOINT_FILES,
   loadCheckpoint,
   saveCheckpoint,
@@ -13,7 +14,8 @@ import {
   type CheckpointFile,
 } from '../engine/checkpoint';
 import { LlamaModel } from '../engine/model';
-import { tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
+import type { ChatTemplateMode } from '../engine/chat-template';
+import { contextTokens, promptTokens, tokenizerFromSpec, type Tokenizer } from '../engine/tokenizer';
 import { scoringContexts } from '../opera/reward';
 import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';
@@ -23,12 +25,11 @@ import { pathToUri, uriToPath } from './store';
 import type { ArtifactRef, CheckpointRef } from './types';
 
 const tokenizers = new Map<string, Promise<Tokenizer>>();
-export const getTokenizer = (spec: string): Promise<Tokenizer> =>
-  cachedPromise(tokenizers, spec, () => tokenizerFromSpec(spec));
+/** `model.tokenizer` with `data.chatTemplate`: every stage of a run must format prompts alike. */
+export const getTokenizer = (spec: string, chatTemplate: ChatTemplateMode = 'auto'): Promise<Tokenizer> =>
+  cachedPromise(tokenizers, `${chatTemplate}:${spec}`, () => tokenizerFromSpec(spec, chatTemplate));
 
-import { promptTokens } from '../engine/tokenizer';
-
-export { promptTokens };
+export { contextTokens, promptTokens };
 
 /** Inference models by checkpoint uri; a few at a time (policy, reference, the next policy). */
 const models = new Map<string, Promise<LlamaModel>>();
@@ -64,7 +65,7 @@ export const fileHashes = (files: CheckpointFile[]): Record<string, string> =>
  */
 export async function verifyCheckpointFiles(dir: string, files: Record<string, string>): Promise<void> {
   const problems: string[] = [];
-  for (const name of Object.values(CHECKPOINT_FILES)) {
+  for (const name of ALL_CHECKPOINT_FILES) {
     const recorded = files[name];
     let bytes: Buffer | undefined;
     try {
@@ -77,8 +78,7 @@ export async function verifyCheckpointFiles(dir: string, files: Record<string, s
     else if (sha256(bytes) !== recorded) problems.push(`${name} has sha256 ${sha256(bytes)}, recorded ${recorded}`);
   }
   for (const name of Object.keys(files)) {
-    if (!(Object.values(CHECKPOINT_FILES) as string[]).includes(name))
-      problems.push(`${name} is recorded but is not a checkpoint file`);
+    if (!ALL_CHECKPOINT_FILES.includes(name)) problems.push(`${name} is recorded but is not a checkpoint file`);
   }
   if (problems.length > 0)
     throw new Error(`checkpoint ${dir} does not match its recorded hashes: ${problems.join('; ')}`);
@@ -139,11 +139,13 @@ export async function scoreResponses(
   for (const { prompt, reference, response } of items) {
     const target = tok.encode(reference);
     if (target.length === 0) throw new Error('scoring: empty reference answer');
-    const ctx = scoringContexts(prompt, response);
-    const full = promptTokens(tok, ctx.full);
+    // With an empty prompt the contexts are what follows the prompt; contextTokens puts the prompt in
+    // front as rollouts saw it (through the chat template when there is one).
+    const ctx = scoringContexts('', response);
+    const full = contextTokens(tok, prompt, ctx.full);
     const last = ctx.segments[ctx.segments.length - 1] ?? ctx.initial;
-    const context = promptTokens(tok, last);
-    const checkpoints = [ctx.initial, ...ctx.segments].map((text) => promptTokens(tok, text).length);
+    const context = contextTokens(tok, prompt, last);
+    const checkpoints = [ctx.initial, ...ctx.segments].map((text) => contextTokens(tok, prompt, text).length);
     scoringItems.push({ context: full, checkpoints: [full.length], target });
     scoringItems.push({ context, checkpoints, target });
   }

@@ -7,12 +7,13 @@
 import { join } from 'node:path';
 import type { RunConfig } from '../config/schema';
 import { modelConfigFor } from '../config/model';
+import { isAdapterName } from '../engine/lora';
 import { getArtifact, upsertMetrics } from '../db/queries';
 import { loadCheckpoint } from '../engine/checkpoint';
 import type { LlamaConfig } from '../engine/config';
 import { LlamaModel, initWeights, type Weights } from '../engine/model';
 import { sample } from '../engine/sampler';
-import type { Tokenizer } from '../engine/tokenizer';
+import { stopIds, type Tokenizer } from '../engine/tokenizer';
 import { NonFiniteLossError, Trainer, sftBatch, sftObjective, type TrainLoop } from '../engine/trainer';
 import { applyStops, synthesizeRows, type TeacherGenerator } from '../opera/coldstart';
 import { coldStartSet, type SftRow } from '../opera/synthetic';
@@ -29,7 +30,8 @@ import type { DatasetRef, SftOutput, StageInput } from './types';
  */
 export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number): TeacherGenerator {
   const maxPositions = teacher.config.max_position_embeddings;
-  const ending = new Set([tok.padId, tok.bosId, tok.eosId]);
+  // Every id that ends a generation (a model may stop on several eos ids) ends the teacher's text too.
+  const ending = new Set([tok.padId, tok.bosId, ...stopIds(tok)]);
   return {
     async generate(context, opts) {
       const prompt = promptTokens(tok, context);
@@ -63,11 +65,17 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
   };
 }
 
-/** The weights a run starts from: `model.checkpoint`'s, or a seeded initialisation. */
+/**
+ * The weights a run starts from: `model.checkpoint`'s, or fresh ones from the seed. Under `model.lora` a
+ * fresh adapter (B = 0: the model computes what its base does) joins the checkpoint's base weights.
+ */
 export async function startingWeights(config: RunConfig, modelConfig: LlamaConfig): Promise<Weights> {
-  return config.model.checkpoint
-    ? (await loadCheckpoint(config.model.checkpoint, modelConfig)).weights
-    : initWeights(modelConfig, config.seed);
+  if (!config.model.checkpoint) return initWeights(modelConfig, config.seed);
+  const { lora, ...base } = modelConfig;
+  const weights = (await loadCheckpoint(config.model.checkpoint, base)).weights;
+  if (!lora) return weights;
+  for (const [name, w] of initWeights(modelConfig, config.seed, isAdapterName)) weights.set(name, w);
+  return weights;
 }
 
 /** Cold-start SFT runs when enabled with at least one step. */
@@ -160,7 +168,7 @@ export const sftActivities = (rt: Runtime) => {
     const { runId, iteration } = input;
     return rt.stage({ runId, stage: 'coldStartSft', iteration, shard: 0 }, async () => {
       const config = await rt.runConfig(runId);
-      const tok = await getTokenizer(config.model.tokenizer);
+      const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       const modelConfig = modelConfigFor(config, tok);
       const weights = await startingWeights(config, modelConfig);
       const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });

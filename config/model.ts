@@ -15,6 +15,11 @@ import type { RunConfig } from './schema';
  * `vocab_size` raised to the tokenizer's unless the config sets it.
  */
 export function modelConfigFor(config: RunConfig, tokenizer: Tokenizer, baseDir = process.cwd()): LlamaConfig {
+  const model = architecture(config, tokenizer, baseDir);
+  return config.model.lora ? { ...model, lora: config.model.lora } : model;
+}
+
+function architecture(config: RunConfig, tokenizer: Tokenizer, baseDir: string): LlamaConfig {
   if (config.model.checkpoint) return checkpointConfig(config.model.checkpoint, tokenizer, baseDir);
   const overrides = config.model.config ?? {};
   const base = { ...modelPresets[config.model.preset], ...overrides };

@@ -8,7 +8,9 @@
  * engine/config.ts, the reward, loss and cold-start defaults from opera/.
  */
 import { z } from 'zod';
+import { CHAT_TEMPLATE_MODES } from '../engine/chat-template';
 import { llamaConfigFields, llamaConfigSchema, modelPresets } from '../engine/config';
+import { loraSchema } from '../engine/lora';
 import { DEFAULT_COLD_START_OPTIONS as CS } from '../opera/coldstart';
 import { POLICY_LOSS_DEFAULTS as LOSS, type LossAggregation } from '../opera/grpo';
 import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
@@ -48,6 +50,11 @@ const model = z
     checkpoint: path.optional(),
     /** `'byte'`: the built-in byte-level tokenizer; anything else is a path to a HF `tokenizer.json`. */
     tokenizer: path.default('byte'),
+    /**
+     * Train LoRA adapters instead of all weights (SFT and GRPO): `{rank, alpha, dropout: 0, targetModules}`
+     * (default targets: every attention and MLP projection). The base weights stay frozen.
+     */
+    lora: loraSchema.optional(),
   })
   .strict();
 
@@ -68,7 +75,15 @@ const data = z
       .strict()
       .prefault({}),
     evalFraction: z.number().gt(0).lt(1).default(0.2),
+    /** Counted as the model sees a prompt: with its chat template and BOS. */
     maxPromptTokens: int(1, 1_000_000).default(256),
+    /**
+     * `auto`: every prompt (rollout, evaluation, SFT, OPERA scoring) is formatted by the model's chat
+     * template when `model.tokenizer` has one (tokenizer_config.json `chat_template` or
+     * chat_template.jinja), as one user message plus the assistant's generation prompt, with thinking
+     * enabled; `none`: BOS + the raw prompt. The byte tokenizer has no template.
+     */
+    chatTemplate: z.enum(CHAT_TEMPLATE_MODES).default('auto'),
   })
   .strict();
 

@@ -43,6 +43,12 @@ export const CHECKPOINT_FILES = {
   trainerState: 'trainer_state.json',
 } as const;
 
+/** Every file a checkpoint directory may hold (what a verifier expects recorded, and nothing else). */
+export const ALL_CHECKPOINT_FILES: readonly string[] = [
+  ...Object.values(CHECKPOINT_FILES),
+  ...Object.values(ADAPTER_FILES),
+];
+
 function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, TensorEntry> {
   const out = new Map<string, TensorEntry>();
   for (const [name, data] of [...weights].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {

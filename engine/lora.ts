@@ -18,8 +18,9 @@ export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export const loraSchema = z
   .object({
-    rank: z.number().int().min(1).max(4096),
-    alpha: z.number().positive(),
+    // PEFT's defaults (LoraConfig r=8, lora_alpha=8).
+    rank: z.number().int().min(1).max(4096).default(8),
+    alpha: z.number().positive().default(8),
     // Dropout on the adapter's input needs a mask per step that a resumed run can reproduce: not built yet.
     dropout: z
       .number()

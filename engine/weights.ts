@@ -6,7 +6,7 @@ import type { Feeds } from './ort';
 export type Weights = Map<string, Float32Array>;
 
 /** Deterministic init from a seed (splitmix32 + Box–Muller): N(0, 0.02²) matrices, unit norm gains, zero biases. */
-export function initWeights(config: LlamaConfig, seed: number): Weights {
+export function initWeights(config: LlamaConfig, seed: number, only?: (name: string) => boolean): Weights {
   let state = seed >>> 0;
   const next = () => {
     state = (state + 0x9e3779b9) >>> 0;
@@ -17,6 +17,7 @@ export function initWeights(config: LlamaConfig, seed: number): Weights {
   };
   const weights: Weights = new Map();
   for (const [name, shape] of parameterShapes(config)) {
+    if (only && !only(name)) continue; // e.g. a fresh adapter for loaded base weights
     const n = shape.reduce((a, b) => a * b, 1);
     const w = new Float32Array(n);
     if (name.endsWith('.bias') || name.endsWith('.lora_B.weight'))

@@ -15,6 +15,7 @@ import { control } from './cli/control';
 import { runs, show } from './cli/inspect';
 import { train } from './cli/train';
 import { verify } from './cli/verify';
+import { exportRun } from './cli/export';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
@@ -24,7 +25,8 @@ const USAGE = `usage:
   operaflow show <run> [--json]                                    status, stages with attempts, latest metrics
   operaflow pause|resume|cancel <run>                              operator commands (resume also revives a failed/cancelled run)
   operaflow retry <run>                                            retry the stage a blocked run waits on
-  operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows`;
+  operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
+  operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | boolean | undefined>;
@@ -56,6 +58,16 @@ const COMMANDS: Record<string, Command> = {
   resume: controlCommand('resume'),
   cancel: controlCommand('cancel'),
   retry: controlCommand('retry'),
+  export: {
+    args: ['run'],
+    options: {
+      out: { type: 'string' },
+      iteration: { type: 'string' },
+      merged: { type: 'boolean' },
+      adapter: { type: 'boolean' },
+    },
+    run: ([id], f) => exportRun(id!, f as { out?: string; iteration?: string; merged?: boolean; adapter?: boolean }),
+  },
   verify: {
     args: ['run'],
     options: { repair: { type: 'boolean' }, ...json },

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { evalPrompts, evalSampling } from '../../activities/evaluate';
-import { promptTokens } from '../../activities/engine';
+import { getTokenizer, promptTokens } from '../../activities/engine';
 import { batchPrompts, rolloutRequests, rolloutSampling } from '../../activities/rollout';
 import { attemptsExhausted, runDirOf, type DatasetFile } from '../../activities/runtime';
 import { coldStartRuns, engineTeacher, sftExamples, sftLoop, startingWeights, teacherFor } from '../../activities/sft';
@@ -39,6 +39,7 @@ jest.setTimeout(300_000);
 const dir = mkdtempSync(join(tmpdir(), 'operaflow-keys-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const byte = new ByteTokenizer();
+const QWEN3_LIKE = join(__dirname, '..', 'fixtures', 'hf-tokenizers', 'qwen3-like');
 
 const GUIDING = Array.from({ length: 47 }, (_, k) => String.fromCharCode(33 + 2 * k));
 
@@ -183,6 +184,12 @@ const observe = {
     );
     return digest(results.map((r) => r.tokens));
   },
+  // The byte tokenizer has no chat template, so data.chatTemplate is seen through a model that has one: the
+  // rollout prompt of the run's first training row with the Qwen3-like fixture as model.tokenizer.
+  templatedPrompt: async (c: RunConfig) => {
+    const row = (await datasetOf(c)).train[0]!;
+    return digest(promptTokens(await getTokenizer(QWEN3_LIKE, c.data.chatTemplate), row.prompt));
+  },
   plan: async (c: RunConfig) => digest(planOf(c)),
   attempts: async (c: RunConfig) => digest([1, 2, 3, 5, 8].map((failures) => attemptsExhausted(c, failures))),
   store: async (c: RunConfig) => runDirOf(c, 'run-1'),
@@ -241,12 +248,17 @@ beforeAll(async () => {
     'model.config.vocab_size': { value: 300, effect: 'model' },
     'model.config.tie_word_embeddings': { value: true, effect: 'model' },
     'model.config.max_position_embeddings': { value: 512, effect: 'model' },
+    'model.lora.rank': { value: 4, effect: ['model', 'sft'] },
+    'model.lora.alpha': { value: 32, effect: 'sft' },
+    'model.lora.dropout': { value: 0.1, effect: 'refused' }, // not implemented
+    'model.lora.targetModules': { value: ['q_proj', 'down_proj'], effect: ['model', 'sft'] },
     'data.source': { value: rows, effect: 'data' },
     'data.synthetic.writing': { value: 10, effect: 'data' },
     'data.synthetic.math': { value: 10, effect: 'data' },
     'data.synthetic.seed': { value: 3, effect: 'data' },
     'data.evalFraction': { value: 0.5, effect: 'data' },
     'data.maxPromptTokens': { value: 13, effect: 'data' },
+    'data.chatTemplate': { value: 'none', effect: 'templatedPrompt' },
     'coldStart.enabled': { value: false, effect: 'sft' },
     'coldStart.synthesize': { value: true, effect: 'refused' }, // without a trained teacher
     'coldStart.teacher.checkpoint': { value: await checkpointDir(12), effect: 'teacher' },

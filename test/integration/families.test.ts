@@ -7,7 +7,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { saveCheckpoint } from '../../engine/checkpoint';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../../engine/checkpoint';
+import { loadPeftAdapter } from '../../engine/lora';
+import { LlamaModel, causalBias } from '../../engine/model';
 import { llamaConfigSchema, modelPresets } from '../../engine/config';
 import { decodeSafetensors } from '../../engine/safetensors';
 import { initWeights } from '../../engine/weights';
@@ -79,4 +81,77 @@ test('a run from a Qwen3 checkpoint trains a Qwen3 model and writes Qwen3 checkp
     expect(names).toContain('model.layers.1.self_attn.k_norm.weight');
     expect(names.sort()).toEqual(startNames);
   }
+});
+
+// Catches: model.lora accepted and ignored, the base weights trained or rewritten with other values, the
+// adapter missing from the checkpoints the run passes on (rollouts, the KL reference, the next update).
+test('a LoRA run from a checkpoint trains the adapter only: every checkpoint keeps the base weights and adds a PEFT adapter', async () => {
+  const dir = tmpDir();
+  const start = join(dir, 'llama-start');
+  const config = llamaConfigSchema.parse({ ...modelPresets.tiny });
+  await saveCheckpoint(start, { config, weights: initWeights(config, 5) });
+  worker ??= await startWorker(env);
+  const yaml = smokeYaml({
+    name: 'lora-run',
+    artifactsDir: join(dir, 'artifacts'),
+    grpo: '{ iterations: 2, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 8, lr: 0.01, maxNewTokens: 16 }',
+  }).replace(
+    'model: { preset: tiny, tokenizer: byte }',
+    `model: { checkpoint: ${JSON.stringify(start)}, tokenizer: byte, lora: { rank: 4, alpha: 8, targetModules: [q_proj, v_proj, down_proj] } }`,
+  );
+  const res = await runCli(['train', writeConfig(yaml), '--wait', '--json'], env);
+  const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
+  started.push(summary.id);
+  if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\nworker:\n${worker.output()}`);
+  expect(summary.status).toBe('completed');
+
+  const { rows } = await db.query<{ iteration: number; name: string; uri: string; sha256: string }>(
+    "select iteration, name, uri, sha256 from artifacts where run_id = $1 and kind = 'checkpoint' order by iteration, name",
+    [summary.id],
+  );
+  const startBase = (await readFile(join(start, 'model.safetensors'))).toString('base64');
+  const adapters = new Set<string>();
+  for (const iteration of [0, 1, 2]) {
+    const names = rows.filter((r) => r.iteration === iteration).map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'model.safetensors']),
+    );
+    const base = rows.find((r) => r.iteration === iteration && r.name === 'model.safetensors')!;
+    expect((await readFile(fileURLToPath(base.uri))).toString('base64')).toBe(startBase); // frozen, bit for bit
+    adapters.add(rows.find((r) => r.iteration === iteration && r.name === 'adapter_model.safetensors')!.sha256);
+    const peft = JSON.parse(await readFile(join(fileURLToPath(base.uri), '..', 'adapter_config.json'), 'utf8'));
+    expect(peft).toMatchObject({
+      peft_type: 'LORA',
+      r: 4,
+      lora_alpha: 8,
+      target_modules: ['q_proj', 'v_proj', 'down_proj'],
+    });
+  }
+  expect(adapters.size).toBe(3); // SFT and each update moved the adapter
+
+  // Export: the adapter as PEFT writes it, and the merged model, which computes what base + adapter does.
+  const adapterOut = join(dir, 'export-adapter');
+  const exported = await runCli(['export', summary.id, '--out', adapterOut, '--adapter', '--iteration', '1'], env);
+  expect(exported.stdout).toContain(`exported run ${summary.id} iteration 1 (adapter)`);
+  const peft = await loadPeftAdapter(adapterOut);
+  expect(peft.spec).toMatchObject({ rank: 4, alpha: 8 });
+  const mergedOut = join(dir, 'export-merged');
+  expect((await runCli(['export', summary.id, '--out', mergedOut], env)).code).toBe(0);
+  const merged = await loadCheckpoint(mergedOut);
+  expect(merged.config.lora).toBeUndefined();
+  const last = rows.find((r) => r.iteration === 2 && r.name === 'model.safetensors')!;
+  const lora = await loadCheckpoint(join(fileURLToPath(last.uri), '..'));
+  const tokens = [[5, 9, 17, 33, 2, 7]];
+  const logits = async (c: Checkpoint) =>
+    (
+      await new LlamaModel(c.config, c.weights).forward({
+        tokens,
+        positions: [[0, 1, 2, 3, 4, 5]],
+        attnBias: causalBias([6], 6),
+      })
+    ).logits;
+  const [a, b] = [await logits(lora), await logits(merged)];
+  expect(Math.max(...a.map((x, k) => Math.abs(x - b[k]!)))).toBeLessThanOrEqual(1e-4);
+  const refused = await runCli(['export', summary.id, '--out', join(dir, 'x'), '--merged', '--adapter'], env);
+  expect(refused.code).toBe(64);
 });
