@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import {
+  ADAPTER_FILES,
   ALL_CHECKPOINT_FILES,
   CHECKPOINT_FILES,
   loadCheckpoint,
@@ -84,10 +85,14 @@ export async function verifyCheckpointFiles(dir: string, files: Record<string, s
     throw new Error(`checkpoint ${dir} does not match its recorded hashes: ${problems.join('; ')}`);
 }
 
+/** The file whose sha256 names a checkpoint's weights: model.safetensors, or the adapter of a LoRA checkpoint on a base. */
+const weightsFile = (files: Record<string, string>): string =>
+  files[CHECKPOINT_FILES.model] !== undefined ? CHECKPOINT_FILES.model : ADAPTER_FILES.weights;
+
 /** Loads a checkpoint after checking every one of its files against the recorded sha256. */
 export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
   const dir = uriToPath(ref.uri);
-  if (!ref.files || ref.files[CHECKPOINT_FILES.model] !== ref.sha256) {
+  if (!ref.files || ref.files[weightsFile(ref.files)] !== ref.sha256) {
     throw new Error(
       `checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`,
     );
@@ -105,18 +110,18 @@ export async function saveCheckpointRecorded(
   ckpt: Checkpoint,
 ): Promise<{ checkpoint: CheckpointRef; optimizer: ArtifactRef | null }> {
   const files = await saveCheckpoint(dir, ckpt);
-  let modelSha: string | undefined;
   let optimizer: ArtifactRef | null = null;
   for (const f of files) {
     const name = f.path.slice(f.path.lastIndexOf('/') + 1);
     const ref: ArtifactRef = { uri: pathToUri(f.path), sha256: f.sha256, bytes: f.bytes };
     const kind = name === CHECKPOINT_FILES.optimizer ? 'optimizer' : 'checkpoint';
     await recordArtifact(db, { runId, kind, iteration, name, ...ref });
-    if (name === CHECKPOINT_FILES.model) modelSha = f.sha256;
     if (kind === 'optimizer') optimizer = ref;
   }
-  if (!modelSha) throw new Error(`saveCheckpoint wrote no ${CHECKPOINT_FILES.model} in ${dir}`);
-  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: modelSha, files: fileHashes(files) }, optimizer };
+  const hashes = fileHashes(files);
+  const weightsSha = hashes[weightsFile(hashes)];
+  if (!weightsSha) throw new Error(`saveCheckpoint wrote no ${weightsFile(hashes)} in ${dir}`);
+  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: weightsSha, files: hashes }, optimizer };
 }
 
 export interface ScoredResponse {

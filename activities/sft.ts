@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import type { RunConfig } from '../config/schema';
 import { modelConfigFor } from '../config/model';
 import { isAdapterName } from '../engine/lora';
+import { cachedPromise } from '../util/cache';
 import { getArtifact, upsertMetrics } from '../db/queries';
-import { loadCheckpoint } from '../engine/checkpoint';
+import { baseRefOf, loadCheckpoint, saveCheckpoint, type BaseRef } from '../engine/checkpoint';
 import type { LlamaConfig } from '../engine/config';
 import { LlamaModel, initWeights, type Weights } from '../engine/model';
 import { sample } from '../engine/sampler';
@@ -76,6 +77,27 @@ export async function startingWeights(config: RunConfig, modelConfig: LlamaConfi
   if (!lora) return weights;
   for (const [name, w] of initWeights(modelConfig, config.seed, isAdapterName)) weights.set(name, w);
   return weights;
+}
+
+const bases = new Map<string, Promise<{ base?: BaseRef }>>();
+
+/**
+ * The base LoRA checkpoints of a run refer to: `model.checkpoint` itself, or (a fresh model) its initial
+ * weights saved once under `checkpoints/base`. Nothing for a run that trains all weights.
+ */
+async function loraBase(
+  config: RunConfig,
+  runDir: string,
+  modelConfig: LlamaConfig,
+  weights: Weights,
+): Promise<{ base?: BaseRef }> {
+  if (!modelConfig.lora) return {};
+  if (config.model.checkpoint) return { base: await baseRefOf(config.model.checkpoint) };
+  const { lora: _lora, ...plain } = modelConfig;
+  const dir = join(runDir, 'checkpoints', 'base');
+  const frozen = new Map([...weights].filter(([name]) => !isAdapterName(name)));
+  await saveCheckpoint(dir, { config: plain, weights: frozen });
+  return { base: await baseRefOf(dir) };
 }
 
 /** Cold-start SFT runs when enabled with at least one step. */
@@ -172,6 +194,9 @@ export const sftActivities = (rt: Runtime) => {
       const modelConfig = modelConfigFor(config, tok);
       const weights = await startingWeights(config, modelConfig);
       const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
+      // Under LoRA every checkpoint of the run names one frozen base instead of holding it (Checkpoint.base).
+      const base = () =>
+        cachedPromise(bases, runId, () => loraBase(config, rt.runDir(config, runId), modelConfig, weights));
       const cs = config.coldStart;
       let steps = 0;
       let finalLoss: number | null = null;
@@ -204,6 +229,7 @@ export const sftActivities = (rt: Runtime) => {
                   weights: model.weights,
                   optimizer: trainer.state(),
                   extra: { step: step + 1 },
+                  ...(await base()),
                 });
               }
               rt.heartbeat({ ...progress, step: step + 1 });
@@ -225,6 +251,7 @@ export const sftActivities = (rt: Runtime) => {
           config: modelConfig,
           weights: model.weights,
           extra: { iteration: 0, stage: 'coldStartSft', steps, ema: null, dataPosition: 0 },
+          ...(await base()),
         },
       );
       return { checkpoint, steps, finalLoss };

@@ -15,7 +15,7 @@ export interface ArtifactRef {
 export interface CheckpointRef {
   uri: string;
   iteration: number;
-  /** sha256 of model.safetensors. */
+  /** sha256 of model.safetensors (of adapter_model.safetensors for a LoRA checkpoint on a base, see base.json). */
   sha256: string;
   /** sha256 of every file the directory holds, by file name: loading refuses any that differs, is missing or is extra. */
   files: Record<string, string>;

@@ -123,6 +123,7 @@ export const updateActivities = (rt: Runtime) => ({
                 weights: model.weights,
                 optimizer: trainer.state(),
                 extra: { step: done, stats },
+                ...(ckpt.base ? { base: ckpt.base } : {}),
               });
             }
             rt.heartbeat({ ...progress, step: done });
@@ -145,6 +146,7 @@ export const updateActivities = (rt: Runtime) => ({
           weights: model.weights,
           optimizer: trainer.state(),
           extra: { iteration, ema: input.ema, dataPosition: input.dataPosition, seed: config.seed },
+          ...(ckpt.base ? { base: ckpt.base } : {}), // LoRA: the same frozen base, named not rewritten
         },
       );
       const metrics: Record<string, number> = {

@@ -10,8 +10,8 @@
  * the new file, never a torn one.
  */
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { writeFileAtomic, type WrittenFile } from '../util/files';
+import { join, resolve } from 'node:path';
+import { hashFile, writeFileAtomic, type WrittenFile } from '../util/files';
 import { jsonProblem } from '../util/json';
 import { MODEL_TYPES, llamaConfigSchema, type LlamaConfig, type ModelType } from './config';
 import { ROPE_TYPES } from './rope';
@@ -31,6 +31,51 @@ export interface Checkpoint {
   weights: Weights;
   optimizer?: OptimizerState;
   extra?: Record<string, unknown>;
+  /**
+   * LoRA: the frozen base weights live in another checkpoint directory, referenced by `base.json` with
+   * the sha256 of each of its files, so a checkpoint is the adapter alone (megabytes, not gigabytes).
+   */
+  base?: BaseRef;
+}
+
+/** A base checkpoint directory and the sha256 of the files its weights are read from. */
+export interface BaseRef {
+  dir: string;
+  files: Record<string, string>;
+}
+
+/** The files of a checkpoint directory that hold its architecture and weights (sharded or not). */
+async function weightFiles(dir: string): Promise<string[]> {
+  const single = join(dir, CHECKPOINT_FILES.model);
+  const index = `${single}.index.json`;
+  if ((await exists(single)) || !(await exists(index))) return [CHECKPOINT_FILES.config, CHECKPOINT_FILES.model];
+  const map = (JSON.parse(await readFile(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+  return [CHECKPOINT_FILES.config, `${CHECKPOINT_FILES.model}.index.json`, ...new Set(Object.values(map))].sort();
+}
+
+/** A reference to `dir` as the base of LoRA checkpoints: its weight files and their sha256. */
+export async function baseRefOf(dir: string): Promise<BaseRef> {
+  const files: Record<string, string> = {};
+  for (const name of await weightFiles(dir)) files[name] = (await hashFile(join(dir, name))).sha256;
+  return { dir: resolve(dir), files };
+}
+
+/** Refuses a base whose files are not the ones recorded (changed, missing, or more of them). */
+async function verifyBase(base: BaseRef, from: string): Promise<void> {
+  const problems: string[] = [];
+  const present = await weightFiles(base.dir).catch(() => []);
+  for (const name of new Set([...present, ...Object.keys(base.files)])) {
+    const want = base.files[name];
+    const got = await hashFile(join(base.dir, name)).then(
+      (h) => h.sha256,
+      () => undefined,
+    );
+    if (want === undefined) problems.push(`${name} is not recorded`);
+    else if (got === undefined) problems.push(`${name} is missing`);
+    else if (got !== want) problems.push(`${name} has sha256 ${got}, recorded ${want}`);
+  }
+  if (problems.length)
+    throw new Error(`loadCheckpoint: the base ${base.dir} named by ${from} changed: ${problems.join('; ')}`);
 }
 
 /** A PEFT adapter's files (lora.ts), beside the base weights of a LoRA model's checkpoint. */
@@ -43,10 +88,14 @@ export const CHECKPOINT_FILES = {
   trainerState: 'trainer_state.json',
 } as const;
 
+/** Where a LoRA checkpoint names the base checkpoint its frozen weights come from (see Checkpoint.base). */
+export const BASE_FILE = 'base.json';
+
 /** Every file a checkpoint directory may hold (what a verifier expects recorded, and nothing else). */
 export const ALL_CHECKPOINT_FILES: readonly string[] = [
   ...Object.values(CHECKPOINT_FILES),
   ...Object.values(ADAPTER_FILES),
+  BASE_FILE,
 ];
 
 function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, TensorEntry> {
@@ -103,13 +152,21 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
     throw new Error(`saveCheckpoint: ${dir}: weights do not match the config:\n  ${problems.join('\n  ')}`);
   await mkdir(dir, { recursive: true });
   const files: CheckpointFile[] = [];
-  const base = new Map([...ckpt.weights].filter(([name]) => !isAdapterName(name)));
-  files.push(
-    await writeFileAtomic(
-      join(dir, CHECKPOINT_FILES.model),
-      encodeSafetensors(shapedTensors(base, all), { format: 'pt' }),
-    ),
-  );
+  const baseWeights = new Map([...ckpt.weights].filter(([name]) => !isAdapterName(name)));
+  const basePath = join(dir, BASE_FILE);
+  if (ckpt.base && ckpt.config.lora) {
+    // The frozen base is not written again: base.json names it (and the weights must still be its own).
+    files.push(await writeFileAtomic(basePath, Buffer.from(`${JSON.stringify(ckpt.base, null, 2)}\n`)));
+    await rm(join(dir, CHECKPOINT_FILES.model), { force: true });
+  } else {
+    await rm(basePath, { force: true });
+    files.push(
+      await writeFileAtomic(
+        join(dir, CHECKPOINT_FILES.model),
+        encodeSafetensors(shapedTensors(baseWeights, all), { format: 'pt' }),
+      ),
+    );
+  }
   if (ckpt.config.lora) {
     const adapter = new Map([...ckpt.weights].filter(([name]) => isAdapterName(name)));
     // The base lives in the same directory: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(dir), dir).
@@ -319,7 +376,18 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
   }
   const shapes = parameterShapes(config);
 
-  const { tensors, source } = await readModelTensors(dir);
+  let base: BaseRef | undefined;
+  const basePath = join(dir, BASE_FILE);
+  if (await exists(basePath)) {
+    try {
+      base = JSON.parse(await readFile(basePath, 'utf8')) as BaseRef;
+    } catch (err) {
+      throw new Error(`loadCheckpoint: ${basePath} is not valid JSON (${jsonProblem(err)})`);
+    }
+    if (!config.lora) throw new Error(`loadCheckpoint: ${basePath} names a base, but ${dir} holds no LoRA adapter`);
+    await verifyBase(base, basePath);
+  }
+  const { tensors, source } = await readModelTensors(base?.dir ?? dir);
   for (const [name, t] of adapter ?? []) tensors.set(name, t);
   // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
   if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) tensors.delete('lm_head.weight');
@@ -328,7 +396,7 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
     throw new Error(`loadCheckpoint: ${source} does not match config.json:\n  ${problems.join('\n  ')}`);
   const weights: Weights = new Map([...shapes.keys()].map((n) => [n, tensors.get(n)!.data]));
 
-  const result: Checkpoint = { config, weights };
+  const result: Checkpoint = { config, weights, ...(base ? { base } : {}) };
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
   if (await exists(optimizerPath)) {
     const opt = decodeOrExplain(await readOrExplain(optimizerPath, 'optimizer state'), optimizerPath);

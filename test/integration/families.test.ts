@@ -3,7 +3,7 @@
  * architecture comes from the checkpoint's config.json (no preset, no overrides), and every checkpoint
  * the run writes keeps the family's model_type, architectures and parameter names.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
@@ -85,7 +85,7 @@ test('a run from a Qwen3 checkpoint trains a Qwen3 model and writes Qwen3 checkp
 
 // Catches: model.lora accepted and ignored, the base weights trained or rewritten with other values, the
 // adapter missing from the checkpoints the run passes on (rollouts, the KL reference, the next update).
-test('a LoRA run from a checkpoint trains the adapter only: every checkpoint keeps the base weights and adds a PEFT adapter', async () => {
+test('a LoRA run from a checkpoint trains the adapter only: each checkpoint is the PEFT adapter, naming the frozen base by its hashes', async () => {
   const dir = tmpDir();
   const start = join(dir, 'llama-start');
   const config = llamaConfigSchema.parse({ ...modelPresets.tiny });
@@ -105,21 +105,26 @@ test('a LoRA run from a checkpoint trains the adapter only: every checkpoint kee
   if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\nworker:\n${worker.output()}`);
   expect(summary.status).toBe('completed');
 
-  const { rows } = await db.query<{ iteration: number; name: string; uri: string; sha256: string }>(
-    "select iteration, name, uri, sha256 from artifacts where run_id = $1 and kind = 'checkpoint' order by iteration, name",
+  const { rows } = await db.query<{ iteration: number; name: string; uri: string; sha256: string; bytes: number }>(
+    "select iteration, name, uri, sha256, bytes from artifacts where run_id = $1 and kind = 'checkpoint' order by iteration, name",
     [summary.id],
   );
-  const startBase = (await readFile(join(start, 'model.safetensors'))).toString('base64');
+  const baseBytes = (await stat(join(start, 'model.safetensors'))).size;
   const adapters = new Set<string>();
   for (const iteration of [0, 1, 2]) {
-    const names = rows.filter((r) => r.iteration === iteration).map((r) => r.name);
-    expect(names).toEqual(
-      expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'model.safetensors']),
+    const files = rows.filter((r) => r.iteration === iteration);
+    // The adapter alone: the frozen base is named by base.json (with its files' sha256), not rewritten.
+    expect(files.map((r) => r.name)).toEqual(
+      expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'base.json', 'config.json']),
     );
-    const base = rows.find((r) => r.iteration === iteration && r.name === 'model.safetensors')!;
-    expect((await readFile(fileURLToPath(base.uri))).toString('base64')).toBe(startBase); // frozen, bit for bit
-    adapters.add(rows.find((r) => r.iteration === iteration && r.name === 'adapter_model.safetensors')!.sha256);
-    const peft = JSON.parse(await readFile(join(fileURLToPath(base.uri), '..', 'adapter_config.json'), 'utf8'));
+    expect(files.map((r) => r.name)).not.toContain('model.safetensors');
+    const adapter = files.find((r) => r.name === 'adapter_model.safetensors')!;
+    expect(Number(adapter.bytes)).toBeLessThan(baseBytes / 4);
+    adapters.add(adapter.sha256);
+    const ckptDir = join(fileURLToPath(adapter.uri), '..');
+    const base = JSON.parse(await readFile(join(ckptDir, 'base.json'), 'utf8')) as { dir: string; files: object };
+    expect(base.dir).toBe(start);
+    const peft = JSON.parse(await readFile(join(ckptDir, 'adapter_config.json'), 'utf8'));
     expect(peft).toMatchObject({
       peft_type: 'LORA',
       r: 4,
@@ -139,7 +144,7 @@ test('a LoRA run from a checkpoint trains the adapter only: every checkpoint kee
   expect((await runCli(['export', summary.id, '--out', mergedOut], env)).code).toBe(0);
   const merged = await loadCheckpoint(mergedOut);
   expect(merged.config.lora).toBeUndefined();
-  const last = rows.find((r) => r.iteration === 2 && r.name === 'model.safetensors')!;
+  const last = rows.find((r) => r.iteration === 2 && r.name === 'adapter_model.safetensors')!;
   const lora = await loadCheckpoint(join(fileURLToPath(last.uri), '..'));
   const tokens = [[5, 9, 17, 33, 2, 7]];
   const logits = async (c: Checkpoint) =>
@@ -154,4 +159,36 @@ test('a LoRA run from a checkpoint trains the adapter only: every checkpoint kee
   expect(Math.max(...a.map((x, k) => Math.abs(x - b[k]!)))).toBeLessThanOrEqual(1e-4);
   const refused = await runCli(['export', summary.id, '--out', join(dir, 'x'), '--merged', '--adapter'], env);
   expect(refused.code).toBe(64);
+
+  // The base is trusted by its hashes: changed behind the run's back, every checkpoint on it is refused.
+  await writeFile(join(start, 'config.json'), `${await readFile(join(start, 'config.json'), 'utf8')} `);
+  const broken = await runCli(['export', summary.id, '--out', join(dir, 'y')], env);
+  expect(broken.code).toBe(1);
+  expect(broken.stderr).toContain(`the base ${start} named by`);
+  expect(broken.stderr).toMatch(/config\.json has sha256 [0-9a-f]{64}, recorded [0-9a-f]{64}/);
+});
+
+// Catches: a fresh (seeded) LoRA model with no base on disk for its checkpoints to name.
+test('a LoRA run from a fresh model saves its frozen base once and names it from every checkpoint', async () => {
+  const dir = tmpDir();
+  worker ??= await startWorker(env);
+  const yaml = smokeYaml({
+    name: 'lora-fresh',
+    artifactsDir: join(dir, 'artifacts'),
+    grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 8, lr: 0.01, maxNewTokens: 16 }',
+  }).replace('model: { preset: tiny, tokenizer: byte }', 'model: { preset: tiny, tokenizer: byte, lora: { rank: 2 } }');
+  const res = await runCli(['train', writeConfig(yaml), '--wait', '--json'], env);
+  const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
+  started.push(summary.id);
+  if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\nworker:\n${worker.output()}`);
+  const { rows } = await db.query<{ uri: string }>(
+    "select uri from artifacts where run_id = $1 and kind = 'checkpoint' and name = 'base.json' order by iteration",
+    [summary.id],
+  );
+  expect(rows).toHaveLength(2);
+  const bases = await Promise.all(rows.map(async (r) => JSON.parse(await readFile(fileURLToPath(r.uri), 'utf8')).dir));
+  expect(new Set(bases)).toEqual(new Set([join(dir, 'artifacts', summary.id, 'checkpoints', 'base')]));
+  const base = await loadCheckpoint(bases[0]);
+  expect(base.config.lora).toBeUndefined();
+  expect(base.weights.size).toBeGreaterThan(0);
 });
