@@ -117,9 +117,14 @@ export class LlamaModel {
     return cachedPromise(this.baked, key, () => Session.owned(build().toBytes(), this.providers));
   }
 
-  /** A cached session for `key`, building its graph on first use. */
+  /**
+   * A cached session for `key`, building its graph on first use. Models too large to bake their weights
+   * (over bakeLimitBytes) run in low-memory sessions: their activations dominate the machine's memory.
+   */
   session(key: string, build: () => Graph): Promise<Session> {
-    return cachedPromise(this.sessions, key, () => Session.get(build().toBytes(), this.providers));
+    return cachedPromise(this.sessions, key, () =>
+      Session.get(build().toBytes(), this.providers, { lowMemory: !this.bakes }),
+    );
   }
 
   private forwardSession(B: number, withPast: boolean): Promise<Session> {

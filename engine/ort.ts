@@ -93,7 +93,20 @@ const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
 export const graphHash = (bytes: Uint8Array): string => sha256(bytes);
 
-async function createSession(bytes: Uint8Array, providers: readonly string[]): Promise<ort.InferenceSession> {
+/**
+ * `lowMemory`: no memory arena and no memory pattern, so a session keeps nothing between runs. Measured
+ * on a LoRA SFT step at Qwen3-0.6B's shape (batch 4 × 512, 24 GB machine): with them, the second step was
+ * killed for memory (24 GiB); without, both steps ran (peak 22.2 GiB), the second in 48 s.
+ */
+export interface SessionOptions {
+  lowMemory?: boolean;
+}
+
+async function createSession(
+  bytes: Uint8Array,
+  providers: readonly string[],
+  options: SessionOptions = {},
+): Promise<ort.InferenceSession> {
   checkProviders(providers);
   try {
     return await ort.InferenceSession.create(bytes, {
@@ -102,6 +115,7 @@ async function createSession(bytes: Uint8Array, providers: readonly string[]): P
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      ...(options.lowMemory ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     });
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
@@ -134,10 +148,14 @@ export class Session {
     readonly hash: string,
   ) {}
 
-  static async get(bytes: Uint8Array, providers: readonly string[] = DEFAULT_PROVIDERS): Promise<Session> {
+  static async get(
+    bytes: Uint8Array,
+    providers: readonly string[] = DEFAULT_PROVIDERS,
+    options: SessionOptions = {},
+  ): Promise<Session> {
     const hash = graphHash(bytes);
-    const key = `${hash}|${providers.join(',')}`;
-    return new Session(await cachedPromise(sessions, key, () => createSession(bytes, providers)), hash);
+    const key = `${hash}|${providers.join(',')}|${options.lowMemory ? 'low' : ''}`;
+    return new Session(await cachedPromise(sessions, key, () => createSession(bytes, providers, options)), hash);
   }
 
   /**

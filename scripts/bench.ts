@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --json] [--quick]`: engine throughput on this machine. Every figure is the median
+ * `npm run bench [-- --json] [--quick]`: engine throughput on this machine (and, unless --quick, a LoRA
+ * SFT step at Qwen3-0.6B's shape: scripts/bench-qwen3.ts). Every figure is the median
  * of repeated runs after a warm-up run (which compiles the graphs). Prints a table; with --json the
  * last stdout line is one JSON object with the figures. --quick: fewer repeats and shorter
  * generations, for a smoke run (its numbers are noisier).
@@ -8,7 +9,9 @@
  * (backward ≈ 2× forward), and the forward counts every projection, the LM head and both attention
  * products over the full T×T score matrix (which is what the graph computes; the causal mask is a bias).
  */
+import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
 import { type LlamaConfig, dims, modelPresets } from '../engine/config';
 import { Graph } from '../engine/graph';
 import { LlamaModel, causalBias, initWeights } from '../engine/model';
@@ -216,6 +219,21 @@ async function sampling(repeats: number, model: LlamaModel, maxNewTokens: number
   return (B * maxNewTokens) / seconds;
 }
 
+/** The real-model figures (scripts/bench-qwen3.ts), in a process of their own: its memory peak stays its own. */
+async function realShape(
+  log: (s: string) => void,
+): Promise<{ qwen3ShapeLoraSftStepSeconds: number; qwen3ShapeLoraSftPeakRssGiB: number }> {
+  log('  Qwen3-0.6B-shape LoRA SFT step (a few minutes)...');
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-qwen3.ts')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as {
+    qwen3ShapeLoraSftStepSeconds: number;
+    qwen3ShapeLoraSftPeakRssGiB: number;
+  };
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const repeats = args.quick ? 2 : 5;
@@ -244,6 +262,8 @@ async function main(): Promise<void> {
   const tps = await sampling(args.quick ? 1 : 3, model, args.quick ? 32 : 128);
   log(`  sampling done: ${tps.toFixed(1)} tokens/s`);
 
+  const real = args.quick ? undefined : await realShape(log);
+
   const result = {
     machine: `${availableParallelism()} × ${cpu}`,
     quick: args.quick,
@@ -259,6 +279,7 @@ async function main(): Promise<void> {
     kvDecodeSpeedup: kv.speedup,
     kvDecodeTokensPerSec: newTokens / kv.cacheSeconds,
     sampleTokensPerSec: tps,
+    ...real,
   };
   const rows: [string, string, string, string][] = [
     ['gemmGflops', gemm.toFixed(1), '', 'fp32 2048×2048 MatMul through ORT'],
@@ -301,6 +322,16 @@ async function main(): Promise<void> {
       `sample(), batch 16, ${args.quick ? 32 : 128} new tokens, modelPresets.bench`,
     ],
   ];
+  if (real)
+    rows.push(
+      [
+        'qwen3ShapeLoraSftStepSeconds',
+        real.qwen3ShapeLoraSftStepSeconds.toFixed(1),
+        '',
+        "LoRA rank 16 SFT step at Qwen3-0.6B's shape (random weights), batch 4 × 512",
+      ],
+      ['qwen3ShapeLoraSftPeakRssGiB', real.qwen3ShapeLoraSftPeakRssGiB.toFixed(1), '≤ 24', 'peak RSS of that process'],
+    );
   const widths = [0, 1, 2, 3].map((c) =>
     Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length),
   );
