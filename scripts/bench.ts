@@ -219,19 +219,27 @@ async function sampling(repeats: number, model: LlamaModel, maxNewTokens: number
   return (B * maxNewTokens) / seconds;
 }
 
-/** The real-model figures (scripts/bench-qwen3.ts), in a process of their own: its memory peak stays its own. */
-async function realShape(
-  log: (s: string) => void,
-): Promise<{ qwen3ShapeLoraSftStepSeconds: number; qwen3ShapeLoraSftPeakRssGiB: number }> {
-  log('  Qwen3-0.6B-shape LoRA SFT step (a few minutes)...');
-  const out = execFileSync(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-qwen3.ts')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return JSON.parse(out.trim().split('\n').pop()!) as {
-    qwen3ShapeLoraSftStepSeconds: number;
-    qwen3ShapeLoraSftPeakRssGiB: number;
-  };
+interface RealShape {
+  qwen3ShapeLoraSftStepSeconds: number;
+  qwen3ShapeLoraSftPeakRssGiB: number;
+  qwen3ShapeGrpoIterationSeconds: number;
+  qwen3ShapeGrpoPeakRssGiB: number;
+}
+
+/** The real-model figures (scripts/bench-qwen3.ts), each in a process of its own: a memory peak stays its own. */
+async function realShape(log: (s: string) => void): Promise<RealShape> {
+  const run = (mode: string) =>
+    JSON.parse(
+      execFileSync(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-qwen3.ts'), mode], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+        .trim()
+        .split('\n')
+        .pop()!,
+    ) as Partial<RealShape>;
+  log('  Qwen3-0.6B-shape LoRA SFT step and GRPO iteration (several minutes)...');
+  return { ...run('sft'), ...run('grpo') } as RealShape;
 }
 
 async function main(): Promise<void> {
@@ -331,6 +339,13 @@ async function main(): Promise<void> {
         "LoRA rank 16 SFT step at Qwen3-0.6B's shape (random weights), batch 4 × 512",
       ],
       ['qwen3ShapeLoraSftPeakRssGiB', real.qwen3ShapeLoraSftPeakRssGiB.toFixed(1), '≤ 24', 'peak RSS of that process'],
+      [
+        'qwen3ShapeGrpoIterationSeconds',
+        real.qwen3ShapeGrpoIterationSeconds.toFixed(1),
+        '',
+        'same model: 8 prompts × 4 rollouts × 128 tokens sampled, OPERA scoring, log-probs, update in mini-batches of 8 (cold)',
+      ],
+      ['qwen3ShapeGrpoPeakRssGiB', real.qwen3ShapeGrpoPeakRssGiB.toFixed(1), '≤ 24', 'peak RSS of that process'],
     );
   const widths = [0, 1, 2, 3].map((c) =>
     Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length),

@@ -58,7 +58,8 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
     smokeYaml({
       name: 'operator',
       artifactsDir: tmpDir(),
-      grpo: '{ iterations: 4, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
+      // Long enough that the cancel below lands while iterations remain (an iteration takes about a second).
+      grpo: '{ iterations: 12, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
     }),
   );
   const runId = `operator-${process.pid}-${Date.now()}`;
@@ -78,7 +79,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
     120_000,
     200,
   );
-  expect((await runCli(['pause', runId], env)).code).toBe(0);
+  expect(await runCli(['pause', runId], env)).toMatchObject({ code: 0 }); // on failure, stderr is shown
   await waitFor('paused', async () => ((await status(runId)).status === 'paused' ? true : undefined), 60_000, 200);
   const pausedAt = (await status(runId)).current_iteration;
   await new Promise((r) => setTimeout(r, 3000));
@@ -86,7 +87,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   expect((await status(runId)).current_iteration).toBe(pausedAt);
   expect((await status(runId)).status).toBe('paused');
 
-  expect((await runCli(['resume', runId], env)).code).toBe(0);
+  expect(await runCli(['resume', runId], env)).toMatchObject({ code: 0 }); // on failure, stderr is shown
   await waitFor(
     'running again',
     async () => ((await status(runId)).status === 'running' ? true : undefined),
@@ -94,7 +95,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
     200,
   );
 
-  expect((await runCli(['cancel', runId], env)).code).toBe(0);
+  expect(await runCli(['cancel', runId], env)).toMatchObject({ code: 0 }); // on failure, stderr is shown
   await waitFor(
     'cancelled',
     async () => ((await status(runId)).status === 'cancelled' ? true : undefined),
@@ -102,7 +103,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
     200,
   );
   const cancelledAt = (await status(runId)).current_iteration;
-  expect(cancelledAt).toBeLessThan(4);
+  expect(cancelledAt).toBeLessThan(12);
 
   const resumed = await runCli(['resume', runId], env);
   expect(resumed.code).toBe(0);
@@ -117,7 +118,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
     },
     150_000,
   );
-  expect(done.current_iteration).toBe(4);
+  expect(done.current_iteration).toBe(12);
 
   const show = JSON.parse(lastLine((await runCli(['show', runId, '--json'], env)).stdout)) as RunSummary;
   const types = show.events.map((e) => e.type);
@@ -125,11 +126,11 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   expect(show.events.find((e) => e.type === 'paused')!.actor).toMatch(/@/);
   // The continuation redid no completed update: one completed update attempt per iteration.
   const updates = show.stages.filter((s) => s.stage === 'update');
-  expect(updates.map((u) => u.iteration)).toEqual([1, 2, 3, 4]);
+  expect(updates.map((u) => u.iteration)).toEqual(Array.from({ length: 12 }, (_, k) => k + 1));
   for (const u of updates) expect(u.attempts.filter((a) => a.status === 'completed')).toHaveLength(1);
   const { rows } = await db.query<{ n: number }>(
     "select count(*)::int as n from samples where run_id = $1 and split = 'train'",
     [runId],
   );
-  expect(rows[0]!.n).toBe(4 * 4 * 4);
+  expect(rows[0]!.n).toBe(12 * 4 * 4);
 });
