@@ -16,6 +16,7 @@ import { runs, show } from './cli/inspect';
 import { train } from './cli/train';
 import { verify } from './cli/verify';
 import { exportRun } from './cli/export';
+import { exportMetrics } from './cli/export-metrics';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
@@ -26,7 +27,8 @@ const USAGE = `usage:
   operaflow pause|resume|cancel <run>                              operator commands (resume also revives a failed/cancelled run)
   operaflow retry <run>                                            retry the stage a blocked run waits on
   operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
-  operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter`;
+  operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter
+  operaflow export-metrics <run> [--format csv|jsonl]              every metric the run recorded, to stdout`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | boolean | undefined>;
@@ -67,6 +69,11 @@ const COMMANDS: Record<string, Command> = {
       adapter: { type: 'boolean' },
     },
     run: ([id], f) => exportRun(id!, f as { out?: string; iteration?: string; merged?: boolean; adapter?: boolean }),
+  },
+  'export-metrics': {
+    args: ['run'],
+    options: { format: { type: 'string' } },
+    run: ([id], f) => exportMetrics(id!, f as { format?: string }),
   },
   verify: {
     args: ['run'],

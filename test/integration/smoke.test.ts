@@ -214,6 +214,30 @@ test('operaflow verify finds missing rows and changed files, and --repair restor
   expectSameRecord('after verify --repair', await runRecord(db, runId), before);
 });
 
+// Catches: metrics lost, reordered or rounded on the way out (a CSV re-read must give the recorded doubles).
+test('export-metrics writes every recorded metric as CSV or JSONL, exactly', async () => {
+  const runId = started[0]!;
+  const { rows } = await db.query<{ step: number; name: string; value: number }>(
+    'select step, name, value from metrics where run_id = $1 order by step, name',
+    [runId],
+  );
+  expect(rows.length).toBeGreaterThan(20);
+  const csv = await runCli(['export-metrics', runId], env);
+  expect(csv.code).toBe(0);
+  const [header, ...lines] = csv.stdout.trim().split('\n');
+  expect(header).toBe('run,step,name,value');
+  expect(lines.map((l) => l.split(','))).toEqual(rows.map((r) => [runId, String(r.step), r.name, String(r.value)]));
+  const jsonl = await runCli(['export-metrics', runId, '--format', 'jsonl'], env);
+  expect(
+    jsonl.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as unknown),
+  ).toEqual(rows.map((r) => ({ run: runId, ...r })));
+  expect((await runCli(['export-metrics', runId, '--format', 'xml'], env)).code).toBe(64);
+  expect((await runCli(['export-metrics', 'no-such-run'], env)).stderr).toContain('no run with id "no-such-run"');
+});
+
 describe('train rejects bad configs with a message naming the key', () => {
   const cases: [string, string, RegExp][] = [
     ['unknown key', 'name: x\ngrpo:\n  groupSiz: 4\n', /grpo\.groupSiz: unknown key/],
