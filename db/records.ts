@@ -165,3 +165,20 @@ export async function sampleKeys(
     .from(samples)
     .where(eq(samples.runId, runId));
 }
+
+/** A run's samples, optionally of one split and iteration, in their natural order (at most `limit`). */
+export async function listSamples(
+  db: Db,
+  runId: string,
+  filter: { split?: string; iteration?: number; limit?: number } = {},
+): Promise<(typeof samples.$inferSelect)[]> {
+  const where = [eq(samples.runId, runId)];
+  if (filter.split !== undefined) where.push(eq(samples.split, filter.split as 'train' | 'eval'));
+  if (filter.iteration !== undefined) where.push(eq(samples.iteration, filter.iteration));
+  return db
+    .select()
+    .from(samples)
+    .where(and(...where))
+    .orderBy(asc(samples.split), asc(samples.iteration), asc(samples.promptId), asc(samples.sampleIndex))
+    .limit(filter.limit ?? 1000);
+}

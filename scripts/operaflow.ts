@@ -17,6 +17,7 @@ import { train } from './cli/train';
 import { verify } from './cli/verify';
 import { exportRun } from './cli/export';
 import { exportMetrics } from './cli/export-metrics';
+import { ui } from './cli/ui';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
@@ -28,7 +29,8 @@ const USAGE = `usage:
   operaflow retry <run>                                            retry the stage a blocked run waits on
   operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
   operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter
-  operaflow export-metrics <run> [--format csv|jsonl]              every metric the run recorded, to stdout`;
+  operaflow export-metrics <run> [--format csv|jsonl]              every metric the run recorded, to stdout
+  operaflow ui [--port 8080] [--host 127.0.0.1]                    the run database as JSON under /api/ (OPERAFLOW_UI_TOKEN beyond loopback)`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | boolean | undefined>;
@@ -74,6 +76,11 @@ const COMMANDS: Record<string, Command> = {
     args: ['run'],
     options: { format: { type: 'string' } },
     run: ([id], f) => exportMetrics(id!, f as { format?: string }),
+  },
+  ui: {
+    args: [],
+    options: { port: { type: 'string' }, host: { type: 'string' } },
+    run: (_, f) => ui(f as { port?: string; host?: string }),
   },
   verify: {
     args: ['run'],

