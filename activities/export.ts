@@ -6,7 +6,7 @@
  */
 import type { Db } from '../db/client';
 import { completedStageOutput, lastCompletedUpdate, requireRun } from '../db/queries';
-import { saveCheckpoint, type TensorEntry } from '../engine/checkpoint';
+import { adapterTensors, saveCheckpoint } from '../engine/checkpoint';
 import { isAdapterName, mergeLora, savePeftAdapter } from '../engine/lora';
 import { parameterShapes } from '../engine/model';
 import { loadCheckpointChecked } from './engine';
@@ -35,14 +35,8 @@ export async function exportPolicy(
   const { lora, ...plain } = ckpt.config;
   if (options.format === 'adapter') {
     if (!lora) throw new Error(`run ${runId} trained all weights (no model.lora): export it --merged`);
-    const shapes = parameterShapes(ckpt.config);
-    const adapter = new Map<string, TensorEntry>(
-      [...ckpt.weights]
-        .filter(([name]) => isAdapterName(name))
-        .map(([name, data]) => [name, { shape: shapes.get(name)!, data }]),
-    );
     const base = (run.config as { model?: { checkpoint?: string } }).model?.checkpoint ?? 'base';
-    const files = await savePeftAdapter(options.out, lora, adapter, base);
+    const files = await savePeftAdapter(options.out, lora, adapterTensors(ckpt.config, ckpt.weights), base);
     return { iteration: ref.iteration, files: files.map((f) => f.path) };
   }
   const weights = lora

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseHfConfig } from '../engine/checkpoint';
 import { llamaConfigSchema, modelPresets, type LlamaConfig } from '../engine/config';
-import { jsonProblem } from '../util/json';
+import { jsonFileProblem } from '../util/json';
 import type { Tokenizer } from '../engine/tokenizer';
 import type { RunConfig } from './schema';
 
@@ -37,10 +37,7 @@ function checkpointConfig(dir: string, tokenizer: Tokenizer, baseDir: string): L
   try {
     raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      `model.checkpoint: ${file} ${code ? `cannot be read (${code})` : `is not valid JSON (${jsonProblem(err)})`}`,
-    );
+    throw new Error(`model.checkpoint: ${file} ${jsonFileProblem(err)}`);
   }
   const model = parseHfConfig(raw, file);
   if (model.vocab_size < tokenizer.vocabSize)

@@ -11,7 +11,7 @@
  */
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { hashFile, writeFileAtomic, type WrittenFile } from '../util/files';
+import { hashFileCached, writeFileAtomic, type WrittenFile } from '../util/files';
 import { jsonProblem } from '../util/json';
 import { MODEL_TYPES, llamaConfigSchema, type LlamaConfig, type ModelType } from './config';
 import { ROPE_TYPES } from './rope';
@@ -56,7 +56,7 @@ async function weightFiles(dir: string): Promise<string[]> {
 /** A reference to `dir` as the base of LoRA checkpoints: its weight files and their sha256. */
 export async function baseRefOf(dir: string): Promise<BaseRef> {
   const files: Record<string, string> = {};
-  for (const name of await weightFiles(dir)) files[name] = (await hashFile(join(dir, name))).sha256;
+  for (const name of await weightFiles(dir)) files[name] = (await hashFileCached(join(dir, name))).sha256;
   return { dir: resolve(dir), files };
 }
 
@@ -66,7 +66,7 @@ async function verifyBase(base: BaseRef, from: string): Promise<void> {
   const present = await weightFiles(base.dir).catch(() => []);
   for (const name of new Set([...present, ...Object.keys(base.files)])) {
     const want = base.files[name];
-    const got = await hashFile(join(base.dir, name)).then(
+    const got = await hashFileCached(join(base.dir, name)).then(
       (h) => h.sha256,
       () => undefined,
     );
@@ -97,6 +97,12 @@ export const ALL_CHECKPOINT_FILES: readonly string[] = [
   ...Object.values(ADAPTER_FILES),
   BASE_FILE,
 ];
+
+/** The LoRA adapter tensors of a model's weights, with their shapes (what savePeftAdapter writes). */
+export function adapterTensors(config: LlamaConfig, weights: Weights): Map<string, TensorEntry> {
+  const adapter = new Map([...weights].filter(([name]) => isAdapterName(name)));
+  return shapedTensors(adapter, parameterShapes(config));
+}
 
 function shapedTensors(weights: Weights, shapes: Map<string, number[]>, prefix = ''): Map<string, TensorEntry> {
   const out = new Map<string, TensorEntry>();
@@ -168,9 +174,8 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint): Promise<Che
     );
   }
   if (ckpt.config.lora) {
-    const adapter = new Map([...ckpt.weights].filter(([name]) => isAdapterName(name)));
     // The base lives in the same directory: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(dir), dir).
-    files.push(...(await savePeftAdapter(dir, ckpt.config.lora, shapedTensors(adapter, all), '.')));
+    files.push(...(await savePeftAdapter(dir, ckpt.config.lora, adapterTensors(ckpt.config, ckpt.weights), '.')));
   } else {
     for (const f of Object.values(ADAPTER_FILES)) await rm(join(dir, f), { force: true }); // no stale adapter
   }

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic, type WrittenFile } from '../util/files';
-import { jsonProblem } from '../util/json';
+import { jsonFileProblem } from '../util/json';
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from './safetensors';
 
 /** The projections LoRA can target (PEFT's module names); the default targets all of them. */
@@ -124,8 +124,7 @@ export async function loadPeftAdapter(dir: string): Promise<{ spec: LoraSpec; te
   try {
     raw = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${configPath}: ${code ? `cannot be read (${code})` : `is not valid JSON (${jsonProblem(err)})`}`);
+    throw new Error(`${configPath}: ${jsonFileProblem(err)}`);
   }
   const unsupported = unsupportedPeft(raw);
   if (unsupported.length) throw new Error(`${configPath}: unsupported settings: ${unsupported.join('; ')}`);

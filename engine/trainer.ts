@@ -251,9 +251,10 @@ export class Trainer {
     state?: OptimizerState,
   ) {
     this.opts = { ...adamwDefaults, ...options };
-    const trainable = new Map([...model.weights].filter(([name]) => trainableShapes(model.config).has(name)));
+    const shapes = trainableShapes(model.config);
+    const trainable = new Map([...model.weights].filter(([name]) => shapes.has(name)));
     this.st = state ?? { step: 0, m: zerosLike(trainable), v: zerosLike(trainable) };
-    for (const [name, shape] of trainableShapes(model.config)) {
+    for (const [name, shape] of shapes) {
       const n = shape.reduce((a, b) => a * b, 1);
       for (const [which, moments] of [
         ['m', this.st.m],

@@ -1,7 +1,7 @@
 /** Durable file writes: what the artifact store, checkpoints and partial logs build on. */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { sha256 } from './canonical';
 
@@ -51,4 +51,21 @@ export async function hashFile(path: string): Promise<{ sha256: string; bytes: n
     bytes += (chunk as Buffer).length;
   }
   return { sha256: hash.digest('hex'), bytes };
+}
+
+const hashes = new Map<string, { stamp: string; sha256: string }>();
+
+/**
+ * hashFile, remembered for this process while the file's size, mtime and inode stay the same: a LoRA
+ * run's base (gigabytes) is verified by every checkpoint load, and rehashing it each time would cost
+ * seconds per stage. Any write to the file changes its stamp, so it is hashed again.
+ */
+export async function hashFileCached(path: string): Promise<{ sha256: string; bytes: number }> {
+  const s = await stat(path);
+  const stampNow = `${s.size}:${s.mtimeMs}:${s.ino}`;
+  const known = hashes.get(path);
+  if (known?.stamp === stampNow) return { sha256: known.sha256, bytes: s.size };
+  const fresh = await hashFile(path);
+  hashes.set(path, { stamp: stampNow, sha256: fresh.sha256 });
+  return fresh;
 }

@@ -9,3 +9,9 @@ export function jsonProblem(err: unknown): string {
   const position = /at position (\d+)/.exec(message)?.[1];
   return position === undefined ? 'unexpected content' : `unexpected content at position ${position}`;
 }
+
+/** Why a JSON file could not be used, without quoting it: "cannot be read (ENOENT)" or "is not valid JSON (…)". */
+export function jsonFileProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return code ? `cannot be read (${code})` : `is not valid JSON (${jsonProblem(err)})`;
+}

@@ -1,6 +1,7 @@
 // Shared test fixtures: deterministic random weights large enough that logits differ meaningfully.
 import { type LlamaConfig, llamaConfigSchema, modelPresets } from '../../engine/config';
-import { parameterShapes, type Weights } from '../../engine/model';
+import { LlamaModel, causalBias, parameterShapes, type Weights } from '../../engine/model';
+import type { Tokenizer } from '../../engine/tokenizer';
 
 export function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -91,4 +92,27 @@ export function tinyBpeTokenizerJson(): Record<string, unknown> {
     },
   };
   return tokenizerJson;
+}
+
+/** The largest |a[k] − b[k]|; NaN (so any bound fails) when the lengths differ. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return NaN;
+  let m = 0;
+  for (let k = 0; k < a.length; k++) m = Math.max(m, Math.abs(a[k]! - b[k]!));
+  return m;
+}
+
+/** Logits [B·T·V] of full-length rows (positions 0..T-1, causal mask). */
+export async function logitsOf(model: LlamaModel, rows: number[][]): Promise<Float32Array> {
+  const T = rows[0]!.length;
+  const attnBias = causalBias(
+    rows.map(() => T),
+    T,
+  );
+  return (await model.forward({ tokens: rows, positions: rows.map((r) => r.map((_, k) => k)), attnBias })).logits;
+}
+
+/** A tokenizer over bare ids with no EOS in the vocabulary: sampling always runs to maxNewTokens. */
+export function idTokenizer(vocabSize: number): Tokenizer {
+  return { vocabSize, bosId: 1, eosId: -1, padId: 0, specialIds: {}, encode: () => [], decode: (t) => t.join(' ') };
 }

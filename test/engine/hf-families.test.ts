@@ -9,9 +9,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCheckpoint, saveCheckpoint } from '../../engine/checkpoint';
-import { LlamaModel, causalBias } from '../../engine/model';
+import { LlamaModel } from '../../engine/model';
 import { sample } from '../../engine/sampler';
-import type { Tokenizer } from '../../engine/tokenizer';
+import { idTokenizer, logitsOf, maxAbsDiff } from './helpers';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'hf');
 
@@ -29,32 +29,8 @@ const checkpoints = readdirSync(FIXTURES, { withFileTypes: true })
 
 const expected = (name: string) => JSON.parse(readFileSync(join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
 
-/** A tokenizer over the fixtures' 128 ids with no EOS inside the vocabulary (greedy runs all 8 tokens). */
-const ids: Tokenizer = {
-  vocabSize: 128,
-  bosId: 1,
-  eosId: 1_000_000,
-  padId: 0,
-  specialIds: {},
-  encode: () => [],
-  decode: (t) => t.join(' '),
-};
-
-async function logitsOf(model: LlamaModel, rows: number[][]): Promise<Float32Array> {
-  const T = rows[0]!.length;
-  const { logits } = await model.forward({
-    tokens: rows,
-    positions: rows.map((r) => r.map((_, k) => k)),
-    attnBias: causalBias(
-      rows.map(() => T),
-      T,
-    ),
-  });
-  return logits;
-}
-
-const maxAbsDiff = (got: Float32Array, want: number[]) =>
-  want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
+/** The fixtures' 128 ids, no EOS inside the vocabulary (greedy runs all 8 tokens). */
+const ids = idTokenizer(128);
 
 test('the fixtures cover every family and both config layouts', () => {
   expect(checkpoints).toEqual(

@@ -12,12 +12,11 @@ import { attachAdapter, loadCheckpoint, saveCheckpoint, type Checkpoint } from '
 import { llamaConfigSchema, type LlamaConfig } from '../../engine/config';
 import { buildGradGraph, sftBatch, sftObjective, batchFeeds, Trainer } from '../../engine/trainer';
 import { loadPeftAdapter, mergeLora, loraSchema } from '../../engine/lora';
-import { LlamaModel, causalBias, parameterShapes } from '../../engine/model';
+import { LlamaModel, parameterShapes } from '../../engine/model';
 import { Session, type Feeds } from '../../engine/ort';
 import { decodeSafetensors } from '../../engine/safetensors';
 import { sample } from '../../engine/sampler';
-import type { Tokenizer } from '../../engine/tokenizer';
-import { randomWeights, rng } from './helpers';
+import { idTokenizer, logitsOf, maxAbsDiff, randomWeights, rng } from './helpers';
 
 const HF = join(__dirname, '..', 'fixtures', 'hf');
 const expected = JSON.parse(readFileSync(join(HF, 'llama-lora', 'expected.json'), 'utf8')) as {
@@ -25,29 +24,7 @@ const expected = JSON.parse(readFileSync(join(HF, 'llama-lora', 'expected.json')
   logits: number[][][];
   greedy: { prompt: number[]; tokens: number[] };
 };
-const ids: Tokenizer = {
-  vocabSize: 128,
-  bosId: 1,
-  eosId: -1,
-  padId: 0,
-  specialIds: {},
-  encode: () => [],
-  decode: (t) => t.join(' '),
-};
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let m = 0;
-  for (let k = 0; k < a.length; k++) m = Math.max(m, Math.abs(a[k]! - b[k]!));
-  return m;
-};
-
-async function logitsOf(model: LlamaModel, rows: number[][]): Promise<Float32Array> {
-  const T = rows[0]!.length;
-  const bias = causalBias(
-    rows.map(() => T),
-    T,
-  );
-  return (await model.forward({ tokens: rows, positions: rows.map((r) => r.map((_, k) => k)), attnBias: bias })).logits;
-}
+const ids = idTokenizer(128);
 
 async function peftModel(): Promise<Checkpoint> {
   const base = await loadCheckpoint(join(HF, 'llama-v5'));

@@ -1,12 +1,6 @@
 import { LlamaModel, causalBias, MASKED } from '../../engine/model';
 import { logSoftmax, referenceForward } from './reference';
-import { randomWeights, rng, tinyGqa, tinyTied } from './helpers';
-
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let m = 0;
-  for (let k = 0; k < a.length; k++) m = Math.max(m, Math.abs(a[k]! - b[k]!));
-  return m;
-};
+import { maxAbsDiff, randomWeights, rng, tinyGqa, tinyTied } from './helpers';
 
 describe.each([
   ['GQA, untied head', tinyGqa],

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { open, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../../util/files';
+import { hashFile, hashFileCached, writeFileAtomic } from '../../util/files';
 
 const root = mkdtempSync(join(tmpdir(), 'operaflow-files-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -74,5 +74,17 @@ describe('writeFileAtomic', () => {
     mkdirSync(join(path, 'inside'), { recursive: true }); // a non-empty folder where the file should go
     await expect(writeFileAtomic(path, Buffer.from('x'))).rejects.toThrow(/ENOTEMPTY|EISDIR|EEXIST/);
     expect(readdirSync(dir)).toEqual(['target']);
+  });
+});
+
+describe('hashFileCached', () => {
+  // Catches: a remembered hash surviving a write to the file (a changed base passing verification).
+  it('equals hashFile, and hashes again after the file changes', async () => {
+    const path = join(root, 'cached.bin');
+    writeFileSync(path, 'one');
+    expect(await hashFileCached(path)).toEqual(await hashFile(path));
+    writeFileSync(path, 'two!');
+    const again = await hashFileCached(path);
+    expect(again).toEqual({ sha256: createHash('sha256').update('two!').digest('hex'), bytes: 4 });
   });
 });
