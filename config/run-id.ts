@@ -12,3 +12,6 @@ export function runIdProblem(id: string): string | undefined {
   if (!RUN_ID.test(id)) return 'may hold only letters, digits, ".", "_" and "-", and must start with a letter or digit';
   return undefined;
 }
+
+/** A group name follows the run id rule: it is shown in URLs and file names next to run ids. */
+export const groupProblem = (group: string): string | undefined => runIdProblem(group);

@@ -56,8 +56,14 @@ export async function requireRun(db: Db, id: string): Promise<Run> {
   return run;
 }
 
-export async function listRuns(db: Db, limit = 50): Promise<Run[]> {
-  return db.select().from(runs).orderBy(desc(runs.createdAt)).limit(limit);
+/** The newest runs first; only those of `group` when given. */
+export async function listRuns(db: Db, limit = 50, group?: string): Promise<Run[]> {
+  return db
+    .select()
+    .from(runs)
+    .where(group === undefined ? undefined : eq(runs.group, group))
+    .orderBy(desc(runs.createdAt))
+    .limit(limit);
 }
 
 export interface RunStatusUpdate {

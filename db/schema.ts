@@ -46,6 +46,8 @@ export const runs = pgTable(
   {
     id: text('id').primaryKey(),
     name: text('name'),
+    /** Runs that belong together (a sweep's variants and seeds, or any set given to `train --group`). */
+    group: text('group'),
     status: text('status').$type<RunStatus>().notNull(),
     config: jsonb('config').$type<Record<string, unknown>>().notNull(),
     configHash: text('config_hash').notNull(),
@@ -63,7 +65,11 @@ export const runs = pgTable(
     startedAt: timestamp('started_at', { withTimezone: true }),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
-  (t) => [index('runs_created_at_idx').on(t.createdAt), check('runs_status_check', oneOf(t.status, RUN_STATUSES))],
+  (t) => [
+    index('runs_created_at_idx').on(t.createdAt),
+    index('runs_group_idx').on(t.group),
+    check('runs_status_check', oneOf(t.status, RUN_STATUSES)),
+  ],
 );
 
 /** Every execution of a stage (per iteration and shard); Temporal retries add attempts, never replace them. */

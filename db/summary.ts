@@ -12,6 +12,7 @@ import { artifacts, events, metrics, samples, stageAttempts, type RunStatus } fr
 export interface RunSummary {
   id: string;
   name: string | null;
+  group: string | null;
   status: RunStatus;
   error: string | null;
   currentIteration: number;
@@ -90,6 +91,7 @@ export async function runSummary(db: Db, runId: string): Promise<RunSummary> {
   return {
     id: run.id,
     name: run.name,
+    group: run.group,
     status: run.status,
     error: run.error,
     currentIteration: run.currentIteration,

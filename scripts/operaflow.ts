@@ -21,9 +21,10 @@ import { ui } from './cli/ui';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
-  operaflow train <config.yaml> [--wait] [--json] [--id <run>]   validate, record and start (or attach to) a run
+  operaflow train <config.yaml> [--wait] [--json] [--id <run>] [--group <name>]
+                                                                   validate, record and start (or attach to) a run
   operaflow worker [--queues rollout,train]                        poll task queues (one process)
-  operaflow runs [--json]                                          list runs
+  operaflow runs [--group <name>] [--json]                         list runs (of one group)
   operaflow show <run> [--json]                                    status, stages with attempts, latest metrics
   operaflow pause|resume|cancel <run>                              operator commands (resume also revives a failed/cancelled run)
   operaflow retry <run>                                            retry the stage a blocked run waits on
@@ -52,11 +53,11 @@ const controlCommand = (name: 'pause' | 'resume' | 'cancel' | 'retry'): Command 
 const COMMANDS: Record<string, Command> = {
   train: {
     args: ['config.yaml'],
-    options: { wait: { type: 'boolean' }, ...json, id: { type: 'string' } },
-    run: ([file], f) => train(file!, f as { wait?: boolean; json?: boolean; id?: string }),
+    options: { wait: { type: 'boolean' }, ...json, id: { type: 'string' }, group: { type: 'string' } },
+    run: ([file], f) => train(file!, f as { wait?: boolean; json?: boolean; id?: string; group?: string }),
   },
   worker: { args: [], options: { queues: { type: 'string' } }, run: (_, f) => worker(f as { queues?: string }) },
-  runs: { args: [], options: json, run: (_, f) => runs(f) as Promise<number> },
+  runs: { args: [], options: { ...json, group: { type: 'string' } }, run: (_, f) => runs(f) as Promise<number> },
   show: { args: ['run'], options: json, run: ([id], f) => show(id!, f) },
   pause: controlCommand('pause'),
   resume: controlCommand('resume'),

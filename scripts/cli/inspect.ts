@@ -18,19 +18,22 @@ export function printEvalComparison(summary: RunSummary, out: (line: string) => 
   out(`  exact match (math)                ${fmt(before.exactMatch)}   ${fmt(after.exactMatch)}`);
 }
 
-export async function runs(flags: { json?: boolean }): Promise<number> {
+export async function runs(flags: { json?: boolean; group?: string }): Promise<number> {
   const s = await connect();
   try {
-    const rows = await listRuns(s.db.db);
+    const rows = await listRuns(s.db.db, 50, flags.group);
     if (flags.json) {
       await printOut(JSON.stringify(rows));
       return 0;
     }
-    if (rows.length === 0) console.log('no runs yet: operaflow train configs/smoke.yaml --wait');
+    if (rows.length === 0)
+      console.log(
+        flags.group ? `no runs in group ${flags.group}` : 'no runs yet: operaflow train configs/smoke.yaml --wait',
+      );
     for (const r of rows) {
       const total = (r.config as { grpo?: { iterations?: number } }).grpo?.iterations ?? '?';
       console.log(
-        `${r.id.padEnd(48)} ${r.status.padEnd(10)} ${`${r.currentIteration}/${total}`.padEnd(7)} ${r.createdAt.toISOString()}`,
+        `${r.id.padEnd(48)} ${r.status.padEnd(10)} ${`${r.currentIteration}/${total}`.padEnd(7)} ${r.createdAt.toISOString()}${r.group ? `  ${r.group}` : ''}`,
       );
     }
     return 0;
@@ -51,7 +54,7 @@ export async function show(runId: string, flags: { json?: boolean }): Promise<nu
       `run ${summary.id} (${summary.name ?? ''})  status ${summary.status}  iteration ${summary.currentIteration}`,
     );
     console.log(
-      `config ${summary.configHash.slice(0, 12)}  code ${summary.codeVersion.slice(0, 12)}  seed ${summary.seed}  created ${summary.createdAt}`,
+      `config ${summary.configHash.slice(0, 12)}  code ${summary.codeVersion.slice(0, 12)}  seed ${summary.seed}  created ${summary.createdAt}${summary.group ? `  group ${summary.group}` : ''}`,
     );
     if (summary.error) console.log(`error: ${summary.error}`);
     console.log('stages:');

@@ -1,10 +1,10 @@
-/** `operaflow train <config.yaml> [--wait] [--json] [--id <run>]`: validate, record, start (or attach to) a run. */
+/** `operaflow train <config.yaml> [--wait] [--json] [--id <run>] [--group <name>]`: validate, record, start (or attach to) a run. */
 import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import { appendEvent, createRun, deleteRun, getRun, runSummary } from '../../db/queries';
 import { preflight } from '../../config/preflight';
-import { runIdProblem } from '../../config/run-id';
+import { groupProblem, runIdProblem } from '../../config/run-id';
 import { configHash, loadRunConfig, type RunConfig } from '../../config/load';
 import { trainingRun, type TrainingRunInput } from '../../workflows/trainingRun';
 import { UsageError, actor, codeVersion, connect, printOut, type Services } from './connect';
@@ -58,7 +58,14 @@ export async function startWorkflow(
   });
 }
 
-export async function train(file: string, flags: { wait?: boolean; json?: boolean; id?: string }): Promise<number> {
+export async function train(
+  file: string,
+  flags: { wait?: boolean; json?: boolean; id?: string; group?: string },
+): Promise<number> {
+  if (flags.group !== undefined) {
+    const problem = groupProblem(flags.group);
+    if (problem) throw new UsageError(`--group ${JSON.stringify(flags.group.slice(0, 60))}: a group ${problem}`);
+  }
   const config = resolvePaths(loadRunConfig(file));
   const json = Boolean(flags.json);
   const runId = flags.id ?? newRunId(config.name);
@@ -77,6 +84,7 @@ export async function train(file: string, flags: { wait?: boolean; json?: boolea
     const { run, created } = await createRun(s.db.db, {
       id: runId,
       name: config.name,
+      group: flags.group ?? null,
       status: 'pending',
       config: config as unknown as Record<string, unknown>,
       configHash: configHash(config),
