@@ -39,8 +39,8 @@ export * from './api';
 
 type Activities = ReturnType<typeof createActivities>;
 
-/** Quick database writes (status, events). */
-const SHORT = {
+/** Quick database writes (status, events); the sweep's too. */
+export const SHORT = {
   startToCloseTimeout: '30 seconds',
   // Unlimited: a database outage is waited out (with backoff), it does not fail the run.
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },

@@ -6,12 +6,8 @@
  * workflow had closed does what its input says. Seconds per test, so these run on every change.
  */
 import { randomUUID } from 'node:crypto';
-import { join, resolve } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
-import type { createActivities } from '../../activities';
 import type { CheckpointRef, DatasetRef, EvalResult, RunState } from '../../activities/types';
 import type { RunStatusUpdate } from '../../db/queries';
 import {
@@ -24,30 +20,11 @@ import {
   type RunPlan,
   type TrainingRunInput,
 } from '../../workflows/trainingRun';
+import { workflowHarness, type Activities } from './harness';
 
 jest.setTimeout(120_000);
 
-type Activities = ReturnType<typeof createActivities>;
-const ROOT = resolve(__dirname, '..', '..');
-let env: TestWorkflowEnvironment;
-let bundle: WorkflowBundle;
-
-beforeAll(async () => {
-  try {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
-  } catch {
-    // installed by another test file in this process
-  }
-  env = await TestWorkflowEnvironment.createFromExistingServer({ address: process.env.TEMPORAL_ADDRESS });
-  bundle = await bundleWorkflowCode({
-    workflowsPath: join(ROOT, 'workflows', 'index.ts'),
-    logger: new DefaultLogger('WARN'),
-  });
-});
-
-afterAll(async () => {
-  await env?.teardown();
-});
+const { client, withWorker } = workflowHarness();
 
 /** A stage that runs until it is cancelled (heartbeating, so the cancellation reaches it). */
 async function runUntilCancelled(): Promise<void> {
@@ -158,17 +135,6 @@ function standIns(
   };
 }
 
-async function withWorker<T>(activities: Partial<Activities>, fn: (queue: string) => Promise<T>): Promise<T> {
-  const queue = `logic-${randomUUID()}`;
-  const worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue: queue,
-    workflowBundle: bundle,
-    activities,
-  });
-  return worker.runUntil(fn(queue));
-}
-
 const plan = (queue: string, extra: Partial<RunPlan> = {}): RunPlan => ({
   iterations: 3,
   rolloutShards: 2,
@@ -180,7 +146,7 @@ const plan = (queue: string, extra: Partial<RunPlan> = {}): RunPlan => ({
 
 const start = (queue: string, input: Omit<TrainingRunInput, 'runId'>) => {
   const runId = `logic-${randomUUID()}`;
-  return env.client.workflow.start(trainingRun, { taskQueue: queue, workflowId: runId, args: [{ runId, ...input }] });
+  return client().workflow.start(trainingRun, { taskQueue: queue, workflowId: runId, args: [{ runId, ...input }] });
 };
 
 test('a run goes through its stages in order, the data position advancing by the prompts each rollout took', async () => {
