@@ -66,6 +66,11 @@ export async function listRuns(db: Db, limit = 50, group?: string): Promise<Run[
     .limit(limit);
 }
 
+/** Every run of `group`, oldest first (a sweep records its runs in the order they start). */
+export async function runsInGroup(db: Db, group: string): Promise<Run[]> {
+  return db.select().from(runs).where(eq(runs.group, group)).orderBy(asc(runs.createdAt), asc(runs.id));
+}
+
 export interface RunStatusUpdate {
   status: RunStatus;
   error?: string | null;

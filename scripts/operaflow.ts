@@ -17,12 +17,15 @@ import { train } from './cli/train';
 import { verify } from './cli/verify';
 import { exportRun } from './cli/export';
 import { exportMetrics } from './cli/export-metrics';
+import { sweep, type SweepFlags } from './cli/sweep';
 import { ui } from './cli/ui';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
   operaflow train <config.yaml> [--wait] [--json] [--id <run>] [--group <name>]
                                                                    validate, record and start (or attach to) a run
+  operaflow sweep <config.yaml> [--seeds 0-4] [--set key=v1,v2 …] [--parallel 1] [--group <name>] [--wait] [--json]
+                                                                   every combination of --set values × seed as runs of one group, N at a time
   operaflow worker [--queues rollout,train]                        poll task queues (one process)
   operaflow runs [--group <name>] [--json]                         list runs (of one group)
   operaflow show <run> [--json]                                    status, stages with attempts, latest metrics
@@ -34,7 +37,7 @@ const USAGE = `usage:
   operaflow ui [--port 8080] [--host 127.0.0.1]                    the run database as JSON under /api/ (OPERAFLOW_UI_TOKEN beyond loopback)`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
-type Flags = Record<string, string | boolean | undefined>;
+type Flags = Record<string, string | string[] | boolean | undefined>;
 
 interface Command {
   /** Names of the positional arguments, all required. */
@@ -77,6 +80,18 @@ const COMMANDS: Record<string, Command> = {
     args: ['run'],
     options: { format: { type: 'string' } },
     run: ([id], f) => exportMetrics(id!, f as { format?: string }),
+  },
+  sweep: {
+    args: ['config.yaml'],
+    options: {
+      seeds: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      parallel: { type: 'string' },
+      group: { type: 'string' },
+      wait: { type: 'boolean' },
+      ...json,
+    },
+    run: ([file], f) => sweep(file!, f as SweepFlags),
   },
   ui: {
     args: [],

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import { appendEvent, createRun, deleteRun, getRun, runSummary } from '../../db/queries';
+import type { NewRun } from '../../db/schema';
 import { preflight } from '../../config/preflight';
 import { groupProblem, runIdProblem } from '../../config/run-id';
 import { configHash, loadRunConfig, type RunConfig } from '../../config/load';
@@ -13,7 +14,7 @@ import { planOf, taskQueues } from './plan';
 import { waitForRun } from './wait';
 
 /** Paths in the config are relative to the directory `train` runs in; workers get absolute ones. */
-function resolvePaths(config: RunConfig): RunConfig {
+export function resolvePaths(config: RunConfig): RunConfig {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(p));
   const out: RunConfig = structuredClone(config);
   if (out.data.source !== 'synthetic') {
@@ -35,10 +36,30 @@ export const runSlug = (name: string): string =>
     .replace(/^-|-$/g, '')
     .slice(0, 40) || 'run';
 
-function newRunId(name: string): string {
+/** A fresh run id: the name's slug, the time to the second and a random suffix (also a sweep's default group). */
+export function newRunId(name: string): string {
   const slug = runSlug(name);
   const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
   return `${slug}-${stamp}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** The `runs` row of a new run (status pending) that `train` and `sweep` record before starting its workflow. */
+export const newRunRow = (runId: string, config: RunConfig, group: string | null, code = codeVersion()): NewRun => ({
+  id: runId,
+  name: config.name,
+  group,
+  status: 'pending',
+  config: config as unknown as Record<string, unknown>,
+  configHash: configHash(config),
+  codeVersion: code,
+  seed: config.seed,
+  workflowId: runId,
+});
+
+/** The problems `preflight` finds, as one error (a run is recorded only when there are none). */
+export async function checkPreflight(config: RunConfig, file: string, prefix = ''): Promise<void> {
+  const problems = await preflight(config, file);
+  if (problems.length) throw new Error(problems.map((p) => `${prefix}${p}`).join('\n'));
 }
 
 /** Starts workflow `trainingRun` with id = run id; `reuse` allows a closed run's id to start again (resume, cancel). */
@@ -77,21 +98,8 @@ export async function train(
   const s = await connect();
   try {
     // A new run is checked against its files first; attaching to a recorded one re-checks nothing.
-    if (!(await getRun(s.db.db, runId))) {
-      const problems = await preflight(config, file);
-      if (problems.length) throw new Error(problems.join('\n'));
-    }
-    const { run, created } = await createRun(s.db.db, {
-      id: runId,
-      name: config.name,
-      group: flags.group ?? null,
-      status: 'pending',
-      config: config as unknown as Record<string, unknown>,
-      configHash: configHash(config),
-      codeVersion: codeVersion(),
-      seed: config.seed,
-      workflowId: runId,
-    });
+    if (!(await getRun(s.db.db, runId))) await checkPreflight(config, file);
+    const { run, created } = await createRun(s.db.db, newRunRow(runId, config, flags.group ?? null));
     if (!created && run.configHash !== configHash(config)) {
       throw new Error(
         `run ${runId} exists with a different config (hash ${run.configHash.slice(0, 12)}); choose another --id`,
