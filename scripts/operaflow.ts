@@ -17,6 +17,7 @@ import { train } from './cli/train';
 import { verify } from './cli/verify';
 import { exportRun } from './cli/export';
 import { exportMetrics } from './cli/export-metrics';
+import { compare } from './cli/compare';
 import { sweep, type SweepFlags } from './cli/sweep';
 import { ui } from './cli/ui';
 import { worker } from './cli/worker';
@@ -26,6 +27,7 @@ const USAGE = `usage:
                                                                    validate, record and start (or attach to) a run
   operaflow sweep <config.yaml> [--seeds 0-4] [--set key=v1,v2 …] [--parallel 1] [--group <name>] [--wait] [--json]
                                                                    every combination of --set values × seed as runs of one group, N at a time
+  operaflow compare <run…> | --group <name> [--json]              final and best metrics per variant, mean ± std over seeds
   operaflow worker [--queues rollout,train]                        poll task queues (one process)
   operaflow runs [--group <name>] [--json]                         list runs (of one group)
   operaflow show <run> [--json]                                    status, stages with attempts, latest metrics
@@ -33,14 +35,14 @@ const USAGE = `usage:
   operaflow retry <run>                                            retry the stage a blocked run waits on
   operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
   operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter
-  operaflow export-metrics <run> [--format csv|jsonl]              every metric the run recorded, to stdout
+  operaflow export-metrics <run> | --group <name> [--format csv|jsonl]   every metric the run (the group's runs) recorded, to stdout
   operaflow ui [--port 8080] [--host 127.0.0.1]                    the run database as JSON under /api/ (OPERAFLOW_UI_TOKEN beyond loopback)`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | string[] | boolean | undefined>;
 
 interface Command {
-  /** Names of the positional arguments, all required. */
+  /** Names of the positional arguments: required, `name?` optional, `name…` any number (the last one). */
   args: string[];
   options: Options;
   run(args: string[], flags: Flags): Promise<number>;
@@ -77,9 +79,10 @@ const COMMANDS: Record<string, Command> = {
     run: ([id], f) => exportRun(id!, f as { out?: string; iteration?: string; merged?: boolean; adapter?: boolean }),
   },
   'export-metrics': {
-    args: ['run'],
-    options: { format: { type: 'string' } },
-    run: ([id], f) => exportMetrics(id!, f as { format?: string }),
+    // The run, or --group: export-metrics says which is missing.
+    args: ['run?'],
+    options: { format: { type: 'string' }, group: { type: 'string' } },
+    run: ([id], f) => exportMetrics(id, f as { format?: string; group?: string }),
   },
   sweep: {
     args: ['config.yaml'],
@@ -92,6 +95,11 @@ const COMMANDS: Record<string, Command> = {
       ...json,
     },
     run: ([file], f) => sweep(file!, f as SweepFlags),
+  },
+  compare: {
+    args: ['run…'],
+    options: { group: { type: 'string' }, ...json },
+    run: (ids, f) => compare(ids, f as { group?: string; json?: boolean }),
   },
   ui: {
     args: [],
@@ -114,10 +122,11 @@ function parseCommand(name: string, command: Command, argv: string[]): { args: s
     throw new UsageError(`${name}: ${(err as Error).message}`);
   }
   const { positionals } = parsed;
-  if (positionals.length < command.args.length)
-    throw new UsageError(`${name} needs ${command.args.map((a) => `<${a}>`).join(' ')}`);
-  if (positionals.length > command.args.length)
-    throw new UsageError(`${name}: unexpected argument "${positionals[command.args.length]}"`);
+  const required = command.args.filter((a) => !a.endsWith('?') && !a.endsWith('…'));
+  const most = command.args.at(-1)?.endsWith('…') ? Infinity : command.args.length;
+  if (positionals.length < required.length)
+    throw new UsageError(`${name} needs ${required.map((a) => `<${a}>`).join(' ')}`);
+  if (positionals.length > most) throw new UsageError(`${name}: unexpected argument "${positionals[most]}"`);
   return { args: positionals, flags: parsed.values as Flags };
 }
 
