@@ -166,19 +166,39 @@ export async function sampleKeys(
     .where(eq(samples.runId, runId));
 }
 
-/** A run's samples, optionally of one split and iteration, in their natural order (at most `limit`). */
+/** A run's samples, optionally of one split, iteration and prompt, in their natural order (at most `limit`). */
 export async function listSamples(
   db: Db,
   runId: string,
-  filter: { split?: string; iteration?: number; limit?: number } = {},
+  filter: { split?: string; iteration?: number; promptId?: string; limit?: number } = {},
 ): Promise<(typeof samples.$inferSelect)[]> {
   const where = [eq(samples.runId, runId)];
   if (filter.split !== undefined) where.push(eq(samples.split, filter.split as 'train' | 'eval'));
   if (filter.iteration !== undefined) where.push(eq(samples.iteration, filter.iteration));
+  if (filter.promptId !== undefined) where.push(eq(samples.promptId, filter.promptId));
   return db
     .select()
     .from(samples)
     .where(and(...where))
     .orderBy(asc(samples.split), asc(samples.iteration), asc(samples.promptId), asc(samples.sampleIndex))
     .limit(filter.limit ?? 1000);
+}
+
+/** One sample of a run by its row id. */
+export async function getSample(db: Db, runId: string, id: number): Promise<typeof samples.$inferSelect | undefined> {
+  const rows = await db
+    .select()
+    .from(samples)
+    .where(and(eq(samples.runId, runId), eq(samples.id, id)))
+    .limit(1);
+  return rows[0];
+}
+
+/** The iterations a run has samples of, per split (the samples page's iteration picker). */
+export async function sampleIterations(db: Db, runId: string): Promise<{ split: string; iteration: number }[]> {
+  return db
+    .selectDistinct({ split: samples.split, iteration: samples.iteration })
+    .from(samples)
+    .where(eq(samples.runId, runId))
+    .orderBy(asc(samples.split), asc(samples.iteration));
 }

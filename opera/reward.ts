@@ -113,7 +113,7 @@ export function mathCorrect(response: string, reference: string): boolean {
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Builds the keyword test once per call; `word` requires no letter, digit or `_` on either side. */
-function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): (segment: string) => boolean {
+export function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): (segment: string) => boolean {
   if (mode === 'substring') {
     const lowered = keywords.map((k) => k.toLowerCase());
     return (segment) => {
@@ -123,6 +123,26 @@ function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): (segmen
   }
   const patterns = keywords.map((k) => new RegExp(`(?<![\\p{L}\\p{N}_])${escapeRegExp(k)}(?![\\p{L}\\p{N}_])`, 'iu'));
   return (segment) => patterns.some((p) => p.test(segment));
+}
+
+/**
+ * Which segments count as reflections (step 4 of `operaRewards`): walking from `last = initial`, segment
+ * j counts when it contains a keyword and `values[j] − last > 0`; `last = values[j]` either way. The
+ * values are the smoothed log-probs; exported so the dashboard marks exactly the segments that counted.
+ */
+export function reflectionMarks(
+  segments: string[],
+  initial: number,
+  values: number[],
+  hasKeyword: (segment: string) => boolean,
+): boolean[] {
+  let last = initial;
+  return segments.map((segment, j) => {
+    const value = values[j]!;
+    const counted = hasKeyword(segment) && value - last > 0;
+    last = value;
+    return counted;
+  });
 }
 
 /**
@@ -199,13 +219,12 @@ export function operaRewards(
       const mine = fulls[i]!;
       const ppl = G > 1 ? fulls.filter((f) => f < mine).length / (G - 1) : 1;
 
-      let reflectionCount = 0;
-      let last = smooth(rollout.logpInitial);
-      segments[g]![i]!.forEach((segment, j) => {
-        const value = smooth(rollout.logpSegments[j]!);
-        if (hasKeyword(segment) && value - last > 0) reflectionCount += 1;
-        last = value;
-      });
+      const reflectionCount = reflectionMarks(
+        segments[g]![i]!,
+        smooth(rollout.logpInitial),
+        rollout.logpSegments.map(smooth),
+        hasKeyword,
+      ).filter(Boolean).length;
       const reflection = Math.tanh(reflectionCount / 2);
 
       if (group.taskType === 'math') {

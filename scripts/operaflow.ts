@@ -19,7 +19,7 @@ import { exportRun } from './cli/export';
 import { exportMetrics } from './cli/export-metrics';
 import { compare } from './cli/compare';
 import { sweep, type SweepFlags } from './cli/sweep';
-import { ui } from './cli/ui';
+import { ui, type UiFlags } from './cli/ui';
 import { worker } from './cli/worker';
 
 const USAGE = `usage:
@@ -36,7 +36,7 @@ const USAGE = `usage:
   operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
   operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter
   operaflow export-metrics <run> | --group <name> [--format csv|jsonl]   every metric the run (the group's runs) recorded, to stdout
-  operaflow ui [--port 8080] [--host 127.0.0.1]                    the run database as JSON under /api/ (OPERAFLOW_UI_TOKEN beyond loopback)`;
+  operaflow ui [--port 8080] [--host 127.0.0.1] [--allow-actions]   the web dashboard (OPERAFLOW_UI_TOKEN beyond loopback)`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | string[] | boolean | undefined>;
@@ -103,8 +103,8 @@ const COMMANDS: Record<string, Command> = {
   },
   ui: {
     args: [],
-    options: { port: { type: 'string' }, host: { type: 'string' } },
-    run: (_, f) => ui(f as { port?: string; host?: string }),
+    options: { port: { type: 'string' }, host: { type: 'string' }, 'allow-actions': { type: 'boolean' } },
+    run: (_, f) => ui(f as UiFlags),
   },
   verify: {
     args: ['run'],

@@ -1,15 +1,20 @@
 /**
- * The dashboard's server: the run database as JSON under `/api/…` (runs, one run's summary, its metric
- * curves, its stage timeline, its samples), for the pages and for scripts. Read-only. Bound to loopback
- * unless a token (OPERAFLOW_UI_TOKEN) guards it: then every request must carry it
- * (`Authorization: Bearer <token>`), since run configs, prompts and generations are not for everyone.
+ * The dashboard's server (fastify): pages at stable URLs (`/`, `/runs/<id>`, `/runs/<id>/timeline`,
+ * `/runs/<id>/samples`, `/compare?runs=a,b`), each also as JSON under `/api/…` (ui/api.ts), and the
+ * browser code under `/assets/`. Read-only unless an `act` function is given (`--allow-actions`).
+ * Bound to loopback unless a token (OPERAFLOW_UI_TOKEN) guards it: run configs, prompts and
+ * generations are not for everyone. With a token, scripts send `Authorization: Bearer <token>`; a
+ * browser opens any page once with `?token=<token>` and keeps it in an HttpOnly cookie.
  */
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Db } from '../db/client';
-import { getRun, listRuns, listSamples, listStageAttempts, metricSeries, runSummary } from '../db/queries';
+import { registerActions, type Act } from './actions';
+import { registerApi } from './api';
+import { registerPages } from './pages';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+const COOKIE = 'operaflow_ui_token';
 
 /** Refuses to serve beyond this machine without a token: the API shows configs, prompts and generations. */
 export function bindProblem(host: string, token: string | undefined): string | undefined {
@@ -20,71 +25,43 @@ export function bindProblem(host: string, token: string | undefined): string | u
 const sameToken = (given: string, token: string) =>
   given.length === token.length && timingSafeEqual(Buffer.from(given), Buffer.from(token));
 
-export function buildUi(db: Db, options: { token?: string } = {}): FastifyInstance {
-  const app = Fastify({ logger: false });
-  if (options.token) {
-    const token = options.token;
-    app.addHook('onRequest', async (req, reply) => {
-      const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-      if (!sameToken(given, token)) await reply.code(401).send({ error: 'missing or wrong token' });
-    });
+function tokenOf(req: FastifyRequest): string {
+  const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+  if (bearer) return bearer;
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [name, ...value] = part.trim().split('=');
+    if (name === COOKIE) return decodeURIComponent(value.join('='));
   }
-  const known = async (id: string) => (await getRun(db, id)) !== undefined;
-  const notFound = (id: string) => ({ error: `no run with id "${id}"` });
+  return '';
+}
 
-  app.get('/api/runs', async () =>
-    (await listRuns(db, 500)).map((r) => ({
-      id: r.id,
-      name: r.name,
-      status: r.status,
-      currentIteration: r.currentIteration,
-      iterations: (r.config as { grpo?: { iterations?: number } }).grpo?.iterations ?? null,
-      configHash: r.configHash,
-      codeVersion: r.codeVersion,
-      createdAt: r.createdAt,
-      startedAt: r.startedAt,
-      finishedAt: r.finishedAt,
-      evalBefore: (r.summary as { evalBefore?: unknown } | null)?.evalBefore ?? null,
-      evalAfter: (r.summary as { evalAfter?: unknown } | null)?.evalAfter ?? null,
-    })),
-  );
-  app.get<{ Params: { id: string } }>('/api/runs/:id', async (req, reply) =>
-    (await known(req.params.id)) ? runSummary(db, req.params.id) : reply.code(404).send(notFound(req.params.id)),
-  );
-  // Curves: name → [[step, value], …] in step order.
-  app.get<{ Params: { id: string } }>('/api/runs/:id/metrics', async (req, reply) => {
-    if (!(await known(req.params.id))) return reply.code(404).send(notFound(req.params.id));
-    const curves: Record<string, [number, number][]> = {};
-    for (const m of await metricSeries(db, req.params.id)) (curves[m.name] ??= []).push([m.step, m.value]);
-    return curves;
+function requireToken(app: FastifyInstance, token: string): void {
+  app.addHook('onRequest', async (req, reply) => {
+    const url = new URL(req.url, 'http://ui');
+    const given = url.searchParams.get('token');
+    if (given !== null && sameToken(given, token)) {
+      // Swap the token in the address bar (and in history) for a cookie scripts on the page cannot read.
+      url.searchParams.delete('token');
+      await reply
+        .header('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/`)
+        .redirect(url.pathname + url.search, 303);
+      return;
+    }
+    if (!sameToken(tokenOf(req), token)) await reply.code(401).send({ error: 'missing or wrong token' });
   });
-  app.get<{ Params: { id: string } }>('/api/runs/:id/timeline', async (req, reply) => {
-    if (!(await known(req.params.id))) return reply.code(404).send(notFound(req.params.id));
-    return (await listStageAttempts(db, req.params.id)).map((a) => ({
-      stage: a.stage,
-      iteration: a.iteration,
-      shard: a.shard,
-      attempt: a.attempt,
-      status: a.status,
-      worker: a.worker,
-      startedAt: a.startedAt,
-      finishedAt: a.finishedAt,
-      durationMs: a.durationMs,
-      error: a.error,
-    }));
-  });
-  app.get<{ Params: { id: string }; Querystring: { split?: string; iteration?: string } }>(
-    '/api/runs/:id/samples',
-    async (req, reply) => {
-      if (!(await known(req.params.id))) return reply.code(404).send(notFound(req.params.id));
-      const { split, iteration } = req.query;
-      if (split !== undefined && split !== 'train' && split !== 'eval')
-        return reply.code(400).send({ error: `split must be train or eval, got "${split}"` });
-      const it = iteration === undefined ? undefined : Number(iteration);
-      if (it !== undefined && !Number.isInteger(it))
-        return reply.code(400).send({ error: `iteration must be a whole number, got "${iteration}"` });
-      return listSamples(db, req.params.id, { split, iteration: it });
-    },
-  );
+}
+
+export interface UiOptions {
+  token?: string;
+  /** Operator actions (pause, resume, cancel, retry); absent: read-only. */
+  act?: Act;
+}
+
+export function buildUi(db: Db, options: UiOptions = {}): FastifyInstance {
+  const app = Fastify({ logger: false });
+  if (options.token) requireToken(app, options.token);
+  registerApi(app, db, { actions: options.act !== undefined });
+  registerActions(app, options.act);
+  registerPages(app);
   return app;
 }

@@ -45,44 +45,46 @@ async function retry(s: Services, runId: string, by: string): Promise<string> {
   }
 }
 
+/**
+ * Sends `command` to run `runId` on behalf of `who`, and records it; returns what was done, in a line.
+ * Shared by the CLI and the dashboard's action buttons (`operaflow ui --allow-actions`).
+ */
+export async function controlRun(s: Services, command: ControlCommand, runId: string, who: string): Promise<string> {
+  const run = await requireRun(s.db.db, runId);
+  const live = await liveWorkflow(s, runId, run.status);
+  if (!live) {
+    const config = runConfigSchema.parse(run.config);
+    if (command === 'resume') {
+      if (run.status === 'completed') throw new Error(`run ${runId} has completed; nothing to resume`);
+      // The workflow rebuilds its state with the same function; read here only to say where it continues.
+      const from = (await recordedRunState(s.db.db, runId))?.iteration;
+      // The workflow records the `resumed` event (with `by`) before its first stage.
+      await startWorkflow(s, runId, { runId, plan: planOf(config), resume: true, by: who }, true);
+      return `resumed run ${runId} from ${from === undefined ? 'the start' : `iteration ${from}`}`;
+    }
+    if (command === 'cancel' && !(TERMINAL_STATUSES as readonly string[]).includes(run.status)) {
+      await (await startWorkflow(s, runId, { runId, plan: planOf(config), cancel: true }, true)).result();
+      await appendEvent(s.db.db, runId, 'cancelled', who, { note: 'no live workflow' });
+      return `cancelled run ${runId}`;
+    }
+    throw new Error(
+      `run ${runId} is ${run.status} and its workflow is not running${command === 'retry' ? ` (use: operaflow resume ${runId})` : ''}`,
+    );
+  }
+  const handle = s.client.workflow.getHandle(runId);
+  // The workflow records a `retried` event (with `by`) for each stage it releases.
+  if (command === 'retry') return `retry sent to run ${runId}: ${await retry(s, runId, who)}`;
+  if (command === 'cancel') await handle.signal(cancelSignal, { reason: `by ${who}` });
+  else await handle.signal(command === 'pause' ? pauseSignal : resumeSignal);
+  const type = { pause: 'paused', resume: 'resumed', cancel: 'cancelled' }[command];
+  await appendEvent(s.db.db, runId, type, who, { previousStatus: run.status });
+  return `${command} sent to run ${runId}`;
+}
+
 export async function control(command: ControlCommand, runId: string): Promise<number> {
   const s = await connect();
   try {
-    const run = await requireRun(s.db.db, runId);
-    const who = actor();
-    const live = await liveWorkflow(s, runId, run.status);
-    if (!live) {
-      const config = runConfigSchema.parse(run.config);
-      if (command === 'resume') {
-        if (run.status === 'completed') throw new Error(`run ${runId} has completed; nothing to resume`);
-        // The workflow rebuilds its state with the same function; read here only to say where it continues.
-        const from = (await recordedRunState(s.db.db, runId))?.iteration;
-        // The workflow records the `resumed` event (with `by`) before its first stage.
-        await startWorkflow(s, runId, { runId, plan: planOf(config), resume: true, by: who }, true);
-        console.log(`resumed run ${runId} from ${from === undefined ? 'the start' : `iteration ${from}`}`);
-        return 0;
-      }
-      if (command === 'cancel' && !(TERMINAL_STATUSES as readonly string[]).includes(run.status)) {
-        await (await startWorkflow(s, runId, { runId, plan: planOf(config), cancel: true }, true)).result();
-        await appendEvent(s.db.db, runId, 'cancelled', who, { note: 'no live workflow' });
-        console.log(`cancelled run ${runId}`);
-        return 0;
-      }
-      throw new Error(
-        `run ${runId} is ${run.status} and its workflow is not running${command === 'retry' ? ` (use: operaflow resume ${runId})` : ''}`,
-      );
-    }
-    const handle = s.client.workflow.getHandle(runId);
-    if (command === 'retry') {
-      // The workflow records a `retried` event (with `by`) for each stage it releases.
-      console.log(`retry sent to run ${runId}: ${await retry(s, runId, who)}`);
-      return 0;
-    }
-    if (command === 'cancel') await handle.signal(cancelSignal, { reason: `by ${who}` });
-    else await handle.signal(command === 'pause' ? pauseSignal : resumeSignal);
-    const type = { pause: 'paused', resume: 'resumed', cancel: 'cancelled' }[command];
-    await appendEvent(s.db.db, runId, type, who, { previousStatus: run.status });
-    console.log(`${command} sent to run ${runId}`);
+    console.log(await controlRun(s, command, runId, actor()));
     return 0;
   } finally {
     await s.close();

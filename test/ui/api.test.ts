@@ -66,7 +66,7 @@ async function serve(token?: string) {
     const res = await fetch(base + url, { headers });
     return { status: res.status, body: (await res.json()) as unknown };
   };
-  return { app, get };
+  return { app, base, get };
 }
 
 test('runs, summary, curves, timeline and samples come back as recorded', async () => {
@@ -82,28 +82,87 @@ test('runs, summary, curves, timeline and samples come back as recorded', async 
     'train/kl': [[1, 0.01]],
   });
   const timeline = (await get(`/api/runs/${runId}/timeline`)).body as {
-    attempt: number;
-    status: string;
-    worker: string;
-  }[];
-  expect(timeline.map((a) => [a.attempt, a.status, a.worker])).toEqual([
+    attempts: { attempt: number; status: string; worker: string }[];
+    blocked: unknown[];
+  };
+  expect(timeline.blocked).toEqual([]);
+  expect(timeline.attempts.map((a) => [a.attempt, a.status, a.worker])).toEqual([
     [1, 'lost', 'host:1'],
     [2, 'completed', 'host:2'],
   ]);
-  const samples = (await get(`/api/runs/${runId}/samples?split=train&iteration=1`)).body as { response: string }[];
-  expect(samples.map((s) => s.response)).toEqual(['<think>Wait.</think>answer 0', '<think>Wait.</think>answer 1']);
-  expect((await get(`/api/runs/${runId}/samples?iteration=2`)).body).toEqual([]);
+  type SamplesPage = { samples: { id: number; response: string }[]; iterations: unknown[] };
+  const page = (await get(`/api/runs/${runId}/samples?split=train&iteration=1`)).body as SamplesPage;
+  expect(page.samples.map((s) => s.response)).toEqual(['<think>Wait.</think>answer 0', '<think>Wait.</think>answer 1']);
+  expect(page.iterations).toEqual([{ split: 'train', iteration: 1 }]);
+  expect(((await get(`/api/runs/${runId}/samples?iteration=2`)).body as SamplesPage).samples).toEqual([]);
+  expect(((await get(`/api/runs/${runId}/samples?prompt=p2`)).body as SamplesPage).samples).toEqual([]);
+  const detail = (await get(`/api/runs/${runId}/samples/${page.samples[1]!.id}`)).body as {
+    segments: { text: string; logp: number }[];
+    checkpoints: unknown[];
+  };
+  expect(detail.segments).toEqual([{ text: 'Wait.', logp: -1.5, counted: false }]);
+  expect(detail.checkpoints).toHaveLength(2);
+  expect(await get(`/api/runs/${runId}/samples/999999999`)).toMatchObject({ status: 404 });
+  expect(await get(`/api/runs/${runId}/samples?iteration=x`)).toEqual({
+    status: 400,
+    body: { error: 'iteration must be a whole number, got "x"' },
+  });
   expect(await get(`/api/runs/${runId}/samples?split=test`)).toMatchObject({ status: 400 });
   expect(await get('/api/runs/nope/metrics')).toEqual({ status: 404, body: { error: 'no run with id "nope"' } });
   await app.close();
 });
 
-test('with a token, every request must carry it', async () => {
+test('pages are served at their stable URLs, and compare answers with curves and a config diff', async () => {
+  const { app, base, get } = await serve();
+  for (const path of [
+    '/',
+    `/runs/${runId}`,
+    `/runs/${runId}/timeline`,
+    `/runs/${runId}/samples`,
+    '/compare?runs=a,b',
+  ]) {
+    const res = await fetch(base + path);
+    expect([path, res.status, res.headers.get('content-type')]).toEqual([path, 200, 'text/html; charset=utf-8']);
+    expect(await res.text()).toMatch(/<script type="module" src="\/assets\/\w+\.js"><\/script>/);
+  }
+  expect((await fetch(`${base}/assets/vendor/plot.umd.min.js`)).status).toBe(200);
+  expect((await fetch(`${base}/assets/../package.json`)).status).toBe(404);
+  expect((await get('/api/ui')).body).toEqual({ actions: false });
+  expect(await get(`/api/runs?status=done`)).toMatchObject({ status: 400 });
+  const running = (await get('/api/runs?status=running')).body as { id: string }[];
+  expect(running.map((r) => r.id)).toContain(runId);
+  expect(await get(`/api/compare?runs=${runId}`)).toMatchObject({ status: 400 });
+  expect(await get(`/api/compare?runs=${runId},nope`)).toEqual({
+    status: 404,
+    body: { error: 'no run with id "nope"' },
+  });
+  const compare = (await get(`/api/compare?runs=${runId},${runId}`)).body as {
+    curves: Record<string, Record<string, unknown>>;
+    configDiff: unknown[];
+  };
+  expect(compare.curves['reward/mean']).toEqual({
+    [runId]: [
+      [1, 0.25],
+      [2, 0.5],
+    ],
+  });
+  expect(compare.configDiff).toEqual([]);
+  await app.close();
+});
+
+test('with a token, every request must carry it; a browser swaps ?token= for a cookie', async () => {
   const token = 'a-long-enough-secret-token';
-  const { app, get } = await serve(token);
+  const { app, base, get } = await serve(token);
   expect((await get('/api/runs')).status).toBe(401);
   expect((await get('/api/runs', { authorization: 'Bearer nope' })).status).toBe(401);
   expect((await get('/api/runs', { authorization: `Bearer ${token}` })).status).toBe(200);
+  expect((await fetch(`${base}/?token=wrong`)).status).toBe(401);
+  const login = await fetch(`${base}/runs/${runId}?token=${token}&smoothing=0.5`, { redirect: 'manual' });
+  expect(login.status).toBe(303);
+  expect(login.headers.get('location')).toBe(`/runs/${runId}?smoothing=0.5`);
+  const cookie = login.headers.get('set-cookie')!;
+  expect(cookie).toContain('HttpOnly');
+  expect((await get('/api/runs', { cookie: cookie.split(';')[0]! })).status).toBe(200);
   await app.close();
 });
 
