@@ -2,6 +2,7 @@
  * What the dashboard shows, shaped from database rows: pure functions (no I/O), so each view is tested
  * on hand-made rows and the server (ui/api.ts) only fetches and passes rows in.
  */
+import { differingKeys, flattenConfig } from '../config/diff';
 import type { Artifact, Event, Run, Sample, StageAttempt } from '../db/schema';
 import { DEFAULT_OPERA_REWARD_OPTIONS, keywordMatcher, reflectionMarks, reflectionSegments } from '../opera/reward';
 
@@ -138,19 +139,8 @@ export function sampleDetail(sample: Sample, config: Record<string, unknown>, em
   };
 }
 
-/** `{a: {b: 1}}` → `{"a.b": 1}`; arrays are leaves (a changed list shows as one changed value). */
-export function flattenConfig(value: unknown, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
-  if (value && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, v] of Object.entries(value)) flattenConfig(v, prefix ? `${prefix}.${k}` : k, out);
-  } else if (prefix) out[prefix] = value;
-  return out;
-}
-
 /** The config keys whose values are not the same in every config, with each config's value (in order). */
 export function configDiff(configs: Record<string, unknown>[]): { key: string; values: unknown[] }[] {
   const flat = configs.map((c) => flattenConfig(c));
-  const keys = [...new Set(flat.flatMap((f) => Object.keys(f)))].sort();
-  return keys
-    .map((key) => ({ key, values: flat.map((f) => f[key]) }))
-    .filter(({ values }) => values.some((v) => JSON.stringify(v) !== JSON.stringify(values[0])));
+  return differingKeys(flat).map((key) => ({ key, values: flat.map((f) => f.get(key)) }));
 }

@@ -5,6 +5,7 @@
  * runs (its seeds) as mean ± sample standard deviation.
  */
 import { canonicalJson } from '../../util/canonical';
+import { differingKeys, flattenConfig } from '../../config/diff';
 import { overrideLabel } from './sweep-spec';
 
 /**
@@ -71,24 +72,11 @@ export function meanStd(values: readonly number[]): Stat | null {
   return { mean, std: Math.sqrt(variance), n };
 }
 
-/** A config as `dotted.key → value` (lists are values); an ignored key is left out. */
-export function flattenConfig(config: Record<string, unknown>, prefix = ''): Map<string, unknown> {
-  const out = new Map<string, unknown>();
-  for (const [k, v] of Object.entries(config)) {
-    const key = prefix ? `${prefix}.${k}` : k;
-    if ((COMPARE_IGNORED_KEYS as readonly string[]).includes(key) || v === undefined) continue;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v))
-      for (const [kk, vv] of flattenConfig(v as Record<string, unknown>, key)) out.set(kk, vv);
-    else out.set(key, v);
-  }
-  return out;
-}
-
 /** Runs grouped into variants by their config without the ignored keys, in the order they first appear. */
 export function groupVariants<R extends { config: Record<string, unknown> }>(runs: readonly R[]): R[][] {
   const byKey = new Map<string, R[]>();
   for (const run of runs) {
-    const key = canonicalJson(Object.fromEntries(flattenConfig(run.config)));
+    const key = canonicalJson(Object.fromEntries(flattenConfig(run.config, COMPARE_IGNORED_KEYS)));
     byKey.set(key, [...(byKey.get(key) ?? []), run]);
   }
   return [...byKey.values()];
@@ -96,9 +84,8 @@ export function groupVariants<R extends { config: Record<string, unknown> }>(run
 
 /** Per variant, the values of the keys that are not the same in every variant (null where a variant lacks the key). */
 export function variantOverrides(configs: readonly Record<string, unknown>[]): Record<string, unknown>[] {
-  const flat = configs.map((c) => flattenConfig(c));
-  const keys = [...new Set(flat.flatMap((f) => [...f.keys()]))].sort();
-  const differing = keys.filter((k) => new Set(flat.map((f) => canonicalJson(f.get(k) ?? null))).size > 1);
+  const flat = configs.map((c) => flattenConfig(c, COMPARE_IGNORED_KEYS));
+  const differing = differingKeys(flat);
   return flat.map((f) => Object.fromEntries(differing.map((k) => [k, f.get(k) ?? null])));
 }
 

@@ -4,7 +4,8 @@
  */
 import type { Artifact, Event, Run, Sample, StageAttempt } from '../../db/schema';
 import { operaRewards } from '../../opera/reward';
-import { auditTrail, configDiff, flattenConfig, runRow, sampleDetail, timelineOf } from '../../ui/views';
+import { flattenConfig } from '../../config/diff';
+import { auditTrail, configDiff, runRow, sampleDetail, timelineOf } from '../../ui/views';
 
 const at = (s: number) => new Date(Date.UTC(2026, 10, 29, 12, 0, s));
 
@@ -151,7 +152,11 @@ describe('sampleDetail', () => {
 });
 
 test('configDiff: only the keys whose values differ, each config in order; arrays compare whole', () => {
-  expect(flattenConfig({ a: { b: 1, c: [1, 2] }, d: null })).toEqual({ 'a.b': 1, 'a.c': [1, 2], d: null });
+  expect(Object.fromEntries(flattenConfig({ a: { b: 1, c: [1, 2] }, d: null, e: { f: 2 } }, ['e.f']))).toEqual({
+    'a.b': 1,
+    'a.c': [1, 2],
+    d: null,
+  });
   expect(
     configDiff([
       { seed: 1, grpo: { lr: 0.1, iterations: 2 }, keys: ['a'] },
