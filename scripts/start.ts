@@ -1,8 +1,9 @@
 /**
  * `npm start`: the README's main job. Brings up the local services (PostgreSQL + Temporal, or the ones
- * DATABASE_URL / TEMPORAL_ADDRESS point at), starts a worker process, runs
- * `operaflow train configs/demo.yaml --wait` (which shows progress and prints the evaluation before vs
- * after RL), then stops the worker. Exits with the train command's status.
+ * DATABASE_URL / TEMPORAL_ADDRESS point at), starts a worker process and the dashboard (its URL is
+ * printed), runs `operaflow train configs/demo.yaml --wait` (which shows progress and prints the
+ * evaluation before vs after RL), then stops the worker. In a terminal the dashboard stays up until
+ * Ctrl-C; otherwise (scripts, CI) it stops too. Exits with the train command's status.
  *
  *   npm start [-- <config.yaml>]      (default configs/demo.yaml)
  */
@@ -10,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { ensureServices } from '../services';
 import { checkEnvironment } from '../util/env';
+import { startUi, type RunningUi } from './cli/ui';
 
 const ROOT = resolve(__dirname, '..');
 const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
@@ -51,6 +53,19 @@ function stopWorker(child: ChildProcess): Promise<void> {
   });
 }
 
+/** The dashboard on 127.0.0.1: OPERAFLOW_UI_PORT, else 8080, else (8080 taken) any free port. */
+async function startDashboard(env: NodeJS.ProcessEnv): Promise<RunningUi> {
+  // startUi reads the services from the environment, as every command does.
+  Object.assign(process.env, { DATABASE_URL: env.DATABASE_URL, TEMPORAL_ADDRESS: env.TEMPORAL_ADDRESS });
+  const port = process.env.OPERAFLOW_UI_PORT;
+  try {
+    return await startUi({ port: port ?? '8080' });
+  } catch (err) {
+    if (port !== undefined || !/is taken/.test((err as Error).message)) throw err;
+    return startUi({ port: '0' });
+  }
+}
+
 async function main(): Promise<void> {
   checkEnvironment();
   const config = process.argv[2] ?? join('configs', 'demo.yaml');
@@ -65,6 +80,9 @@ async function main(): Promise<void> {
   console.log(
     `  PostgreSQL ${services.databaseUrl.replace(/:[^:@/]*@/, ':***@')}\n  Temporal   ${services.temporalAddress}`,
   );
+
+  const dashboard = await startDashboard(env);
+  console.log(`operaflow: dashboard at ${dashboard.url} (live curves, stage timeline, samples)`);
 
   console.log('operaflow: starting a worker (task queues rollout, train)…');
   const worker = await startWorker(env);
@@ -85,6 +103,11 @@ async function main(): Promise<void> {
     `operaflow: ${code === 0 ? 'done' : `train exited with status ${code}`} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
   );
   console.log('  inspect: npm run operaflow -- runs | show <run> ; services stay up until `npm run services:down`');
+  if (process.stdout.isTTY) {
+    console.log(`operaflow: the dashboard stays up at ${dashboard.url}; Ctrl-C stops it`);
+    await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  }
+  await dashboard.close();
   process.exit(code);
 }
 

@@ -89,8 +89,12 @@ export const ENVIRONMENT: Record<string, { rule: Rule; doc: string; secret?: boo
   },
   OPERAFLOW_UI_TOKEN: {
     rule: (v) => (v.length >= 16 ? undefined : 'must be at least 16 characters'),
-    doc: '`operaflow ui`: the token every request must send (`Authorization: Bearer …`); required to bind beyond loopback',
+    doc: '`operaflow ui`: the token every request must send (`Authorization: Bearer …`, or a browser opens a page once with `?token=…`); required to bind beyond loopback',
     secret: true,
+  },
+  OPERAFLOW_UI_PORT: {
+    rule: integerIn(0, 65535),
+    doc: 'port of the dashboard `npm start` serves on 127.0.0.1 (default 8080, or a free one when 8080 is taken; 0: any free port)',
   },
   OPERAFLOW_PIP_INDEX_URL: {
     rule: url(['http:', 'https:'], 'an http(s) URL of a PEP 503 simple index'),

@@ -311,6 +311,6 @@ test('operator buttons only with actions enabled: pause, then cancel, a live run
 afterAll(() => {
   if (process.env.OPERAFLOW_UPDATE_SCREENSHOTS !== '1') return;
   mkdirSync(join(ROOT, 'docs', 'images'), { recursive: true });
-  for (const name of ['run', 'samples'])
+  for (const name of ['run', 'samples', 'samples-reflections'])
     copyFileSync(join(OUT, `${name}.png`), join(ROOT, 'docs', 'images', `ui-${name}.png`));
 });
