@@ -110,6 +110,19 @@ export function mathCorrect(response: string, reference: string): boolean {
   return mathAnswer(response).trim() === reference.trim();
 }
 
+/** What a response answers: its text with every `<think>…</think>` block removed, trimmed. */
+export function finalAnswer(response: string): string {
+  return response.replace(/<think>[\s\S]*?<\/think>/g, '').trim();
+}
+
+/**
+ * Exact match of the final answer, for every task type: `math` compares the extracted answer
+ * (`mathCorrect`), every other type the whole final answer, both trimmed, with the reference.
+ */
+export function exactMatch(taskType: string, response: string, reference: string): boolean {
+  return taskType === 'math' ? mathCorrect(response, reference) : finalAnswer(response) === reference.trim();
+}
+
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Builds the keyword test once per call; `word` requires no letter, digit or `_` on either side. */

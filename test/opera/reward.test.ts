@@ -1,5 +1,7 @@
 import {
   DEFAULT_OPERA_REWARD_OPTIONS,
+  exactMatch,
+  finalAnswer,
   mathAnswer,
   mathCorrect,
   operaRewards,
@@ -319,4 +321,14 @@ describe('operaRewards', () => {
       ema: 0.5,
     });
   });
+});
+
+test('exactMatch: the final answer outside every think block, for every task type', () => {
+  expect(finalAnswer('<think>a\n\nb</think> The fox is red. ')).toBe('The fox is red.');
+  expect(exactMatch('writing', '<think>x</think>The fox is red.', 'The fox is red.')).toBe(true);
+  expect(exactMatch('writing', '<think>x</think>The fox is red!', 'The fox is red.')).toBe(false);
+  expect(exactMatch('writing', 'The fox <think>hm</think>is red.', 'The fox is red.')).toBe(true);
+  expect(exactMatch('math', '<think>3+4=7</think>\\boxed{7}', '7')).toBe(true);
+  expect(exactMatch('math', '<think>3+4=7</think>7', '7')).toBe(true);
+  expect(exactMatch('math', '<think>x</think>\\boxed{8}', '7')).toBe(false);
 });
