@@ -7,51 +7,14 @@
  *
  *   npm start [-- <config.yaml>]      (default configs/demo.yaml)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { ensureServices } from '../services';
 import { checkEnvironment } from '../util/env';
 import { startUi, type RunningUi } from './cli/ui';
+import { CLI, startWorker, stopWorker } from './cli/worker-process';
 
 const ROOT = resolve(__dirname, '..');
-const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
-
-function startWorker(env: NodeJS.ProcessEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...CLI, 'worker'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  return new Promise((resolveReady, reject) => {
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.includes(' polling ')) {
-        child.stdout!.off('data', onData);
-        // From here on the worker's own lines (warnings, stage attempts) go to a log file's worth of stderr only when asked.
-        if (process.env.OPERAFLOW_VERBOSE) {
-          child.stdout!.pipe(process.stderr);
-          child.stderr!.pipe(process.stderr);
-        } else {
-          child.stdout!.resume();
-          child.stderr!.resume();
-        }
-        resolveReady(child);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('exit', (code) => reject(new Error(`the worker exited (${code}) before it started polling:\n${output}`)));
-  });
-}
-
-function stopWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((done) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      done();
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 /** The dashboard on 127.0.0.1: OPERAFLOW_UI_PORT, else 8080, else (8080 taken) any free port. */
 async function startDashboard(env: NodeJS.ProcessEnv): Promise<RunningUi> {

@@ -173,7 +173,11 @@ export function variantConfig(base: RunConfig, overrides: Overrides, seed: numbe
 
 /** The runs of a sweep: every variant (combination of --set values) with every seed, validated. */
 export function planSweep(base: RunConfig, axes: readonly SweepAxis[], seeds: readonly number[]): PlannedRun[] {
-  const variants = crossProduct(axes);
+  return planVariants(base, crossProduct(axes), seeds);
+}
+
+/** Every variant (a set of overrides) with every seed, validated: a sweep's runs (also `npm run experiment`'s). */
+export function planVariants(base: RunConfig, variants: readonly Overrides[], seeds: readonly number[]): PlannedRun[] {
   const total = variants.length * seeds.length;
   if (total > MAX_SWEEP_RUNS)
     throw new UsageError(

@@ -32,7 +32,7 @@ export interface SweepFlags {
   json?: boolean;
 }
 
-interface SweepRunInfo {
+export interface SweepRunInfo {
   id: string;
   name: string;
   seed: number;
@@ -58,7 +58,7 @@ function runIds(group: string, planned: readonly PlannedRun[]): string[] {
 }
 
 /** Follows the sweep until its workflow closes: a line whenever the runs' statuses change. */
-async function waitForSweep(s: Services, group: string, out: (line: string) => void): Promise<Run[]> {
+export async function waitForSweep(s: Services, group: string, out: (line: string) => void): Promise<Run[]> {
   const handle = s.client.workflow.getHandle<typeof sweepRun>(sweepWorkflowId(group));
   let closed = false;
   const result = handle.result().then(
@@ -87,6 +87,60 @@ async function waitForSweep(s: Services, group: string, out: (line: string) => v
   }
 }
 
+/**
+ * Records the planned runs as group `group` (pending) and starts their sweep workflow; if it cannot start,
+ * removes the rows again. Returns the runs as recorded. Shared by `operaflow sweep` and `npm run experiment`.
+ */
+export async function startSweep(
+  s: Services,
+  options: { file: string; planned: PlannedRun[]; group: string; parallel: number },
+): Promise<SweepRunInfo[]> {
+  const { file, planned, group, parallel } = options;
+  const ids = runIds(group, planned);
+  const workflowId = sweepWorkflowId(group);
+  const existing = await runsInGroup(s.db.db, group);
+  if (existing.length)
+    throw new Error(
+      `--group ${group}: the group already has ${existing.length} run(s); a sweep starts a group of its own (compare across groups with operaflow compare <run…>)`,
+    );
+  for (const p of planned) await checkPreflight(p.config, file, `${p.config.name}: `);
+
+  const code = codeVersion();
+  const recorded: string[] = [];
+  const input: SweepInput = {
+    group,
+    parallel,
+    runs: planned.map((p, i) => ({ runId: ids[i]!, plan: planOf(p.config) })),
+  };
+  try {
+    for (const [i, p] of planned.entries()) {
+      const { created } = await createRun(s.db.db, newRunRow(ids[i]!, p.config, group, code));
+      if (!created) throw new Error(`run ${ids[i]} exists already`);
+      recorded.push(ids[i]!);
+    }
+    await s.client.workflow.start(sweepRun, {
+      taskQueue: taskQueues().train,
+      workflowId,
+      args: [input],
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+    });
+  } catch (err) {
+    // Recorded and started together, or neither: rows without their sweep would stay pending forever.
+    for (const id of recorded) await deleteRun(s.db.db, id);
+    throw new Error(`could not start sweep ${workflowId} (nothing was recorded): ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const who = actor();
+  for (const [i, p] of planned.entries())
+    await appendEvent(s.db.db, ids[i]!, 'started', who, {
+      config: file,
+      configHash: configHash(p.config),
+      sweep: workflowId,
+    });
+  return planned.map((p, i) => ({ id: ids[i]!, name: p.config.name, seed: p.seed, overrides: p.overrides }));
+}
+
 export async function sweep(file: string, flags: SweepFlags): Promise<number> {
   if (flags.group !== undefined) {
     const problem = groupProblem(flags.group);
@@ -98,60 +152,13 @@ export async function sweep(file: string, flags: SweepFlags): Promise<number> {
   const seeds = parseSeeds(flags.seeds, base.seed);
   const planned = planSweep(base, axes, seeds).map((p) => ({ ...p, config: resolvePaths(p.config) }));
   const group = flags.group ?? newRunId(base.name);
-  const ids = runIds(group, planned);
-  const runs: SweepRunInfo[] = planned.map((p, i) => ({
-    id: ids[i]!,
-    name: p.config.name,
-    seed: p.seed,
-    overrides: p.overrides,
-  }));
   const json = Boolean(flags.json);
   const out = json ? console.error : console.log;
   const workflowId = sweepWorkflowId(group);
 
   const s = await connect();
   try {
-    const existing = await runsInGroup(s.db.db, group);
-    if (existing.length)
-      throw new Error(
-        `--group ${group}: the group already has ${existing.length} run(s); a sweep starts a group of its own (compare across groups with operaflow compare <run…>)`,
-      );
-    for (const p of planned) await checkPreflight(p.config, file, `${p.config.name}: `);
-
-    const code = codeVersion();
-    const recorded: string[] = [];
-    const input: SweepInput = {
-      group,
-      parallel,
-      runs: planned.map((p, i) => ({ runId: ids[i]!, plan: planOf(p.config) })),
-    };
-    try {
-      for (const [i, p] of planned.entries()) {
-        const { created } = await createRun(s.db.db, newRunRow(ids[i]!, p.config, group, code));
-        if (!created) throw new Error(`run ${ids[i]} exists already`);
-        recorded.push(ids[i]!);
-      }
-      await s.client.workflow.start(sweepRun, {
-        taskQueue: taskQueues().train,
-        workflowId,
-        args: [input],
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
-      });
-    } catch (err) {
-      // Recorded and started together, or neither: rows without their sweep would stay pending forever.
-      for (const id of recorded) await deleteRun(s.db.db, id);
-      throw new Error(`could not start sweep ${workflowId} (nothing was recorded): ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    const who = actor();
-    for (const [i, p] of planned.entries())
-      await appendEvent(s.db.db, ids[i]!, 'started', who, {
-        config: file,
-        configHash: configHash(p.config),
-        sweep: workflowId,
-      });
-
+    const runs = await startSweep(s, { file, planned, group, parallel });
     const variants = new Set(planned.map((p) => p.variant)).size;
     out(
       `started sweep ${workflowId}: ${runs.length} run(s) (${variants} variant(s) × ${seeds.length} seed(s)), at most ${Math.min(parallel, runs.length)} at a time`,
