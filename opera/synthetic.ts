@@ -7,6 +7,10 @@
  *   the colour and — in a reflection step ("But …") — the trait, so reasoning makes the reference
  *   more likely, which is what the OPERA reward measures.
  * - `math`: "What is 3+4?" → "7", answered as `\boxed{7}` after a short check in the trace.
+ *
+ * Held-out combinations: each (colour, animal) pair is one row, and rows are split (opera/dataset.ts
+ * splitDataset), so an evaluation prompt's colour × animal pair never appears in training; the model
+ * can only answer it by knowing the animal's trait from other colours (opera/checkers.ts checks that).
  */
 import { z } from 'zod';
 import { mulberry32, shuffle } from '../util/random';
@@ -14,7 +18,8 @@ import { THINK_CLOSE, THINK_OPEN } from '../util/think';
 import type { DatasetRow } from './dataset';
 
 const COLORS = ['red', 'blue', 'green', 'gold', 'gray', 'white', 'black', 'pink'] as const;
-const ANIMALS: readonly (readonly [animal: string, trait: string])[] = [
+/** Each animal's fixed trait, which its writing task's reference states and its prompt never does (opera/checkers.ts reads it). */
+export const ANIMAL_TRAITS: readonly (readonly [animal: string, trait: string])[] = [
   ['fox', 'quick'],
   ['owl', 'wise'],
   ['cat', 'calm'],
@@ -47,7 +52,7 @@ function mathTask(a: number, b: number): DatasetRow {
 }
 
 /** Distinct combinations available: at most 64 writing tasks (8 colours × 8 animals) and 100 math tasks. */
-export const SYNTHETIC_LIMITS = { writing: COLORS.length * ANIMALS.length, math: 100 } as const;
+export const SYNTHETIC_LIMITS = { writing: COLORS.length * ANIMAL_TRAITS.length, math: 100 } as const;
 
 /**
  * `writing` writing tasks and `math` math tasks (each capped at SYNTHETIC_LIMITS, since tasks are
@@ -56,7 +61,7 @@ export const SYNTHETIC_LIMITS = { writing: COLORS.length * ANIMALS.length, math:
 export function syntheticTasks(options: { writing: number; math: number; seed: number }): DatasetRow[] {
   const random = mulberry32(options.seed);
   const writing = shuffle(
-    COLORS.flatMap((color) => ANIMALS.map(([animal, trait]) => writingTask(color, animal, trait))),
+    COLORS.flatMap((color) => ANIMAL_TRAITS.map(([animal, trait]) => writingTask(color, animal, trait))),
     random,
   ).slice(0, options.writing);
   const math = shuffle(
