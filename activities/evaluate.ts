@@ -7,14 +7,22 @@ import { upsertMetrics, upsertSamples } from '../db/queries';
 import type { NewSample } from '../db/schema';
 import { sample, type SampleOptions } from '../engine/sampler';
 import type { RunConfig } from '../config/schema';
-import { operaRewards } from '../opera/reward';
+import { hiddenCheck } from '../opera/checkers';
+import {
+  exactMatch,
+  keywordMatcher,
+  operaRewards,
+  reflectionMarks,
+  reflectionSegments,
+  type OperaReward,
+} from '../opera/reward';
 import { deriveSeed } from '../util/random';
-import { getTokenizer, inferenceModel, promptTokens, scoreResponses } from './engine';
+import { getTokenizer, inferenceModel, promptTokens, scoreResponses, type ScoredResponse } from './engine';
 import { mean, pad, type DatasetFile, type Runtime } from './runtime';
 import type { DatasetRow } from '../opera/dataset';
 import { sampleRow } from './samples';
 import { putJson } from './store';
-import type { EvalResult, EvaluateInput } from './types';
+import type { EvalResult, EvalTaskResult, EvaluateInput } from './types';
 
 /** How evaluation samples: `eval.temperature` (0 = greedy, the default) and `eval.maxNewTokens`, no top-k/top-p. */
 export const evalSampling = (c: RunConfig): SampleOptions => ({
@@ -38,7 +46,88 @@ export function evalMetrics(result: EvalResult): Record<string, number> {
     'eval/response_tokens': result.meanResponseTokens,
   };
   if (result.exactMatch !== null) metrics['eval/exact_match'] = result.exactMatch;
+  // `??`: results recorded before these fields existed lack them (verify reads old runs' outputs).
+  if ((result.hiddenCheck ?? null) !== null) metrics['eval/hidden_check'] = result.hiddenCheck!;
+  if ((result.reflectionUseful ?? null) !== null) metrics['eval/reflection_useful'] = result.reflectionUseful!;
+  for (const [type, t] of Object.entries(result.taskTypes ?? {})) {
+    if (t.hiddenCheck !== null) metrics[`eval/${type}/hidden_check`] = t.hiddenCheck;
+    metrics[`eval/${type}/exact_match`] = t.exactMatch;
+    metrics[`eval/${type}/ref_logp`] = t.refLogp;
+    metrics[`eval/${type}/response_tokens`] = t.responseTokens;
+    metrics[`eval/${type}/segments`] = t.segments;
+    metrics[`eval/${type}/opera_reward`] = t.operaReward;
+  }
   return metrics;
+}
+
+/** One evaluated prompt: the row, the exact response text, its length, scores and OPERA reward. */
+export interface EvalItem {
+  row: DatasetRow;
+  response: string;
+  responseTokens: number;
+  score: ScoredResponse;
+  reward: OperaReward;
+}
+
+const share = (passed: boolean[]): number | null => (passed.length ? mean(passed.map((p) => (p ? 1 : 0))) : null);
+
+/**
+ * The evaluation's numbers. `ema` is the EMA the evaluation's `operaRewards` call returned (its own batch
+ * mean: evaluation starts from no EMA state), so the useful-reflection share counts exactly the segments
+ * the reward counted, on the same smoothed values — also for wrong math answers, whose reward drops them.
+ */
+export function evalResult(
+  iteration: number,
+  items: EvalItem[],
+  ema: number | null,
+  options: RunConfig['reward'],
+): EvalResult {
+  const checks = items.map(({ row, response }) => hiddenCheck(row, response));
+  const checked = (of: number[]) => of.flatMap((k) => (checks[k] === null ? [] : [checks[k]!]));
+  const byType = new Map<string, number[]>();
+  items.forEach(({ row }, k) => byType.set(row.taskType, [...(byType.get(row.taskType) ?? []), k]));
+  const taskTypes = Object.fromEntries(
+    [...byType].map(([type, of]): [string, EvalTaskResult] => {
+      const avg = (f: (item: EvalItem) => number) => mean(of.map((k) => f(items[k]!)));
+      return [
+        type,
+        {
+          prompts: of.length,
+          hiddenCheck: share(checked(of)),
+          exactMatch: avg((i) => (exactMatch(type, i.response, i.row.reference) ? 1 : 0)),
+          refLogp: avg((i) => i.score.logpFull),
+          responseTokens: avg((i) => i.responseTokens),
+          segments: avg((i) => reflectionSegments(i.response).length),
+          operaReward: avg((i) => i.reward.total),
+        },
+      ];
+    }),
+  );
+
+  // operaRewards step 2: every value smoothed with the batch's EMA.
+  const smooth = (v: number) => (1 - options.emaMix) * v + options.emaMix * (ema ?? 0);
+  const hasKeyword = keywordMatcher(options.keywords, options.keywordMatch);
+  const useful = items.flatMap(({ response, score }) => {
+    const segments = reflectionSegments(response);
+    const marks = reflectionMarks(segments, smooth(score.logpInitial), score.logpSegments.map(smooth), hasKeyword);
+    return segments.flatMap((segment, j) => (hasKeyword(segment) ? [marks[j]!] : []));
+  });
+
+  const rewards = items.map((i) => i.reward);
+  const maths = items.filter((i) => i.row.taskType === 'math');
+  return {
+    iteration,
+    prompts: items.length,
+    reward: mean(rewards.map((r) => r.total)),
+    ppl: mean(rewards.map((r) => r.ppl)),
+    reflection: mean(rewards.map((r) => r.reflection)),
+    refLogp: mean(items.map((i) => i.score.logpFull)),
+    exactMatch: share(maths.map((i) => i.reward.correct === true)),
+    meanResponseTokens: mean(items.map((i) => i.responseTokens)),
+    hiddenCheck: share(checked(items.map((_, k) => k))),
+    reflectionUseful: share(useful),
+    taskTypes,
+  };
 }
 
 /** The eval artifact (`eval/iter-NNNN.json`). */
@@ -70,7 +159,7 @@ export const evaluateActivities = (rt: Runtime) => ({
         tok,
         rows.map((row, k) => ({ prompt: row.prompt, reference: row.reference, response: results[k]!.text })),
       );
-      const { rewards } = operaRewards(
+      const { rewards, ema } = operaRewards(
         rows.map((row, k) => ({
           taskType: row.taskType,
           reference: row.reference,
@@ -99,17 +188,18 @@ export const evaluateActivities = (rt: Runtime) => ({
         ),
       );
       await upsertSamples(rt.db, samples);
-      const math = rows.map((row, k) => ({ row, k })).filter(({ row }) => row.taskType === 'math');
-      const result: EvalResult = {
+      const result = evalResult(
         iteration,
-        prompts: rows.length,
-        reward: mean(flat.map((r) => r.total)),
-        ppl: mean(flat.map((r) => r.ppl)),
-        reflection: mean(flat.map((r) => r.reflection)),
-        refLogp: mean(scores.map((s) => s.logpFull)),
-        exactMatch: math.length ? mean(math.map(({ k }) => (flat[k]!.correct ? 1 : 0))) : null,
-        meanResponseTokens: mean(results.map((r) => r.tokens.length)),
-      };
+        rows.map((row, k) => ({
+          row,
+          response: results[k]!.text,
+          responseTokens: results[k]!.tokens.length,
+          score: scores[k]!,
+          reward: flat[k]!,
+        })),
+        ema,
+        config.reward,
+      );
       await upsertMetrics(rt.db, runId, iteration, evalMetrics(result));
       await putJson(
         rt.db,

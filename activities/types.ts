@@ -105,6 +105,30 @@ export interface EvalResult {
   /** Exact match on math prompts (null when the eval set has none). */
   exactMatch: number | null;
   meanResponseTokens: number;
+  /** Share of responses passing their hidden check (opera/checkers.ts), over the prompts that have one (null: none has). */
+  hiddenCheck: number | null;
+  /**
+   * Among the responses' segments that contain a guiding keyword, the share counted as a useful reflection
+   * (reference log-prob rose over the previous checkpoint); null when no segment has a keyword.
+   */
+  reflectionUseful: number | null;
+  /** The same numbers per task type present in the eval prompts. */
+  taskTypes: Record<string, EvalTaskResult>;
+}
+
+/** One task type's evaluation: means over its prompts. */
+export interface EvalTaskResult {
+  prompts: number;
+  /** Over its prompts that have a hidden check (null: none has). */
+  hiddenCheck: number | null;
+  /** `exactMatch` of opera/reward.ts (math: the extracted answer; others: the whole final answer). */
+  exactMatch: number;
+  refLogp: number;
+  responseTokens: number;
+  /** Reasoning segments per response. */
+  segments: number;
+  /** OPERA reward. */
+  operaReward: number;
 }
 
 export interface SftOutput {

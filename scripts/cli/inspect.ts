@@ -16,6 +16,8 @@ export function printEvalComparison(summary: RunSummary, out: (line: string) => 
   out(`  reflection score                  ${fmt(before.reflection)}   ${fmt(after.reflection)}`);
   out(`  reference log-likelihood          ${fmt(before.refLogp)}   ${fmt(after.refLogp)}`);
   out(`  exact match (math)                ${fmt(before.exactMatch)}   ${fmt(after.exactMatch)}`);
+  // `?? null`: runs recorded before the hidden checks have no such field.
+  out(`  hidden-check accuracy             ${fmt(before.hiddenCheck ?? null)}   ${fmt(after.hiddenCheck ?? null)}`);
 }
 
 export async function runs(flags: { json?: boolean; group?: string }): Promise<number> {

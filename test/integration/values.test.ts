@@ -18,7 +18,13 @@ import type pg from 'pg';
 import { loadCheckpoint, type Checkpoint } from '../../engine/checkpoint';
 import { ByteTokenizer } from '../../engine/tokenizer';
 import { grpoAdvantages, policyLoss } from '../../opera/grpo';
-import { operaRewards, reflectionSegments, type OperaGroup } from '../../opera/reward';
+import {
+  DEFAULT_OPERA_REWARD_OPTIONS,
+  keywordMatcher,
+  operaRewards,
+  reflectionSegments,
+  type OperaGroup,
+} from '../../opera/reward';
 import { syntheticTasks } from '../../opera/synthetic';
 import { logSoftmax, referenceForward } from '../engine/reference';
 import {
@@ -54,6 +60,9 @@ const LR = 0.001;
 const EVAL_PROMPTS = 4;
 const SYNTHETIC = { writing: 12, math: 12 };
 const MAX_PROMPT_TOKENS = 64;
+// More cold-start steps than the smoke config's 20, so that greedy eval responses have reasoning segments
+// with guiding keywords and eval/reflection_useful is recorded (and checked) too.
+const SFT_STEPS = 80;
 
 interface SampleRow {
   split: 'train' | 'eval';
@@ -122,7 +131,7 @@ beforeAll(async () => {
       artifactsDir: tmpDir(),
       data: `{ source: synthetic, synthetic: { writing: ${SYNTHETIC.writing}, math: ${SYNTHETIC.math}, seed: 7 }, evalFraction: 0.25, maxPromptTokens: ${MAX_PROMPT_TOKENS} }`,
       grpo: `{ iterations: ${ITERATIONS}, promptsPerIteration: ${PROMPTS}, groupSize: ${GROUP}, miniBatchSize: ${PROMPTS * GROUP}, lr: ${LR}, maxNewTokens: 48 }`,
-    }),
+    }).replace('steps: 20,', `steps: ${SFT_STEPS},`),
   );
   const res = await runCli(['train', config, '--wait', '--json'], env);
   runId = runIdOf(res.stdout);
@@ -374,7 +383,8 @@ type Checker = (step: number) => { value: number; tolerance: number } | 'engine'
 const exact = (value: number) => ({ value, tolerance: 1e-12 });
 const train = (step: number) => (step >= 1 && step <= ITERATIONS ? rowsOf('train', step) : undefined);
 const evals = (step: number) => (rowsOf('eval', step).length ? rowsOf('eval', step) : undefined);
-const sftSteps = [0, 5, 10, 15, 19];
+// SFT metrics are recorded at every 5th step and the last.
+const sftSteps = [...Array.from({ length: SFT_STEPS / 5 }, (_, k) => 5 * k), SFT_STEPS - 1];
 const losses = new Map<number, ReturnType<typeof updateLoss>>();
 const loss = (step: number) => {
   if (!losses.has(step)) losses.set(step, updateLoss(step));
@@ -390,6 +400,55 @@ const onEval = (f: (rows: SampleRow[]) => number | undefined) => (step: number) 
   return v === undefined ? undefined : exact(v);
 };
 const maths = (rows: SampleRow[]) => rows.filter((s) => s.task_type === 'math');
+const shareOf = (passed: boolean[]) => (passed.length ? mean(passed.map((p) => (p ? 1 : 0))) : undefined);
+
+/** A response's final answer, from OPERA.md: the text after the reasoning, every think block removed. */
+const answerOf = (s: SampleRow) =>
+  exactResponse(s)
+    .replace(/<think>[\s\S]*?<\/think>/g, '')
+    .trim();
+/**
+ * The hidden check, written out from its definition on the synthetic rows (not opera/checkers.ts): math
+ * passes when the answer is right (the row's `correct`); writing ("Describe a red fox." → "The red fox
+ * is quick.") when the answer's words hold the colour, the animal and the trait (the reference's last
+ * word) in that order. The run's data is synthetic, so every eval row has a check.
+ */
+function passesHiddenCheck(s: SampleRow): boolean {
+  if (s.task_type === 'math') return s.correct === true;
+  const [, colour, animal] = /^Describe a (\w+) (\w+)\.$/.exec(s.prompt)!;
+  const trait = /(\w+)\.$/.exec(s.reference)![1]!;
+  const words = answerOf(s)
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}_]+/u);
+  let at = 0;
+  for (const w of [colour!, animal!, trait]) {
+    at = words.indexOf(w, at) + 1;
+    if (at === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * eval/reflection_useful: the evaluation's own batch of one-member groups, its EMA = the mean of every
+ * value of the batch (OPERA.md: the first batch), each value smoothed with it; a keyword segment is useful
+ * when its smoothed log-prob exceeds the previous checkpoint's (the previous segment's, or `<think>`'s).
+ */
+function reflectionUseful(rows: SampleRow[]): number | undefined {
+  // The run's reward section is the default one.
+  const { emaMix, keywords, keywordMatch } = DEFAULT_OPERA_REWARD_OPTIONS;
+  const hasKeyword = keywordMatcher(keywords, keywordMatch);
+  const values = rows.flatMap((s) => [s.logp_full, s.logp_initial, ...s.logp_segments]);
+  const ema = mean(values);
+  const smooth = (v: number) => (1 - emaMix) * v + emaMix * ema;
+  const useful: boolean[] = [];
+  for (const s of rows) {
+    reflectionSegments(exactResponse(s)).forEach((segment, j) => {
+      const previous = j === 0 ? s.logp_initial : s.logp_segments[j - 1]!;
+      if (hasKeyword(segment)) useful.push(smooth(s.logp_segments[j]!) > smooth(previous));
+    });
+  }
+  return shareOf(useful);
+}
 
 // The synthetic source rows; a duplicate repeats an earlier row's prompt and reference.
 const generated = syntheticTasks({ ...SYNTHETIC, seed: 7 });
@@ -433,6 +492,49 @@ const checkers: Record<string, Checker> = {
     maths(rows).length ? mean(maths(rows).map((s) => (s.correct ? 1 : 0))) : undefined,
   ),
   'eval/response_tokens': onEval((rows) => mean(rows.map((s) => s.response_tokens))),
+  'eval/hidden_check': onEval((rows) => shareOf(rows.map(passesHiddenCheck))),
+  'eval/reflection_useful': onEval(reflectionUseful),
+};
+
+/** The README's per-task-type rows (`eval/<task>/…`): a definition for each task type T of the eval prompts. */
+const taskCheckers: Record<string, (type: string) => Checker> = {
+  'eval/<task>/hidden_check': (type) => onEval((rows) => shareOf(ofType(rows, type)?.map(passesHiddenCheck) ?? [])),
+  'eval/<task>/exact_match': (type) =>
+    onEval((rows) => {
+      const mine = ofType(rows, type);
+      return (
+        mine &&
+        mean(mine.map((s) => ((type === 'math' ? s.correct === true : answerOf(s) === s.reference.trim()) ? 1 : 0)))
+      );
+    }),
+  'eval/<task>/ref_logp': (type) => onEval((rows) => meanOf(ofType(rows, type), (s) => s.logp_full)),
+  'eval/<task>/response_tokens': (type) => onEval((rows) => meanOf(ofType(rows, type), (s) => s.response_tokens)),
+  'eval/<task>/segments': (type) => onEval((rows) => meanOf(ofType(rows, type), (s) => s.logp_segments.length)),
+  'eval/<task>/opera_reward': (type) => onEval((rows) => meanOf(ofType(rows, type), (s) => s.reward)),
+};
+/** The rows of one task type, or undefined when there are none (the metric is not recorded then). */
+const ofType = (rows: SampleRow[], type: string) => {
+  const mine = rows.filter((s) => s.task_type === type);
+  return mine.length ? mine : undefined;
+};
+const meanOf = (rows: SampleRow[] | undefined, f: (s: SampleRow) => number) => rows && mean(rows.map(f));
+/** The task types of the evaluated prompts. */
+const evalTypes = () => [...new Set(dataset.eval.slice(0, EVAL_PROMPTS).map((r) => r.taskType))].sort();
+/** Every concrete metric name with its definition: the task-type patterns expanded. */
+const allCheckers = (): Record<string, Checker> => ({
+  ...checkers,
+  ...Object.fromEntries(
+    evalTypes().flatMap((type) =>
+      Object.entries(taskCheckers).map(([pattern, f]) => [pattern.replace('<task>', type), f(type)]),
+    ),
+  ),
+});
+/** A recorded name as the table lists it: `eval/writing/segments` → `eval/<task>/segments`. */
+const listedAs = (name: string) => {
+  const parts = name.split('/');
+  return parts.length === 3 && parts[0] === 'eval' && evalTypes().includes(parts[1]!)
+    ? `eval/<task>/${parts[2]}`
+    : name;
 };
 
 /** The metric names of the README's "Metrics" table. */
@@ -440,23 +542,25 @@ function readmeMetrics(): string[] {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('### Metrics'));
   const table = section.slice(0, section.indexOf('\n#', 4));
-  return [...table.matchAll(/^\| `([a-z_]+\/[a-z_]+)` \|/gm)].map((m) => m[1]!);
+  return [...table.matchAll(/^\| `([a-z_]+(?:\/<task>)?\/[a-z_]+)` \|/gm)].map((m) => m[1]!);
 }
 
 test("the README's metrics table and the recorded metrics name the same set, each with a definition checked here", () => {
   const listed = readmeMetrics();
   expect(listed.length).toBeGreaterThan(20);
-  expect(Object.keys(checkers).sort()).toEqual([...listed].sort());
+  expect(Object.keys({ ...checkers, ...taskCheckers }).sort()).toEqual([...listed].sort());
   const recorded = new Set([...metrics.keys()].map((k) => k.slice(k.indexOf(' ') + 1)));
-  for (const name of recorded) expect(listed).toContain(name);
-  // Everything the table lists is recorded by this run, except what only another configuration records.
-  for (const name of listed.filter((n) => n !== 'coldstart/rows')) expect(recorded).toContain(name);
+  for (const name of recorded) expect(listed).toContain(listedAs(name));
+  // Everything the table lists is recorded by this run (a pattern row for each task type evaluated),
+  // except what only another configuration records.
+  expect(evalTypes()).toEqual(['math', 'writing']);
+  for (const name of Object.keys(allCheckers()).filter((n) => n !== 'coldstart/rows')) expect(recorded).toContain(name);
 });
 
 test('every recorded metric equals its definition over the recorded rows, at exactly the steps it should be recorded', () => {
   const problems: string[] = [];
   const steps = new Set([...metrics.keys()].map((k) => Number(k.split(' ')[0])));
-  for (const [name, check] of Object.entries(checkers)) {
+  for (const [name, check] of Object.entries(allCheckers())) {
     for (const step of [...steps, ...sftSteps]) {
       const want = check(step);
       const got = metrics.get(`${step} ${name}`);
@@ -472,7 +576,7 @@ test('every recorded metric equals its definition over the recorded rows, at exa
   }
   expect(problems).toEqual([]);
   // The engine-measured SFT loss fell, and the KL at iteration 1 is 0: the policy still is the reference.
-  expect(metrics.get('19 sft/loss')!).toBeLessThan(metrics.get('0 sft/loss')!);
+  expect(metrics.get(`${SFT_STEPS - 1} sft/loss`)!).toBeLessThan(metrics.get('0 sft/loss')!);
   expect(Math.abs(metrics.get('1 train/kl')!)).toBeLessThan(1e-6);
   expect(metrics.get('2 train/kl')!).toBeGreaterThan(0);
 });

@@ -56,6 +56,9 @@ const evalResult = (iteration: number): EvalResult => ({
   refLogp: -1,
   exactMatch: null,
   meanResponseTokens: 3,
+  hiddenCheck: null,
+  reflectionUseful: null,
+  taskTypes: {},
 });
 
 /** Stand-ins for the activities: each call is recorded; `hooks` change what a stage does. */

@@ -42,7 +42,7 @@ function standIns(gate: (runId: string) => Promise<void>) {
         inside.delete(runId);
       }
       const result = { iteration, prompts: 1, reward: 0.5, ppl: 1, reflection: 0, refLogp: -1, exactMatch: null };
-      return { ...result, meanResponseTokens: 1 };
+      return { ...result, meanResponseTokens: 1, hiddenCheck: null, reflectionUseful: null, taskTypes: {} };
     },
   };
   return { activities, statuses, inside, most: () => most };
