@@ -128,12 +128,18 @@ export interface ScoredResponse {
   logpFull: number;
   logpInitial: number;
   logpSegments: number[];
+  /**
+   * Mean per-token probability (not log) of the reference after prompt + response: the `likelihood`
+   * reward kind's score. Absent from score artifacts written before it existed.
+   */
+  probFull?: number;
 }
 
 /**
  * The OPERA log-probs of one response (OPERA.md, "The reward"): mean log p of the reference after
- * prompt + response, after prompt + "<think>", and after each reasoning step. The initial and segment
- * contexts are prefixes of one another, so they are one scoring item with several checkpoints.
+ * prompt + response, after prompt + "<think>", and after each reasoning step; and the mean per-token
+ * probability of the reference after prompt + response. The initial and segment contexts are prefixes
+ * of one another, so they are one scoring item with several checkpoints.
  */
 export async function scoreResponses(
   model: LlamaModel,
@@ -154,11 +160,11 @@ export async function scoreResponses(
     scoringItems.push({ context: full, checkpoints: [full.length], target });
     scoringItems.push({ context, checkpoints, target });
   }
-  const logps = await model.scoreCheckpoints(scoringItems);
+  const scores = await model.checkpointScores(scoringItems);
   return items.map((_, k) => {
-    const full = logps[2 * k]!;
-    const chain = logps[2 * k + 1]!;
-    return { logpFull: full[0]!, logpInitial: chain[0]!, logpSegments: chain.slice(1) };
+    const full = scores[2 * k]![0]!;
+    const chain = scores[2 * k + 1]!.map((c) => c.meanLogp);
+    return { logpFull: full.meanLogp, logpInitial: chain[0]!, logpSegments: chain.slice(1), probFull: full.meanProb };
   });
 }
 

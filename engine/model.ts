@@ -335,13 +335,25 @@ export class LlamaModel {
     items: { context: number[]; checkpoints: number[]; target: number[] }[],
     maxRows = 8,
   ): Promise<number[][]> {
+    return (await this.checkpointScores(items, maxRows)).map((cps) => cps.map((c) => c.meanLogp));
+  }
+
+  /**
+   * scoreCheckpoints with, per checkpoint, also the mean per-token probability of the target (the mean
+   * of exp(log p) over its tokens, in float64 from the graph's float32 token log-probs): the
+   * `likelihood` reward kind's score, which is not exp(mean log p).
+   */
+  async checkpointScores(
+    items: { context: number[]; checkpoints: number[]; target: number[] }[],
+    maxRows = 8,
+  ): Promise<{ meanLogp: number; meanProb: number }[][]> {
     for (const { context, checkpoints, target } of items) {
       if (target.length === 0) throw new Error('scoreCheckpoints: empty target');
       for (const cp of checkpoints)
         if (!Number.isInteger(cp) || cp < 1 || cp > context.length)
           throw new Error(`scoreCheckpoints: checkpoint ${cp} must be an integer in [1, ${context.length}]`);
     }
-    const result: number[][] = [];
+    const result: { meanLogp: number; meanProb: number }[][] = [];
     for (let c = 0; c < items.length; c += maxRows) {
       const chunk = items.slice(c, c + maxRows);
       const B = chunk.length;
@@ -397,8 +409,13 @@ export class LlamaModel {
         result.push(
           checkpoints.map((_, j) => {
             let sum = 0;
-            for (let k = 0; k < target.length; k++) sum += logp[b * S + j * M + k]!;
-            return sum / target.length;
+            let sumProb = 0;
+            for (let k = 0; k < target.length; k++) {
+              const lp = logp[b * S + j * M + k]!;
+              sum += lp;
+              sumProb += Math.exp(lp);
+            }
+            return { meanLogp: sum / target.length, meanProb: sumProb / target.length };
           }),
         ),
       );
