@@ -34,5 +34,6 @@ export function sampleRow(
     logpFull: scores.logpFull,
     logpInitial: scores.logpInitial,
     logpSegments: scores.logpSegments,
+    probFull: scores.probFull ?? null,
   };
 }

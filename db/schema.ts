@@ -145,6 +145,8 @@ export const samples = pgTable(
     logpFull: doublePrecision('logp_full'),
     logpInitial: doublePrecision('logp_initial'),
     logpSegments: jsonb('logp_segments').$type<number[]>(),
+    /** Mean per-token probability of the reference after prompt + response (the `likelihood` reward); null before 0005. */
+    probFull: doublePrecision('prob_full'),
     createdAt: createdAt(),
   },
   (t) => [

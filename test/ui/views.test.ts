@@ -124,6 +124,7 @@ describe('sampleDetail', () => {
     reflectionCount: rewards[0]![i]!.reflectionCount,
     correct: null,
     advantage: 0,
+    probFull: null,
     createdAt: at(0),
     ...rollouts[i]!,
     ...over,

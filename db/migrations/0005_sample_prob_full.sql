@@ -1,0 +1,1 @@
+ALTER TABLE "samples" ADD COLUMN "prob_full" double precision;
