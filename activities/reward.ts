@@ -1,13 +1,14 @@
 /**
- * Stage `reward`: the OPERA reward of every rollout of the iteration (one batch: the EMA baseline spans
- * all groups), GRPO advantages per group, the sample rows and reward metrics, and the batch the update
- * trains on (an artifact). No engine work: the log-probs come from the score stage.
+ * Stage `reward`: the reward of every rollout of the iteration under `reward.kind` (one batch: the OPERA
+ * EMA baseline spans all groups; the OPERA components are recorded for every kind), GRPO advantages per
+ * group, the sample rows and reward metrics, and the batch the update trains on (an artifact). No engine
+ * work: the log-probs and probabilities come from the score stage.
  */
 import { join } from 'node:path';
 import { upsertMetrics, upsertSamples } from '../db/queries';
 import type { NewSample } from '../db/schema';
 import { grpoAdvantages } from '../opera/grpo';
-import { operaRewards, type OperaGroup } from '../opera/reward';
+import { rewardsByKind, type KindGroup } from '../opera/reward-kinds';
 import type { ScoredItem } from './rollout';
 import { mean, pad, type Runtime } from './runtime';
 import { sampleRow } from './samples';
@@ -28,12 +29,12 @@ export const rewardActivities = (rt: Runtime) => ({
       const config = await rt.runConfig(runId);
       const shards = await Promise.all(input.scores.map((s) => getJson<{ items: ScoredItem[] }>(s.artifact)));
       const items = shards.flatMap((s) => s.items).sort((a, b) => a.index - b.index);
-      const groups: OperaGroup[] = items.map((item) => ({
+      const groups: KindGroup[] = items.map((item) => ({
         taskType: item.taskType,
         reference: item.reference,
         rollouts: item.samples.map((s, j) => ({ response: s.text, ...item.scores[j]! })),
       }));
-      const { rewards, ema } = operaRewards(groups, input.ema, config.reward);
+      const { rewards, ema } = rewardsByKind(config.reward.kind, groups, input.ema, config.reward);
       const flat = rewards.flatMap((group, gi) => group.map((r, j) => ({ r, item: items[gi]!, j })));
       const advantages = grpoAdvantages(
         flat.map((f) => f.r.total),

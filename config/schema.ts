@@ -14,6 +14,7 @@ import { loraSchema } from '../engine/lora';
 import { DEFAULT_COLD_START_OPTIONS as CS } from '../opera/coldstart';
 import { POLICY_LOSS_DEFAULTS as LOSS, type LossAggregation } from '../opera/grpo';
 import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
+import { DEFAULT_REWARD_KIND, REWARD_KINDS } from '../opera/reward-kinds';
 import { SYNTHETIC_LIMITS } from '../opera/synthetic';
 
 /**
@@ -146,9 +147,12 @@ const grpo = z
   })
   .strict();
 
-/** Defaults come from reward.ts, the implementation they configure. */
+/** Defaults come from reward.ts and reward-kinds.ts, the implementation they configure. */
 const reward = z
   .object({
+    /** What advantages are computed from (opera/reward-kinds.ts); the OPERA settings below still shape the
+     * OPERA components recorded for every kind. */
+    kind: z.enum(REWARD_KINDS).default(DEFAULT_REWARD_KIND),
     pplWeight: z.number().min(0).max(1000).default(RW.pplWeight),
     reflectionWeight: z.number().min(0).max(1000).default(RW.reflectionWeight),
     emaAlpha: z.number().gt(0).max(1).default(RW.emaAlpha),

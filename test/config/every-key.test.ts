@@ -27,7 +27,7 @@ import { sample } from '../../engine/sampler';
 import { ByteTokenizer, tokenizerFromSpec } from '../../engine/tokenizer';
 import { Trainer } from '../../engine/trainer';
 import { synthesizeRows } from '../../opera/coldstart';
-import { operaRewards } from '../../opera/reward';
+import { rewardsByKind } from '../../opera/reward-kinds';
 import { coldStartSet } from '../../opera/synthetic';
 import { sha256 } from '../../util/canonical';
 import { planOf } from '../../scripts/cli/plan';
@@ -161,17 +161,21 @@ const observe = {
           logpFull: -2,
           logpInitial: -3,
           logpSegments: [-2.5, -2.2, -1.9],
+          probFull: 0.2,
         },
         {
           response: '<think>A fox.\n\nwait, however it is quick.\n\nAbout it.</think>\\boxed{4}',
           logpFull: -1.5,
           logpInitial: -2.8,
           logpSegments: [-2.9, -2.1, -2.0],
+          probFull: 0.3,
         },
-        { response: 'no reasoning, \\boxed{5}', logpFull: -2.5, logpInitial: -3.1, logpSegments: [] },
+        { response: 'no reasoning, \\boxed{5}', logpFull: -2.5, logpInitial: -3.1, logpSegments: [], probFull: 0.1 },
       ],
     });
-    return digest(operaRewards([group('The fox is red.', 'writing'), group('4', 'math')], -2, c.reward));
+    return digest(
+      rewardsByKind(c.reward.kind, [group('The fox is red.', 'writing'), group('4', 'math')], -2, c.reward),
+    );
   },
   evaluation: async (c: RunConfig) => {
     const model = await modelOf(c);
@@ -291,6 +295,7 @@ beforeAll(async () => {
     'grpo.topP': { value: 0.3, effect: 'rollout' },
     'grpo.topK': { value: 1, effect: 'rollout' },
     'grpo.maxNewTokens': { value: 8, effect: 'rollout' },
+    'reward.kind': { value: 'likelihood', effect: 'reward' },
     'reward.pplWeight': { value: 0.5, effect: 'reward' },
     'reward.reflectionWeight': { value: 0.5, effect: 'reward' },
     'reward.emaAlpha': { value: 0.5, effect: 'reward' },
