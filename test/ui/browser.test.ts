@@ -6,10 +6,11 @@
  * live run only with actions enabled. Screenshots of each page go to test-output/ui/; with
  * OPERAFLOW_UPDATE_SCREENSHOTS=1 the run and sample pages are also copied to docs/images/ for the README.
  */
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../../scripts/cli/chromium';
 import { createDb, type DbHandle } from '../../db/client';
 import {
   appendEvent,
@@ -60,13 +61,6 @@ let runA: string;
 let runB: string;
 let fixture: Promise<{ sampleId: number; counted: number }>;
 const fixtureRun = `ui-fixture-${process.pid}-${Date.now()}`;
-
-/** Debian's chromium (`.ci/run` installs it when missing); playwright's own browser downloads cannot reach their host here. */
-function chromiumPath(): string {
-  for (const dir of (process.env.PATH ?? '').split(delimiter))
-    for (const name of ['chromium', 'chromium-browser']) if (existsSync(join(dir, name))) return join(dir, name);
-  throw new Error('no chromium on PATH: install it with `apt-get install chromium` (.ci/run does)');
-}
 
 async function serve(act?: Act) {
   const app = buildUi(dbh.db, { act });
@@ -156,7 +150,7 @@ async function visit(url: string, selector: string, shot: string): Promise<Page>
 beforeAll(async () => {
   mkdirSync(OUT, { recursive: true });
   dbh = createDb(process.env.DATABASE_URL);
-  browser = await chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'] });
+  browser = await launchChromium();
   worker = await startWorker(env);
   [runA, runB] = await Promise.all([trainSmoke('ui-smoke-a', 7), trainSmoke('ui-smoke-b', 8)]);
   readOnly = await serve();
