@@ -10,7 +10,7 @@
  * Any other task (a prompt not of the synthetic form, an animal the table does not know, another task
  * type) has no check: `null`.
  */
-import { exactMatch, finalAnswer } from './reward';
+import { exactMatch, finalAnswer, wholeWord } from './reward';
 import { ANIMAL_TRAITS } from './synthetic';
 
 export interface CheckedRow {
@@ -23,10 +23,6 @@ const TRAITS: ReadonlyMap<string, string> = new Map(ANIMAL_TRAITS);
 const WRITING_PROMPT = /^Describe an? ([\p{L}]+) ([\p{L}]+)\.$/iu;
 const MATH_PROMPT = /^What is \d+\+\d+\?$/;
 
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-/** A whole word: no letter, digit or `_` on either side (as keywordMatcher's `word` mode). */
-const word = (w: string) => `(?<![\\p{L}\\p{N}_])${escapeRegExp(w)}(?![\\p{L}\\p{N}_])`;
-
 /** Whether `response` passes the row's hidden check, or `null` when the task has none. */
 export function hiddenCheck(row: CheckedRow, response: string): boolean | null {
   if (row.taskType === 'math') return MATH_PROMPT.test(row.prompt) ? exactMatch('math', response, row.reference) : null;
@@ -34,6 +30,6 @@ export function hiddenCheck(row: CheckedRow, response: string): boolean | null {
   const m = WRITING_PROMPT.exec(row.prompt);
   const trait = m ? TRAITS.get(m[2]!.toLowerCase()) : undefined;
   if (!m || trait === undefined) return null;
-  const inOrder = new RegExp([m[1]!, m[2]!, trait].map(word).join('[\\s\\S]*?'), 'iu');
+  const inOrder = new RegExp([m[1]!, m[2]!, trait].map(wholeWord).join('[\\s\\S]*?'), 'iu');
   return inOrder.test(finalAnswer(response));
 }

@@ -125,6 +125,9 @@ export function exactMatch(taskType: string, response: string, reference: string
 
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
+/** A regex source matching `word` as a whole word: no letter, digit or `_` on either side. */
+export const wholeWord = (word: string): string => `(?<![\\p{L}\\p{N}_])${escapeRegExp(word)}(?![\\p{L}\\p{N}_])`;
+
 /** Builds the keyword test once per call; `word` requires no letter, digit or `_` on either side. */
 export function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): (segment: string) => boolean {
   if (mode === 'substring') {
@@ -134,7 +137,7 @@ export function keywordMatcher(keywords: string[], mode: 'word' | 'substring'): 
       return lowered.some((k) => s.includes(k));
     };
   }
-  const patterns = keywords.map((k) => new RegExp(`(?<![\\p{L}\\p{N}_])${escapeRegExp(k)}(?![\\p{L}\\p{N}_])`, 'iu'));
+  const patterns = keywords.map((k) => new RegExp(wholeWord(k), 'iu'));
   return (segment) => patterns.some((p) => p.test(segment));
 }
 
