@@ -60,7 +60,7 @@ panel('Training reward (reward/mean, each variant\\'s own reward)', Plot.plot({ 
   marks: [Plot.line(data.reward, { x: 'step', y: 'value', stroke: 'variant' }), Plot.dot(data.reward, { x: 'step', y: 'value', fill: 'variant', r: 2 })] }));
 panel('Held-out hidden-check accuracy over training', Plot.plot({ width: 420, height: 300, color, x: { label: 'iteration' }, y: { grid: true, domain: [0, 1], label: 'accuracy' },
   marks: [Plot.line(data.hidden, { x: 'step', y: 'value', stroke: 'variant' }), Plot.dot(data.hidden, { x: 'step', y: 'value', fill: 'variant', r: 3 })] }));
-panel('Final hidden-check accuracy (mean ± std over seeds)', Plot.plot({ width: 420, height: 300, marginBottom: 50, x: { domain: data.variants, label: null, tickRotate: -20 }, y: { grid: true, domain: [0, 1], label: 'accuracy' },
+panel('Final hidden-check accuracy (mean ± std over seeds)', Plot.plot({ width: 420, height: 300, marginBottom: 50, color: { domain: data.variants }, x: { domain: data.variants, label: null, tickRotate: -20 }, y: { grid: true, domain: [0, 1], label: 'accuracy' },
   marks: [Plot.barY(data.finals, { x: 'variant', y: 'mean', fill: 'variant' }), Plot.ruleX(data.finals, { x: 'variant', y1: (d) => Math.max(0, d.mean - d.std), y2: (d) => Math.min(1, d.mean + d.std), strokeWidth: 2 }), Plot.text(data.finals, { x: 'variant', y: 'mean', text: (d) => d.mean.toFixed(3), dy: -8 })] }));
 </script></body></html>`;
   const browser = await launchChromium();
