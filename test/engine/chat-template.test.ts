@@ -395,7 +395,15 @@ describe('the byte tokenizer is unchanged', () => {
         target,
       },
     ]);
-    expect(scored).toEqual({ logpFull: full![0], logpInitial: rest![0], logpSegments: rest!.slice(1) });
+    const [fullProb] = await model.checkpointScores([
+      { context: promptTokens(byte, ctx.full), checkpoints: [promptTokens(byte, ctx.full).length], target },
+    ]);
+    expect(scored).toEqual({
+      logpFull: full![0],
+      logpInitial: rest![0],
+      logpSegments: rest!.slice(1),
+      probFull: fullProb![0]!.meanProb,
+    });
     expect(scored!.logpSegments).toHaveLength(2);
   });
 });
