@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 const ASSETS = join(__dirname, 'assets');
 const MODULES = join(__dirname, '..', 'node_modules');
@@ -52,9 +52,16 @@ function shell(page: Page): string {
 `;
 }
 
-export function registerPages(app: FastifyInstance): void {
-  const html = (page: Page) => async (_req: unknown, reply: FastifyReply) =>
-    reply.type('text/html; charset=utf-8').send(shell(page));
+/**
+ * `runExists` lets a run's pages answer 404 for an unknown id (the page still shows the API's message),
+ * so a mistyped link is an error to scripts and link checkers too, not a 200.
+ */
+export function registerPages(app: FastifyInstance, runExists: (id: string) => Promise<boolean>): void {
+  const html = (page: Page) => async (req: FastifyRequest<{ Params: { id?: string } }>, reply: FastifyReply) => {
+    const id = req.params.id;
+    if (id !== undefined && !(await runExists(id))) reply.code(404);
+    return reply.type('text/html; charset=utf-8').send(shell(page));
+  };
   app.get('/', html('runs'));
   app.get('/runs/:id', html('run'));
   app.get('/runs/:id/timeline', html('timeline'));

@@ -9,6 +9,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Db } from '../db/client';
+import { getRun } from '../db/queries';
 import { registerActions, type Act } from './actions';
 import { registerApi } from './api';
 import { registerPages } from './pages';
@@ -62,6 +63,6 @@ export function buildUi(db: Db, options: UiOptions = {}): FastifyInstance {
   if (options.token) requireToken(app, options.token);
   registerApi(app, db, { actions: options.act !== undefined });
   registerActions(app, options.act);
-  registerPages(app);
+  registerPages(app, async (id) => (await getRun(db, id)) !== undefined);
   return app;
 }

@@ -125,6 +125,8 @@ test('pages are served at their stable URLs, and compare answers with curves and
     expect([path, res.status, res.headers.get('content-type')]).toEqual([path, 200, 'text/html; charset=utf-8']);
     expect(await res.text()).toMatch(/<script type="module" src="\/assets\/\w+\.js"><\/script>/);
   }
+  for (const path of ['/runs/nope', '/runs/nope/timeline', '/runs/nope/samples'])
+    expect([path, (await fetch(base + path)).status]).toEqual([path, 404]);
   expect((await fetch(`${base}/assets/vendor/plot.umd.min.js`)).status).toBe(200);
   expect((await fetch(`${base}/assets/../package.json`)).status).toBe(404);
   expect((await get('/api/ui')).body).toEqual({ actions: false });
