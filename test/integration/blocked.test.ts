@@ -6,12 +6,10 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type pg from 'pg';
 import { syntheticTasks } from '../../opera/synthetic';
 import type { RunSummary } from '../../db/queries';
 import {
   lastLine,
-  pool,
   runCli,
   smokeYaml,
   startWorker,
@@ -20,29 +18,15 @@ import {
   waitFor,
   writeConfig,
   type WorkerProcess,
-  removeTmpDirs,
   runIdOf,
-  terminateOpenRuns,
+  integrationFile,
 } from './helpers';
 
 jest.setTimeout(240_000);
 
-const env = testEnv(`blocked-${process.pid}-`);
+const file = integrationFile('blocked');
+const { env, db, started } = file;
 let worker: WorkerProcess;
-let db: pg.Pool;
-
-beforeAll(() => {
-  db = pool();
-});
-
-const started: string[] = [];
-
-afterAll(async () => {
-  await terminateOpenRuns(started);
-  await worker?.stop();
-  await db?.end();
-  removeTmpDirs();
-});
 
 test('a non-retryable stage failure blocks the run; retry continues it after the fix', async () => {
   const dir = tmpDir();
@@ -67,7 +51,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   const runId = runIdOf(launched.stdout);
   started.push(runId);
   writeFileSync(dataset, `${bad.join('\n')}\n`);
-  worker = await startWorker(env);
+  worker = await file.worker();
   const first = await runCli(['train', config, '--id', runId, '--wait', '--json'], env);
   expect(first.code).toBe(2);
   const blocked = JSON.parse(lastLine(first.stdout)) as RunSummary;
@@ -135,7 +119,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
 
 // Catches: an operator told to `retry` a run whose cause is in its frozen config (the retry fails the same way).
 test('a cause in the frozen config names the key and says to cancel and train anew, not to retry', async () => {
-  worker ??= await startWorker(env);
+  worker ??= await file.worker();
   const config = writeConfig(smokeYaml({ name: 'diverges', artifactsDir: tmpDir() }).replace('lr: 0.003', 'lr: 1e30'));
   const res = await runCli(['train', config, '--wait', '--json'], env);
   const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;

@@ -6,7 +6,6 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../../engine/checkpoint';
 import { loadPeftAdapter } from '../../engine/lora';
 import { LlamaModel, causalBias } from '../../engine/model';
@@ -14,37 +13,13 @@ import { llamaConfigSchema, modelPresets } from '../../engine/config';
 import { decodeSafetensors } from '../../engine/safetensors';
 import { initWeights } from '../../engine/weights';
 import type { RunSummary } from '../../db/queries';
-import {
-  lastLine,
-  pool,
-  removeTmpDirs,
-  runCli,
-  smokeYaml,
-  startWorker,
-  terminateOpenRuns,
-  testEnv,
-  tmpDir,
-  writeConfig,
-  type WorkerProcess,
-} from './helpers';
+import { lastLine, runCli, smokeYaml, tmpDir, writeConfig, type WorkerProcess, integrationFile } from './helpers';
 
 jest.setTimeout(240_000);
 
-const env = testEnv(`families-${process.pid}-`);
+const file = integrationFile('families');
+const { env, db, started } = file;
 let worker: WorkerProcess | undefined;
-let db: pg.Pool;
-const started: string[] = [];
-
-beforeAll(() => {
-  db = pool();
-});
-
-afterAll(async () => {
-  await terminateOpenRuns(started);
-  await worker?.stop();
-  await db?.end();
-  removeTmpDirs();
-});
 
 test('a run from a Qwen3 checkpoint trains a Qwen3 model and writes Qwen3 checkpoints', async () => {
   const dir = tmpDir();
@@ -52,7 +27,7 @@ test('a run from a Qwen3 checkpoint trains a Qwen3 model and writes Qwen3 checkp
   // Qwen3's traits: q/k norms and a head_dim (16) that is not hidden_size / heads (8).
   const config = llamaConfigSchema.parse({ ...modelPresets.tiny, model_type: 'qwen3', head_dim: 16 });
   await saveCheckpoint(start, { config, weights: initWeights(config, 3) });
-  worker = await startWorker(env);
+  worker = await file.worker();
   const yaml = smokeYaml({
     name: 'qwen3-run',
     artifactsDir: join(dir, 'artifacts'),
@@ -90,7 +65,7 @@ test('a LoRA run from a checkpoint trains the adapter only: each checkpoint is t
   const start = join(dir, 'llama-start');
   const config = llamaConfigSchema.parse({ ...modelPresets.tiny });
   await saveCheckpoint(start, { config, weights: initWeights(config, 5) });
-  worker ??= await startWorker(env);
+  worker ??= await file.worker();
   const yaml = smokeYaml({
     name: 'lora-run',
     artifactsDir: join(dir, 'artifacts'),
@@ -171,7 +146,7 @@ test('a LoRA run from a checkpoint trains the adapter only: each checkpoint is t
 // Catches: a fresh (seeded) LoRA model with no base on disk for its checkpoints to name.
 test('a LoRA run from a fresh model saves its frozen base once and names it from every checkpoint', async () => {
   const dir = tmpDir();
-  worker ??= await startWorker(env);
+  worker ??= await file.worker();
   const yaml = smokeYaml({
     name: 'lora-fresh',
     artifactsDir: join(dir, 'artifacts'),

@@ -187,3 +187,31 @@ export async function terminateOpenRuns(runIds: Iterable<string>): Promise<void>
 export function runIdOf(stdout: string): string {
   return (JSON.parse(lastLine(stdout)) as { id: string }).id;
 }
+
+/** What one integration test file shares: its queue prefix, a pool, the runs it started, its one worker. */
+export interface IntegrationFile {
+  env: NodeJS.ProcessEnv;
+  db: pg.Pool;
+  /** Run ids whose workflows are terminated after the file if still open. */
+  started: string[];
+  /** The file's worker, started on first use. */
+  worker(): Promise<WorkerProcess>;
+}
+
+/**
+ * The setup and teardown every integration test file repeated: after the file, the open workflows of
+ * its runs are terminated, its worker is stopped, its pool closed and its temporary directories removed.
+ */
+export function integrationFile(name: string, extraEnv: Record<string, string> = {}): IntegrationFile {
+  const env = testEnv(`${name}-${process.pid}-`, extraEnv);
+  const db = pool();
+  const started: string[] = [];
+  let worker: Promise<WorkerProcess> | undefined;
+  afterAll(async () => {
+    await terminateOpenRuns(started);
+    await (await worker?.catch(() => undefined))?.stop();
+    await db.end();
+    removeTmpDirs();
+  });
+  return { env, db, started, worker: () => (worker ??= startWorker(env)) };
+}

@@ -4,41 +4,24 @@
  * reference), its advantage is GRPO's group normalisation of those values, and `reward/mean` is their
  * mean; the OPERA components and EMA are still recorded.
  */
-import type pg from 'pg';
 import type { RunSummary } from '../../db/queries';
 import { grpoAdvantages } from '../../opera/grpo';
 import {
   lastLine,
-  pool,
-  removeTmpDirs,
   runCli,
   runIdOf,
   smokeYaml,
-  startWorker,
-  terminateOpenRuns,
-  testEnv,
   tmpDir,
   writeConfig,
   type WorkerProcess,
+  integrationFile,
 } from './helpers';
 
 jest.setTimeout(240_000);
 
-const env = testEnv(`reward-kind-${process.pid}-`);
+const file = integrationFile('reward-kind');
+const { env, db, started } = file;
 let worker: WorkerProcess | undefined;
-let db: pg.Pool;
-const started: string[] = [];
-
-beforeAll(() => {
-  db = pool();
-});
-
-afterAll(async () => {
-  await terminateOpenRuns(started);
-  await worker?.stop();
-  await db?.end();
-  removeTmpDirs();
-});
 
 interface Row {
   split: string;
@@ -51,7 +34,7 @@ interface Row {
 }
 
 test('a likelihood run trains on the mean reference probability recorded as prob_full', async () => {
-  worker = await startWorker(env);
+  worker = await file.worker();
   const yaml = `${smokeYaml({ name: 'reward-likelihood', artifactsDir: tmpDir() })}reward: { kind: likelihood }\n`;
   const res = await runCli(['train', writeConfig(yaml), '--wait', '--json'], env);
   try {

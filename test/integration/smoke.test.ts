@@ -5,20 +5,15 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
 import {
   lastLine,
-  pool,
   runCli,
-  startWorker,
-  testEnv,
   tmpDir,
   writeConfig,
   smokeYaml,
   type WorkerProcess,
-  removeTmpDirs,
-  terminateOpenRuns,
   runIdOf,
+  integrationFile,
 } from './helpers';
 import type { RunSummary } from '../../db/queries';
 import type { VerifyReport } from '../../activities/verify';
@@ -26,25 +21,12 @@ import { expectSameRecord, runRecord } from './records';
 
 jest.setTimeout(240_000);
 
-const env = testEnv(`smoke-${process.pid}-`);
+const file = integrationFile('smoke');
+const { env, db, started } = file;
 let worker: WorkerProcess | undefined;
-let db: pg.Pool;
-
-beforeAll(() => {
-  db = pool();
-});
-
-const started: string[] = [];
-
-afterAll(async () => {
-  await terminateOpenRuns(started);
-  await worker?.stop();
-  await db?.end();
-  removeTmpDirs();
-});
 
 test('the smoke run completes end to end via the CLI, with metrics, samples and artifacts in PostgreSQL', async () => {
-  worker = await startWorker(env);
+  worker = await file.worker();
   const artifactsDir = tmpDir();
   const config = writeConfig(smokeYaml({ name: 'smoke-e2e', artifactsDir }));
   const t0 = Date.now();

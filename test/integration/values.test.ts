@@ -14,7 +14,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
 import { loadCheckpoint, type Checkpoint } from '../../engine/checkpoint';
 import { ByteTokenizer } from '../../engine/tokenizer';
 import { grpoAdvantages, policyLoss } from '../../opera/grpo';
@@ -27,29 +26,15 @@ import {
 } from '../../opera/reward';
 import { syntheticTasks } from '../../opera/synthetic';
 import { logSoftmax, referenceForward } from '../engine/reference';
-import {
-  ROOT,
-  pool,
-  removeTmpDirs,
-  runCli,
-  runIdOf,
-  smokeYaml,
-  startWorker,
-  terminateOpenRuns,
-  testEnv,
-  tmpDir,
-  writeConfig,
-  type WorkerProcess,
-} from './helpers';
+import { ROOT, runCli, runIdOf, smokeYaml, tmpDir, writeConfig, type WorkerProcess, integrationFile } from './helpers';
 import { sha256 } from '../../util/canonical';
 
 jest.setTimeout(300_000);
 
-const env = testEnv(`values-${process.pid}-`);
+const file = integrationFile('values');
+const { env, db, started } = file;
 let worker: WorkerProcess;
-let db: pg.Pool;
 let runId: string;
-const started: string[] = [];
 
 // The smoke settings, with one update step per iteration (mini-batch = all 16 rollouts), so the update's
 // loss metrics are a plain policyLoss over the batch with logp = the old policy's.
@@ -123,8 +108,7 @@ async function artifact(kind: string, iteration: number, name: string): Promise<
 }
 
 beforeAll(async () => {
-  db = pool();
-  worker = await startWorker(env);
+  worker = await file.worker();
   const config = writeConfig(
     smokeYaml({
       name: 'values',
@@ -174,13 +158,6 @@ beforeAll(async () => {
     };
     for (const r of evalFile.samples) exactResponses.set(responseKey('eval', i, r.promptId, 0), r.response);
   }
-});
-
-afterAll(async () => {
-  await terminateOpenRuns(started);
-  await worker?.stop();
-  await db?.end();
-  removeTmpDirs();
 });
 
 const rowsOf = (split: 'train' | 'eval', iteration: number) =>
