@@ -1,7 +1,8 @@
 /**
- * The services operaflow needs — PostgreSQL and Temporal — for the CLI, `npm start`, workers and tests.
- * Externally provided services (DATABASE_URL, TEMPORAL_ADDRESS) are only health-checked and never
- * stopped; otherwise local ones are started on 127.0.0.1 and reused by every later call.
+ * The services operaflow needs — PostgreSQL and Temporal, and on request an S3-compatible object store —
+ * for the CLI, `npm start`, workers and tests. Externally provided services (DATABASE_URL,
+ * TEMPORAL_ADDRESS, OPERAFLOW_S3_ENDPOINT) are only health-checked and never stopped; otherwise local
+ * ones are started on 127.0.0.1 and reused by every later call.
  */
 import { connectDb, redactUrl } from '../db/client';
 import { migrateDb } from '../db/migrate';
@@ -17,14 +18,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stateDir } from './paths';
 import { checkTemporal, ownedTemporalPid, startLocalTemporal, stopLocalTemporal, temporalPorts } from './temporal';
+import { checkS3, localS3Status, MOTO_PIN, startLocalS3, stopLocalS3 } from './s3';
 
 export type Log = (line: string) => void;
 
 export interface ServiceEndpoints {
   databaseUrl: string;
   temporalAddress: string;
+  /** The S3 endpoint (`http://127.0.0.1:PORT` or OPERAFLOW_S3_ENDPOINT); undefined unless asked for with `s3: true`. */
+  s3Endpoint: string | undefined;
   /** What this call started (false when already running or external): what a caller may stop again. */
-  started: { postgres: boolean; temporal: boolean };
+  started: { postgres: boolean; temporal: boolean; s3: boolean };
 }
 
 export interface EnsureServicesOptions {
@@ -33,6 +37,11 @@ export interface EnsureServicesOptions {
   database?: string;
   /** Apply db/migrations (default true). */
   migrate?: boolean;
+  /**
+   * Also ensure an S3 server (default false): a local moto server, installed from PyPI on first use,
+   * unless OPERAFLOW_S3_ENDPOINT names one. Only the S3 artifact store (and the tests) need it.
+   */
+  s3?: boolean;
 }
 
 async function ensurePostgres(opts: EnsureServicesOptions, log: Log): Promise<{ url: string; started: boolean }> {
@@ -71,13 +80,24 @@ async function ensureTemporal(log: Log): Promise<{ address: string; started: boo
   return { address: local.address, started: local.started };
 }
 
-/** Brings both services up (idempotent; quick when they already run) and migrates the database. */
+async function ensureS3(enabled: boolean | undefined, log: Log): Promise<{ endpoint?: string; started: boolean }> {
+  if (!enabled) return { started: false };
+  const s3 = await startLocalS3(log);
+  return { endpoint: s3.endpoint, started: s3.started };
+}
+
+/** Brings the services up (idempotent; quick when they already run) and migrates the database. */
 export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<ServiceEndpoints> {
   const log = opts.log ?? (() => {});
-  // In parallel: PostgreSQL starts in about a second, Temporal in a few (or minutes when its CLI is built).
-  const [pgResult, temporalResult] = await Promise.allSettled([ensurePostgres(opts, log), ensureTemporal(log)]);
-  if (pgResult.status === 'rejected' || temporalResult.status === 'rejected') {
-    const errors = [pgResult, temporalResult].flatMap((r) =>
+  // In parallel: PostgreSQL starts in about a second, Temporal in a few (or minutes when its CLI is
+  // built), S3 in about one (plus half a minute the first time, when moto is installed).
+  const [pgResult, temporalResult, s3Result] = await Promise.allSettled([
+    ensurePostgres(opts, log),
+    ensureTemporal(log),
+    ensureS3(opts.s3, log),
+  ]);
+  if (pgResult.status === 'rejected' || temporalResult.status === 'rejected' || s3Result.status === 'rejected') {
+    const errors = [pgResult, temporalResult, s3Result].flatMap((r) =>
       r.status === 'rejected' ? [(r.reason as Error).message] : [],
     );
     throw new Error(errors.join('\n'));
@@ -86,7 +106,8 @@ export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<
   return {
     databaseUrl: pgResult.value.url,
     temporalAddress: temporalResult.value.address,
-    started: { postgres: pgResult.value.started, temporal: temporalResult.value.started },
+    s3Endpoint: s3Result.value.endpoint,
+    started: { postgres: pgResult.value.started, temporal: temporalResult.value.started, s3: s3Result.value.started },
   };
 }
 
@@ -105,21 +126,23 @@ export function servicesKept(): boolean {
 
 /** Stops the local services this checkout runs; external ones (env URLs, another checkout's Temporal) are left alone. */
 export async function stopServices(
-  opts: { log?: Log; postgres?: boolean; temporal?: boolean } = {},
-): Promise<{ postgres: boolean; temporal: boolean }> {
+  opts: { log?: Log; postgres?: boolean; temporal?: boolean; s3?: boolean } = {},
+): Promise<{ postgres: boolean; temporal: boolean; s3: boolean }> {
   const log = opts.log ?? (() => {});
   const stopPg = opts.postgres !== false && !process.env.DATABASE_URL;
   const stopTemporal = opts.temporal !== false && !process.env.TEMPORAL_ADDRESS;
-  const [postgres, temporal] = await Promise.all([
+  const stopS3 = opts.s3 !== false && !process.env.OPERAFLOW_S3_ENDPOINT;
+  const [postgres, temporal, s3] = await Promise.all([
     stopPg ? stopLocalPostgres(log) : false,
     stopTemporal ? stopLocalTemporal(log) : false,
+    stopS3 ? stopLocalS3(log) : false,
   ]);
-  return { postgres, temporal };
+  return { postgres, temporal, s3 };
 }
 
 export interface ServiceStatus {
-  service: 'postgres' | 'temporal';
-  /** DATABASE_URL (password redacted) or Temporal host:port; undefined when not running. */
+  service: 'postgres' | 'temporal' | 's3';
+  /** DATABASE_URL (password redacted), Temporal host:port or the S3 endpoint; undefined when not running. */
   address: string | undefined;
   healthy: boolean;
   /** external: from the environment; local: started by this checkout; shared: another process's server on the default port. */
@@ -185,6 +208,31 @@ async function temporalStatus(): Promise<ServiceStatus> {
   };
 }
 
+async function s3Status(): Promise<ServiceStatus> {
+  const s = localS3Status();
+  const endpoint = s.external ?? s.running?.endpoint;
+  if (!endpoint) {
+    const install = s.installed ? `moto ${MOTO_PIN.version} installed` : 'moto not installed yet';
+    return {
+      service: 's3',
+      address: undefined,
+      healthy: false,
+      origin: 'none',
+      detail: `not running (${install}; only the S3 artifact store needs it)`,
+    };
+  }
+  const health = await checkS3(endpoint, 3_000);
+  return {
+    service: 's3',
+    address: endpoint,
+    healthy: health.ok,
+    origin: s.external ? 'external' : 'local',
+    detail: health.ok
+      ? `healthy${s.running ? ` (moto ${MOTO_PIN.version}, pid ${s.running.pid}, log ${s.log})` : ''}`
+      : `not reachable: ${health.error}`,
+  };
+}
+
 export async function servicesStatus(): Promise<ServiceStatus[]> {
-  return Promise.all([postgresStatus(), temporalStatus()]);
+  return Promise.all([postgresStatus(), temporalStatus(), s3Status()]);
 }

@@ -1,6 +1,6 @@
 /**
- * Jest global setup: the tests run against real PostgreSQL and Temporal, brought up by the same code
- * as `npm run services:up` (reused when already running, started otherwise). Each test run gets its
+ * Jest global setup: the tests run against real PostgreSQL, Temporal and S3 (moto), brought up by the
+ * same code as `npm run services:up` (reused when already running, started otherwise). Each test run gets its
  * own freshly migrated database, `operaflow_test_<pid>`, so tests never touch user data and two test
  * runs at once (several checkouts or terminals) cannot drop each other's tables. Jest starts its
  * workers after this function, so the env vars set here reach every test file.
@@ -15,8 +15,8 @@ import { isPidAlive, stateDir } from '../services/paths';
 
 export interface TestServicesState {
   started: ServiceEndpoints['started'];
-  /** Env as it was before setup replaced DATABASE_URL / TEMPORAL_ADDRESS: decides what teardown may stop. */
-  originalEnv: { DATABASE_URL?: string; TEMPORAL_ADDRESS?: string };
+  /** Env as it was before setup replaced DATABASE_URL / TEMPORAL_ADDRESS / OPERAFLOW_S3_ENDPOINT: decides what teardown may stop. */
+  originalEnv: { DATABASE_URL?: string; TEMPORAL_ADDRESS?: string; OPERAFLOW_S3_ENDPOINT?: string };
   databaseUrl: string;
   marker: string;
 }
@@ -55,8 +55,12 @@ async function dropStaleTestDatabases(url: string): Promise<void> {
 export default async function globalSetup(): Promise<void> {
   const t0 = Date.now();
   const log = (line: string) => process.stderr.write(`[services] ${line}\n`);
-  const originalEnv = { DATABASE_URL: process.env.DATABASE_URL, TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS };
-  const services = await ensureServices({ log, migrate: false });
+  const originalEnv = {
+    DATABASE_URL: process.env.DATABASE_URL,
+    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS,
+    OPERAFLOW_S3_ENDPOINT: process.env.OPERAFLOW_S3_ENDPOINT,
+  };
+  const services = await ensureServices({ log, migrate: false, s3: true });
   const databaseUrl = withDatabase(services.databaseUrl, `${TEST_DB_PREFIX}${process.pid}`);
   // Only on our own local server: pids in database names mean nothing on a server other machines share.
   if (!originalEnv.DATABASE_URL) await dropStaleTestDatabases(databaseUrl);
@@ -79,10 +83,15 @@ export default async function globalSetup(): Promise<void> {
   fs.writeFileSync(marker, databaseUrl);
   process.env.DATABASE_URL = databaseUrl;
   process.env.TEMPORAL_ADDRESS = services.temporalAddress;
+  if (services.s3Endpoint) process.env.OPERAFLOW_S3_ENDPOINT = services.s3Endpoint;
+  // moto accepts any credentials, but the AWS SDK refuses to sign without some; a user's own are kept.
+  process.env.AWS_ACCESS_KEY_ID ??= 'test';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
+  process.env.AWS_REGION ??= 'us-east-1';
   // For tests that exercise service management itself (test/db/services.test.ts).
   process.env.OPERAFLOW_TEST_ORIGINAL_ENV = JSON.stringify(originalEnv);
   globalThis.__operaflowTestServices = { started: services.started, originalEnv, databaseUrl, marker };
   log(
-    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: DATABASE_URL=${databaseUrl} TEMPORAL_ADDRESS=${services.temporalAddress}`,
+    `ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: DATABASE_URL=${databaseUrl} TEMPORAL_ADDRESS=${services.temporalAddress} OPERAFLOW_S3_ENDPOINT=${services.s3Endpoint}`,
   );
 }

@@ -25,7 +25,7 @@ export default async function globalTeardown(): Promise<void> {
     await client.end().catch(() => {});
   }
   fs.rmSync(state.marker, { force: true });
-  if (!state.started.postgres && !state.started.temporal) return;
+  if (!state.started.postgres && !state.started.temporal && !state.started.s3) return;
   // Kept: OPERAFLOW_KEEP_SERVICES=1 (faster repeated runs) or someone ran `services:up` meanwhile.
   if (process.env.OPERAFLOW_KEEP_SERVICES === '1' || servicesKept()) return;
   const others = fs.readdirSync(testRunsDir()).filter((name) => {
@@ -38,11 +38,16 @@ export default async function globalTeardown(): Promise<void> {
     log(`leaving services running: test run(s) ${others.join(', ')} still use them`);
     return;
   }
-  // stopServices skips whatever DATABASE_URL / TEMPORAL_ADDRESS name; restore the env the user gave.
-  for (const key of ['DATABASE_URL', 'TEMPORAL_ADDRESS'] as const) {
+  // stopServices skips whatever DATABASE_URL / TEMPORAL_ADDRESS / OPERAFLOW_S3_ENDPOINT name; restore the env the user gave.
+  for (const key of ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'OPERAFLOW_S3_ENDPOINT'] as const) {
     const value = state.originalEnv[key];
     if (value === undefined) delete process.env[key];
     else process.env[key] = value;
   }
-  await stopServices({ log, postgres: state.started.postgres, temporal: state.started.temporal });
+  await stopServices({
+    log,
+    postgres: state.started.postgres,
+    temporal: state.started.temporal,
+    s3: state.started.s3,
+  });
 }
