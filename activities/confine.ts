@@ -9,6 +9,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { RunConfig } from '../config/schema';
+import { isS3, uriToPath } from './store';
 
 const CHECKOUT = resolve(__dirname, '..');
 
@@ -33,7 +34,8 @@ const inside = (root: string, p: string) => {
 /** The paths of a run config a worker reads or writes, by key. */
 function runPaths(config: RunConfig): [string, string][] {
   const paths: [string, string | undefined][] = [
-    ['runtime.artifactsDir', config.runtime.artifactsDir],
+    // An object store is bounded by the worker's credentials, not its file system.
+    ['runtime.artifacts', isS3(config.runtime.artifacts) ? undefined : config.runtime.artifacts],
     ['data.source', config.data.source === 'synthetic' ? undefined : config.data.source],
     ['model.checkpoint', config.model.checkpoint],
     ['model.tokenizer', config.model.tokenizer === 'byte' ? undefined : config.model.tokenizer],
@@ -45,6 +47,6 @@ function runPaths(config: RunConfig): [string, string][] {
 /** The keys of `config` that name a path outside the worker's roots (empty: the run may proceed). */
 export function pathsOutsideRoots(config: RunConfig, roots: string[] = workerRoots()): string[] {
   return runPaths(config)
-    .filter(([, p]) => !roots.some((root) => inside(root, real(resolve(p)))))
+    .filter(([, p]) => !roots.some((root) => inside(root, real(uriToPath(p)))))
     .map(([key, p]) => `${key} (${p})`);
 }

@@ -30,6 +30,7 @@ export const datasetActivities = (rt: Runtime) => ({
       const file: DatasetFile = { hash: prepared.hash, train: prepared.train, eval: prepared.eval };
       const artifact = await putJson(
         rt.db,
+        rt.store(config),
         { runId, kind: 'dataset', iteration: 0, name: 'dataset.json' },
         join(rt.runDir(config, runId), 'dataset.json'),
         file,

@@ -11,6 +11,7 @@ import {
   CHECKPOINT_FILES,
   loadCheckpoint,
   saveCheckpoint,
+  type BaseRef,
   type Checkpoint,
   type CheckpointFile,
 } from '../engine/checkpoint';
@@ -22,7 +23,8 @@ import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';
 import { cachedPromise } from '../util/cache';
 import { sha256 } from '../util/canonical';
-import { pathToUri, uriToPath } from './store';
+import { inPhase } from '../util/phase';
+import { fetchCheckpointDir, type ArtifactStore } from './store';
 import type { ArtifactRef, CheckpointRef } from './types';
 
 const tokenizers = new Map<string, Promise<Tokenizer>>();
@@ -89,31 +91,40 @@ export async function verifyCheckpointFiles(dir: string, files: Record<string, s
 const weightsFile = (files: Record<string, string>): string =>
   files[CHECKPOINT_FILES.model] !== undefined ? CHECKPOINT_FILES.model : ADAPTER_FILES.weights;
 
-/** Loads a checkpoint after checking every one of its files against the recorded sha256. */
+/** The local directory of a LoRA checkpoint's base: where it is, or (in an object store) its fetched copy. */
+export const resolveBaseDir = (base: BaseRef): Promise<string> => fetchCheckpointDir(base.dir, base.files);
+
+/** Loads a checkpoint (fetched from the store when remote) after checking every file against the recorded sha256. */
 export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
-  const dir = uriToPath(ref.uri);
   if (!ref.files || ref.files[weightsFile(ref.files)] !== ref.sha256) {
     throw new Error(
       `checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`,
     );
   }
-  await verifyCheckpointFiles(dir, ref.files);
-  return loadCheckpoint(dir);
+  const dir = await fetchCheckpointDir(ref.uri, ref.files);
+  return inPhase('storage', async () => {
+    await verifyCheckpointFiles(dir, ref.files);
+    return loadCheckpoint(dir, undefined, { baseDir: resolveBaseDir });
+  });
 }
 
-/** Saves a checkpoint directory and records each file; the optimizer file is its own artifact kind. */
+/** Saves a checkpoint directory (under the store's runDir), publishes and records each file; the optimizer file is its own artifact kind. */
 export async function saveCheckpointRecorded(
   db: Db,
+  store: ArtifactStore,
   runId: string,
   iteration: number,
   dir: string,
   ckpt: Checkpoint,
 ): Promise<{ checkpoint: CheckpointRef; optimizer: ArtifactRef | null }> {
-  const files = await saveCheckpoint(dir, ckpt);
+  const files = await inPhase('storage', async () => {
+    const written = await saveCheckpoint(dir, ckpt);
+    return Promise.all(written.map(async (f) => ({ ...f, uri: await store.publish(f) })));
+  });
   let optimizer: ArtifactRef | null = null;
   for (const f of files) {
-    const name = f.path.slice(f.path.lastIndexOf('/') + 1);
-    const ref: ArtifactRef = { uri: pathToUri(f.path), sha256: f.sha256, bytes: f.bytes };
+    const name = basename(f.path);
+    const ref: ArtifactRef = { uri: f.uri, sha256: f.sha256, bytes: f.bytes };
     const kind = name === CHECKPOINT_FILES.optimizer ? 'optimizer' : 'checkpoint';
     await recordArtifact(db, { runId, kind, iteration, name, ...ref });
     if (kind === 'optimizer') optimizer = ref;
@@ -121,7 +132,7 @@ export async function saveCheckpointRecorded(
   const hashes = fileHashes(files);
   const weightsSha = hashes[weightsFile(hashes)];
   if (!weightsSha) throw new Error(`saveCheckpoint wrote no ${weightsFile(hashes)} in ${dir}`);
-  return { checkpoint: { uri: pathToUri(dir), iteration, sha256: weightsSha, files: hashes }, optimizer };
+  return { checkpoint: { uri: store.uriOf(dir), iteration, sha256: weightsSha, files: hashes }, optimizer };
 }
 
 export interface ScoredResponse {
@@ -160,7 +171,7 @@ export async function scoreResponses(
     scoringItems.push({ context: full, checkpoints: [full.length], target });
     scoringItems.push({ context, checkpoints, target });
   }
-  const scores = await model.checkpointScores(scoringItems);
+  const scores = await inPhase('compute', () => model.checkpointScores(scoringItems));
   return items.map((_, k) => {
     const full = scores[2 * k]![0]!;
     const chain = scores[2 * k + 1]!.map((c) => c.meanLogp);

@@ -3,6 +3,7 @@
  * group has one member (ppl is 1 by definition); the eval sample rows, eval metrics and an eval artifact.
  */
 import { join } from 'node:path';
+import { inPhase } from '../util/phase';
 import { upsertMetrics, upsertSamples } from '../db/queries';
 import type { NewSample } from '../db/schema';
 import { sample, type SampleOptions } from '../engine/sampler';
@@ -146,12 +147,14 @@ export const evaluateActivities = (rt: Runtime) => ({
       const data = await rt.loadDataset(input.dataset);
       const rows = evalPrompts(data, config);
       const stream = deriveSeed(config.seed, 'evaluate', iteration);
-      const results = await sample(
-        model,
-        tok,
-        rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [stream, k] })),
-        evalSampling(config),
-        (done) => rt.heartbeat({ phase: 'sample', done }),
+      const results = await inPhase('compute', () =>
+        sample(
+          model,
+          tok,
+          rows.map((row, k) => ({ prompt: promptTokens(tok, row.prompt), key: [stream, k] })),
+          evalSampling(config),
+          (done) => rt.heartbeat({ phase: 'sample', done }),
+        ),
       );
       rt.heartbeat({ phase: 'score' });
       const scores = await scoreResponses(
@@ -203,6 +206,7 @@ export const evaluateActivities = (rt: Runtime) => ({
       await upsertMetrics(rt.db, runId, iteration, evalMetrics(result));
       await putJson(
         rt.db,
+        rt.store(config),
         { runId, kind: 'eval', iteration, name: 'eval.json' },
         join(rt.runDir(config, runId), 'eval', `iter-${pad(iteration)}.json`),
         // The rows as computed (exact response text): `operaflow verify --repair` restores lost ones from here.

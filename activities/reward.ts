@@ -83,7 +83,13 @@ export const rewardActivities = (rt: Runtime) => ({
         samples: rows,
       };
       const path = join(rt.runDir(config, runId), 'rewards', `iter-${pad(iteration)}`, 'batch.json');
-      const artifact = await putJson(rt.db, { runId, kind: 'rewards', iteration, name: 'batch.json' }, path, file);
+      const artifact = await putJson(
+        rt.db,
+        rt.store(config),
+        { runId, kind: 'rewards', iteration, name: 'batch.json' },
+        path,
+        file,
+      );
       return { artifact, ema, metrics };
     });
   },

@@ -5,6 +5,7 @@
  * crash from their partial log: only the prompt in progress is redone.
  */
 import { join } from 'node:path';
+import { inPhase } from '../util/phase';
 import type { RunConfig } from '../config/schema';
 import { sample, type SampleOptions, type SampleRequest } from '../engine/sampler';
 import type { DatasetRow } from '../opera/dataset';
@@ -84,7 +85,7 @@ export const rolloutActivities = (rt: Runtime) => ({
       for (const { index, row } of prompts.slice(log.items.length)) {
         const p = promptTokens(tok, row.prompt);
         const requests = rolloutRequests(config, p, iteration, input.dataPosition + index);
-        const results = await sample(model, tok, requests, rolloutSampling(config));
+        const results = await inPhase('compute', () => sample(model, tok, requests, rolloutSampling(config)));
         await log.append({
           index,
           promptId: row.id,
@@ -98,6 +99,7 @@ export const rolloutActivities = (rt: Runtime) => ({
       const items = log.items;
       const artifact = await putJson(
         rt.db,
+        rt.store(config),
         { runId, kind: 'rollouts', iteration, name: `shard-${shard}.json` },
         join(dir, `shard-${shard}.json`),
         { iteration, shard, items },
@@ -129,6 +131,7 @@ export const rolloutActivities = (rt: Runtime) => ({
       const scored: ScoredItem[] = items.map((item, k) => ({ ...item, scores: log.items[k]! }));
       const artifact = await putJson(
         rt.db,
+        rt.store(config),
         { runId, kind: 'scores', iteration, name: `shard-${shard}.json` },
         join(dir, `shard-${shard}.json`),
         { iteration, shard, items: scored },

@@ -5,7 +5,7 @@
  * (dataset.ts, sft.ts, rollout.ts, reward.ts, update.ts, evaluate.ts) say what a stage does with these.
  */
 import { rm } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative } from 'node:path';
 import { runIdProblem } from '../config/run-id';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
 import { runConfigSchema, type RunConfig } from '../config/schema';
@@ -25,8 +25,10 @@ import type { LlamaConfig } from '../engine/config';
 import type { DatasetRow } from '../opera/dataset';
 import { cachedPromise } from '../util/cache';
 import { pathsOutsideRoots, workerRoots } from './confine';
-import { fileHashes, verifyCheckpointFiles } from './engine';
-import { PartialLog, getJson } from './store';
+import { fileHashes, resolveBaseDir, verifyCheckpointFiles } from './engine';
+import { PartialLog, fetchCheckpointDir, getJson, storeAt, type ArtifactStore } from './store';
+import { StoreError } from './store-s3';
+import { inPhase } from '../util/phase';
 import type { DatasetRef } from './types';
 
 export interface ActivityDeps {
@@ -133,15 +135,18 @@ export const attemptsExhausted = (config: RunConfig, failures: number): boolean 
 export const pad = (n: number): string => String(n).padStart(4, '0');
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
-/** Where a run's artifacts live: `runtime.artifactsDir/<run>`. */
+/** The run's artifact store (`runtime.artifacts`). */
+export const storeOf = (config: RunConfig): ArtifactStore => storeAt(config.runtime.artifacts);
+
+/** Where a run's files are written on this worker: `<runtime.artifacts>/<run>` or its cache mirror (store.ts). */
 export function runDirOf(config: RunConfig, runId: string): string {
   // A run id is checked by `train`, but a workflow can be started by anyone who reaches Temporal.
   const problem = runIdProblem(runId);
   if (problem) throw new PermanentError(`run id ${JSON.stringify(runId.slice(0, 60))} ${problem}`);
-  const root = resolve(config.runtime.artifactsDir);
-  const dir = resolve(root, runId);
-  if (relative(root, dir).startsWith('..') || isAbsolute(relative(root, dir)))
-    throw new PermanentError(`run id ${runId} resolves outside runtime.artifactsDir`);
+  const dir = storeOf(config).runDir(runId);
+  const root = dirname(dir);
+  if (relative(root, dir).startsWith('..') || isAbsolute(relative(root, dir)) || relative(root, dir).includes('/'))
+    throw new PermanentError(`run id ${runId} resolves outside runtime.artifacts`);
   return dir;
 }
 
@@ -212,6 +217,7 @@ export function createRuntime(deps: ActivityDeps) {
    * log says which and why.
    */
   async function resumePartial(
+    store: ArtifactStore,
     partialDir: (step: number) => string,
     config: LlamaConfig,
   ): Promise<{ step: number; checkpoint: Checkpoint; progress: PartialProgress } | undefined> {
@@ -223,10 +229,12 @@ export function createRuntime(deps: ActivityDeps) {
       );
       return undefined;
     }
-    const dir = partialDir(resumed.partialStep);
     try {
-      await verifyCheckpointFiles(dir, resumed.partialFiles);
-      const checkpoint = await loadCheckpoint(dir, config);
+      const dir = await fetchCheckpointDir(store.uriOf(partialDir(resumed.partialStep)), resumed.partialFiles);
+      const checkpoint = await inPhase('storage', async () => {
+        await verifyCheckpointFiles(dir, resumed.partialFiles!);
+        return loadCheckpoint(dir, config, { baseDir: resolveBaseDir });
+      });
       if (!checkpoint.optimizer) throw new Error('it has no optimizer state');
       if (Number(checkpoint.extra?.step) !== resumed.partialStep)
         throw new Error(`its trainer state says step ${String(checkpoint.extra?.step)}`);
@@ -235,6 +243,7 @@ export function createRuntime(deps: ActivityDeps) {
       );
       return { step: resumed.partialStep, checkpoint, progress: resumed };
     } catch (err) {
+      if (err instanceof StoreError && err.unreachable) throw err; // retried; the partial may be fine
       logResume(
         `the partial checkpoint at step ${resumed.partialStep} is unusable (${(err as Error).message}): restarting from step 0`,
       );
@@ -247,15 +256,20 @@ export function createRuntime(deps: ActivityDeps) {
    * previous partial is kept (the heartbeat naming this one may never reach the server); older ones go.
    */
   async function savePartial(
+    store: ArtifactStore,
     partialDir: (step: number) => string,
     step: number,
     previous: PartialProgress | undefined,
     every: number,
     ckpt: Checkpoint,
   ): Promise<PartialProgress> {
-    const files = await saveCheckpoint(partialDir(step), ckpt);
-    if (previous?.partialStep !== undefined && previous.partialStep - every > 0)
-      await rm(partialDir(previous.partialStep - every), { recursive: true, force: true });
+    const files = await inPhase('storage', async () => {
+      const written = await saveCheckpoint(partialDir(step), ckpt);
+      for (const f of written) await store.publish(f);
+      if (previous?.partialStep !== undefined && previous.partialStep - every > 0)
+        await store.remove(partialDir(previous.partialStep - every));
+      return written;
+    });
     const progress = { step, partialStep: step, partialFiles: fileHashes(files) };
     await recordProgress(progress);
     return progress;
@@ -322,6 +336,11 @@ export function createRuntime(deps: ActivityDeps) {
           await finishStageAttempt(db, attempt.id, { status: 'lost', error: `cancelled: ${message}` }).catch(() => {});
           throw err;
         }
+        if (err instanceof StoreError && err.unreachable) {
+          // Like an unreachable database: retried with backoff for as long as it takes, using up nothing.
+          await finishStageAttempt(db, attempt.id, { status: 'lost', error: message });
+          throw ApplicationFailure.retryable(message, 'StoreUnreachable');
+        }
         await finishStageAttempt(db, attempt.id, { status: 'failed', error: message });
         if (err instanceof PermanentError) throw ApplicationFailure.nonRetryable(err.message, err.name);
         // Only errors of the stage itself use up its attempts; a lost worker or database does not.
@@ -354,6 +373,7 @@ export function createRuntime(deps: ActivityDeps) {
     log: deps.log,
     runConfig,
     runDir,
+    store: storeOf,
     loadDataset,
     heartbeat,
     resumePartial,

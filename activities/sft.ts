@@ -5,6 +5,7 @@
  * state) is saved and heartbeated; teacher synthesis is resumable per prompt.
  */
 import { join } from 'node:path';
+import { inPhase } from '../util/phase';
 import type { RunConfig } from '../config/schema';
 import { modelConfigFor } from '../config/model';
 import { isAdapterName } from '../engine/lora';
@@ -21,7 +22,7 @@ import { coldStartSet, type SftRow } from '../opera/synthetic';
 import { deriveSeed, permutation } from '../util/random';
 import { getTokenizer, promptTokens, saveCheckpointRecorded, warmupLr } from './engine';
 import { ConfigError, PermanentError, pad, type DatasetFile, type PartialProgress, type Runtime } from './runtime';
-import { getJson, putJson } from './store';
+import { getJson, isS3, putJson, type ArtifactStore } from './store';
 import type { DatasetRef, SftOutput, StageInput } from './types';
 
 /**
@@ -39,13 +40,15 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
       const budget = Math.min(opts.maxNewTokens, maxPositions - prompt.length);
       // A context that fills the model's positions ends the step empty (the trace cannot grow further).
       if (budget <= 0) return { text: '', stoppedBy: null, logps: [] };
-      const [r] = await sample(teacher, tok, [{ prompt, key: opts.key }], {
-        temperature: opts.temperature,
-        topK: opts.topK,
-        topP: opts.topP,
-        maxNewTokens: budget,
-        seed,
-      });
+      const [r] = await inPhase('compute', () =>
+        sample(teacher, tok, [{ prompt, key: opts.key }], {
+          temperature: opts.temperature,
+          topK: opts.topK,
+          topP: opts.topP,
+          maxNewTokens: budget,
+          seed,
+        }),
+      );
       const end = r!.tokens.findIndex((t) => ending.has(t));
       const kept = end < 0 ? r!.tokens : r!.tokens.slice(0, end);
       const cut = applyStops(tok.decode(kept), opts.stop);
@@ -60,7 +63,7 @@ export function engineTeacher(teacher: LlamaModel, tok: Tokenizer, seed: number)
     async contextLogps(text) {
       const tokens = promptTokens(tok, text);
       if (tokens.length < 3) return [];
-      const [logps] = await teacher.tokenLogps([{ tokens, start: 2 }]);
+      const [logps] = await inPhase('compute', () => teacher.tokenLogps([{ tokens, start: 2 }]));
       return logps!;
     },
   };
@@ -87,6 +90,7 @@ const bases = new Map<string, Promise<{ base?: BaseRef }>>();
  */
 async function loraBase(
   config: RunConfig,
+  store: ArtifactStore,
   runDir: string,
   modelConfig: LlamaConfig,
   weights: Weights,
@@ -96,8 +100,11 @@ async function loraBase(
   const { lora: _lora, ...plain } = modelConfig;
   const dir = join(runDir, 'checkpoints', 'base');
   const frozen = new Map([...weights].filter(([name]) => !isAdapterName(name)));
-  await saveCheckpoint(dir, { config: plain, weights: frozen });
-  return { base: await baseRefOf(dir) };
+  const files = await saveCheckpoint(dir, { config: plain, weights: frozen });
+  for (const f of files) await store.publish(f);
+  // In an object store the base is named by its URI, so a worker on another machine can fetch it.
+  const ref = await baseRefOf(dir);
+  return { base: isS3(store.root) ? { ...ref, dir: store.uriOf(dir) } : ref };
 }
 
 /** Cold-start SFT runs when enabled with at least one step. */
@@ -180,7 +187,7 @@ export const sftActivities = (rt: Runtime) => {
     )) {
       await log.append({ id: row.id, prompt: row.prompt, response: row.output });
     }
-    await putJson(rt.db, key, join(dir, 'sft.json'), log.items);
+    await putJson(rt.db, rt.store(config), key, join(dir, 'sft.json'), log.items);
     await upsertMetrics(rt.db, runId, 0, { 'coldstart/rows': log.items.length });
     await log.remove();
     return log.items;
@@ -196,7 +203,9 @@ export const sftActivities = (rt: Runtime) => {
       const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
       // Under LoRA every checkpoint of the run names one frozen base instead of holding it (Checkpoint.base).
       const base = () =>
-        cachedPromise(bases, runId, () => loraBase(config, rt.runDir(config, runId), modelConfig, weights));
+        cachedPromise(bases, runId, () =>
+          loraBase(config, rt.store(config), rt.runDir(config, runId), modelConfig, weights),
+        );
       const cs = config.coldStart;
       let steps = 0;
       let finalLoss: number | null = null;
@@ -211,7 +220,7 @@ export const sftActivities = (rt: Runtime) => {
         const partialDir = (n: number) =>
           join(rt.runDir(config, runId), 'checkpoints', 'sft-partial', `step-${pad(n)}`);
         const every = Math.max(10, Math.ceil(cs.steps / 4));
-        const resumed = await rt.resumePartial(partialDir, modelConfig);
+        const resumed = await rt.resumePartial(rt.store(config), partialDir, modelConfig);
         if (resumed) model.setWeights(resumed.checkpoint.weights);
         const trainer = new Trainer(model, { weightDecay: cs.weightDecay }, resumed?.checkpoint.optimizer);
         let progress: PartialProgress | undefined = resumed?.progress;
@@ -224,7 +233,7 @@ export const sftActivities = (rt: Runtime) => {
               if (step % 5 === 0 || step === cs.steps - 1)
                 await upsertMetrics(rt.db, runId, step, { 'sft/loss': out.loss, 'sft/grad_norm': out.gradNorm });
               if ((step + 1) % every === 0 && step + 1 < cs.steps) {
-                progress = await rt.savePartial(partialDir, step + 1, progress, every, {
+                progress = await rt.savePartial(rt.store(config), partialDir, step + 1, progress, every, {
                   config: modelConfig,
                   weights: model.weights,
                   optimizer: trainer.state(),
@@ -244,6 +253,7 @@ export const sftActivities = (rt: Runtime) => {
       }
       const { checkpoint } = await saveCheckpointRecorded(
         rt.db,
+        rt.store(config),
         runId,
         0,
         join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(0)}`),

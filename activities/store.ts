@@ -1,20 +1,142 @@
 /**
- * The artifact store: a directory per run (`runtime.artifactsDir/<run>/…`). Files are written to a
- * temporary name and renamed, so a crash leaves the old file or the new one, never a torn one; every
- * file is recorded in `artifacts` with its sha256, and reads verify it.
- * URIs are `file://` absolute paths; with workers on several machines the directory must be shared.
+ * The artifact store (`runtime.artifacts`): a local directory (a path or `file://` URI; default
+ * `.operaflow/artifacts`) or an object store (`s3://bucket/prefix`). Either way a run's files live under
+ * `<root>/<run>/…` and every one is recorded in `artifacts` with its sha256, which every read checks.
+ *
+ * Stages write into `runDir(run)` on local disk, then `publish` makes each file durable in the store
+ * before the artifact row is written (upload, then record), so a row never names an object that is not
+ * there. For a local store `runDir` is the store itself: writes are atomic (temp + rename) and publishing
+ * is nothing more. For S3 it is this worker's cache mirror of the run (store-cache.ts), so what a worker
+ * wrote it never downloads again; another worker downloads it once and keeps it.
+ * Reads take a URI (`file://` or `s3://`) and return a local path, so a stage reads the same way
+ * whichever store wrote the file.
  */
 import { appendFile, readFile, rm } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Db } from '../db/client';
+import { ALL_CHECKPOINT_FILES } from '../engine/checkpoint';
 import { sha256 } from '../util/canonical';
-import { writeFileAtomic } from '../util/files';
+import { hashFile, writeFileAtomic, type WrittenFile } from '../util/files';
+import { inPhase } from '../util/phase';
 import { recordArtifact } from '../db/queries';
+import { cacheLimitBytes, cacheRoot, cachedCopyMatches, cachedPath, evictCache } from './store-cache';
+import { downloadVerified, hashObject, joinKey, parseS3Uri, removePrefix, s3Uri, uploadFile } from './store-s3';
 import type { ArtifactRef } from './types';
 
 export const uriToPath = (uri: string): string => (uri.startsWith('file://') ? fileURLToPath(uri) : resolve(uri));
 export const pathToUri = (path: string): string => pathToFileURL(resolve(path)).href;
+export const isS3 = (uri: string): boolean => uri.startsWith('s3://');
+
+export interface ArtifactStore {
+  /** The root as configured, normalised: an absolute directory, or `s3://bucket/prefix`. */
+  readonly root: string;
+  /** Where a run's files are written on this worker before `publish`. */
+  runDir(runId: string): string;
+  /** Makes a file written under `runDir` durable in the store; returns its URI. */
+  publish(file: WrittenFile): Promise<string>;
+  /** The URI of a file or directory (a checkpoint) under `runDir`, once published. */
+  uriOf(dir: string): string;
+  /** Removes a directory under `runDir`, here and in the store (superseded partial checkpoints). */
+  remove(dir: string): Promise<void>;
+}
+
+/** The path of `path` below `base`, refused when it is not below it (a store never writes elsewhere). */
+function below(base: string, path: string): string {
+  const rel = relative(base, resolve(path));
+  if (!rel || rel.startsWith('..') || isAbsolute(rel)) throw new Error(`${path} is not inside the store's ${base}`);
+  return rel;
+}
+
+function localStore(root: string): ArtifactStore {
+  const dir = uriToPath(root);
+  return {
+    root: dir,
+    runDir: (runId) => join(dir, runId),
+    publish: async (file) => pathToUri(file.path),
+    uriOf: pathToUri,
+    remove: (d) => rm(d, { recursive: true, force: true }),
+  };
+}
+
+/** Evicting walks the cache: done after every 1/20 of its limit added, and when a process starts. */
+let addedSinceEviction = Number.POSITIVE_INFINITY;
+async function added(bytes: number): Promise<void> {
+  addedSinceEviction += bytes;
+  if (addedSinceEviction < cacheLimitBytes() / 20) return;
+  addedSinceEviction = 0;
+  await evictCache();
+}
+
+function s3Store(root: string): ArtifactStore {
+  const loc = parseS3Uri(root);
+  const mirror = cachedPath(loc, cacheRoot());
+  const uriOf = (path: string) => s3Uri({ bucket: loc.bucket, key: joinKey(loc.key, below(mirror, path)) });
+  return {
+    root: s3Uri(loc),
+    runDir: (runId) => join(mirror, runId),
+    publish: async (file) => {
+      const uri = uriOf(file.path);
+      await uploadFile(file.path, parseS3Uri(uri));
+      await added(file.bytes);
+      return uri;
+    },
+    uriOf: uriOf,
+    remove: async (d) => {
+      const uri = uriOf(d);
+      await rm(d, { recursive: true, force: true });
+      await removePrefix(parseS3Uri(uri));
+    },
+  };
+}
+
+const stores = new Map<string, ArtifactStore>();
+
+/** The store at `root` (`runtime.artifacts`). */
+export function storeAt(root: string): ArtifactStore {
+  const key = `${root}\0${cacheRoot()}`;
+  let store = stores.get(key);
+  if (!store) {
+    store = isS3(root) ? s3Store(root) : localStore(root);
+    stores.set(key, store);
+  }
+  return store;
+}
+
+/**
+ * A local path holding the object at `uri`: the file itself for a local store; for S3, the cached
+ * copy, downloaded (and checked against `sha256`) unless the cache already holds it.
+ */
+export function fetchArtifact(uri: string, sha256: string): Promise<string> {
+  if (!isS3(uri)) return Promise.resolve(uriToPath(uri));
+  return inPhase('storage', async () => {
+    const loc = parseS3Uri(uri);
+    const path = cachedPath(loc);
+    if (await cachedCopyMatches(path, sha256)) return path;
+    await added(await downloadVerified(loc, path, sha256));
+    return path;
+  });
+}
+
+/**
+ * A local directory holding the checkpoint at `uri` with exactly `files` (name → sha256). The caller
+ * still verifies it (verifyCheckpointFiles): this only fetches what the cache lacks, and for S3 drops a
+ * stale checkpoint file that `files` does not name (it would be refused as unrecorded).
+ */
+export function fetchCheckpointDir(uri: string, files: Record<string, string>): Promise<string> {
+  if (!isS3(uri)) return Promise.resolve(uriToPath(uri));
+  return inPhase('storage', async () => {
+    const dir = cachedPath(parseS3Uri(uri));
+    for (const name of ALL_CHECKPOINT_FILES) if (files[name] === undefined) await rm(join(dir, name), { force: true });
+    await Promise.all(Object.entries(files).map(([name, sha]) => fetchArtifact(`${uri}/${name}`, sha)));
+    return dir;
+  });
+}
+
+/** sha256 and size of what the store holds at `uri` (read from the store itself, not a cache). */
+export function hashArtifact(uri: string): Promise<{ sha256: string; bytes: number }> {
+  return isS3(uri) ? hashObject(parseS3Uri(uri)) : hashFile(uriToPath(uri));
+}
 
 export interface ArtifactKey {
   runId: string;
@@ -23,18 +145,24 @@ export interface ArtifactKey {
   name: string;
 }
 
-/** Writes `data` as JSON at `path` and records it; returns the reference the workflow passes on. */
-export async function putJson(db: Db, key: ArtifactKey, path: string, data: unknown): Promise<ArtifactRef> {
+/** Writes `data` as JSON at `path` (under the store's runDir), publishes and records it. */
+export async function putJson(
+  db: Db,
+  store: ArtifactStore,
+  key: ArtifactKey,
+  path: string,
+  data: unknown,
+): Promise<ArtifactRef> {
   const bytes = Buffer.from(JSON.stringify(data));
-  await writeFileAtomic(path, bytes);
-  const ref: ArtifactRef = { uri: pathToUri(path), sha256: sha256(bytes), bytes: bytes.length };
+  const uri = await inPhase('storage', async () => store.publish(await writeFileAtomic(path, bytes)));
+  const ref: ArtifactRef = { uri, sha256: sha256(bytes), bytes: bytes.length };
   await recordArtifact(db, { ...key, ...ref });
   return ref;
 }
 
 /** Reads a JSON artifact and checks its sha256 (a corrupt or replaced file is an error, not silent). */
 export async function getJson<T>(ref: ArtifactRef): Promise<T> {
-  const bytes = await readFile(uriToPath(ref.uri));
+  const bytes = await inPhase('storage', async () => readFile(await fetchArtifact(ref.uri, ref.sha256)));
   const digest = sha256(bytes);
   if (digest !== ref.sha256)
     throw new Error(`artifact ${ref.uri}: sha256 ${digest} does not match the recorded ${ref.sha256}`);

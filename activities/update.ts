@@ -5,6 +5,7 @@
  * Resumable: partial checkpoints (weights, AdamW state, loss statistics so far) about four times per update.
  */
 import { join } from 'node:path';
+import { inPhase } from '../util/phase';
 import { upsertMetrics } from '../db/queries';
 import { LlamaModel } from '../engine/model';
 import { NonFiniteLossError, Trainer, type TrainLoop } from '../engine/trainer';
@@ -74,8 +75,8 @@ export const updateActivities = (rt: Runtime) => ({
       }));
       const usable = seqs.filter((s) => s.tokens.length > s.start);
       // Old and reference log-probs come from the input checkpoints, so a resumed update gets the same ones.
-      const oldLogp = await model.tokenLogps(usable);
-      const refLogp = await reference.tokenLogps(usable);
+      const oldLogp = await inPhase('compute', () => model.tokenLogps(usable));
+      const refLogp = await inPhase('compute', () => reference.tokenLogps(usable));
 
       const loop = updateLoop(
         g,
@@ -93,7 +94,7 @@ export const updateActivities = (rt: Runtime) => ({
       const every = Math.max(1, Math.ceil(totalSteps / 4));
       const partialDir = (n: number) =>
         join(rt.runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
-      const resumed = await rt.resumePartial(partialDir, ckpt.config);
+      const resumed = await rt.resumePartial(rt.store(config), partialDir, ckpt.config);
       if (resumed) model.setWeights(resumed.checkpoint.weights);
       const trainer = new Trainer(model, {}, resumed?.checkpoint.optimizer ?? ckpt.optimizer);
       const stats: LossStats = (resumed?.checkpoint.extra?.stats as LossStats | undefined) ?? {
@@ -118,7 +119,7 @@ export const updateActivities = (rt: Runtime) => ({
             stats.gradNorm.push(out.gradNorm);
             const done = step + 1;
             if (done % every === 0 && done < totalSteps) {
-              progress = await rt.savePartial(partialDir, done, progress, every, {
+              progress = await rt.savePartial(rt.store(config), partialDir, done, progress, every, {
                 config: ckpt.config,
                 weights: model.weights,
                 optimizer: trainer.state(),
@@ -138,6 +139,7 @@ export const updateActivities = (rt: Runtime) => ({
       }
       const saved = await saveCheckpointRecorded(
         rt.db,
+        rt.store(config),
         runId,
         iteration,
         join(rt.runDir(config, runId), 'checkpoints', `iter-${pad(iteration)}`),

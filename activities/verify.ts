@@ -25,11 +25,10 @@ import {
 import type { NewSample, StageAttempt } from '../db/schema';
 import { CHECKPOINT_FILES } from '../engine/checkpoint';
 import { canonicalJson } from '../util/canonical';
-import { hashFile } from '../util/files';
 import { evalMetrics, type EvalFile } from './evaluate';
 import type { RewardFile } from './reward';
-import { pad, runDirOf } from './runtime';
-import { getJson, pathToUri, uriToPath } from './store';
+import { pad, runDirOf, storeOf } from './runtime';
+import { getJson, hashArtifact } from './store';
 import type { ArtifactRef, CheckpointRef, DatasetRef, EvalResult, SftOutput, UpdateOutput } from './types';
 
 export interface Problem {
@@ -235,8 +234,8 @@ export async function verifyRun(db: Db, runId: string, options: { repair?: boole
         );
       continue;
     }
-    const uri = artifact.ref?.uri ?? pathToUri(artifact.path!);
-    const onDisk = await hashFile(uriToPath(uri)).catch(() => undefined);
+    const uri = artifact.ref?.uri ?? storeOf(config).uriOf(artifact.path!);
+    const onDisk = await hashArtifact(uri).catch(() => undefined);
     const sameFile = artifact.ref
       ? onDisk?.sha256 === artifact.ref.sha256
       : onDisk !== undefined && artifact.matchesOutput!(await getJson({ uri, ...onDisk }).catch(() => undefined));
@@ -254,7 +253,9 @@ export async function verifyRun(db: Db, runId: string, options: { repair?: boole
 
   // Every recorded file, against its sha256.
   for (const row of artifactRows.values()) {
-    const onDisk = await hashFile(uriToPath(row.uri)).catch((err: NodeJS.ErrnoException) => err.code ?? 'unreadable');
+    const onDisk = await hashArtifact(row.uri).catch(
+      (err: NodeJS.ErrnoException) => err.code ?? err.message ?? 'unreadable',
+    );
     if (typeof onDisk === 'string')
       await found(`artifact ${artifactKey(row)}`, `file ${row.uri} is missing (${onDisk})`);
     else if (onDisk.sha256 !== row.sha256)

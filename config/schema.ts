@@ -16,6 +16,7 @@ import { POLICY_LOSS_DEFAULTS as LOSS, type LossAggregation } from '../opera/grp
 import { DEFAULT_OPERA_REWARD_OPTIONS as RW } from '../opera/reward';
 import { DEFAULT_REWARD_KIND, REWARD_KINDS } from '../opera/reward-kinds';
 import { SYNTHETIC_LIMITS } from '../opera/synthetic';
+import { parseS3Uri } from '../util/s3-uri';
 
 /**
  * Every count has an upper bound too: a run config is small, and a value far past what any run uses
@@ -173,15 +174,43 @@ const evalSection = z
   })
   .strict();
 
-const runtime = z
-  .object({
-    rolloutShards: int(1, 1024).default(2),
-    continueAsNewEvery: int(1, 1_000_000).default(10),
-    artifactsDir: path.default('.operaflow/artifacts'),
-    providers: z.array(text(64)).min(1).max(8).default(['cpu']),
-    maxStageAttempts: int(1, 100).default(3),
-  })
-  .strict();
+/** Where artifacts go: a directory (a path or file:// URI) or an object store (s3://bucket/prefix). */
+const artifactsRoot = path.superRefine((value, ctx) => {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
+  if (scheme === undefined || scheme === 'file') return;
+  if (scheme !== 's3') {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${scheme}:// is not a supported store: use a directory, file://…, or s3://bucket/prefix (GCS, R2, MinIO: through their S3 API, with OPERAFLOW_S3_ENDPOINT)`,
+    });
+    return;
+  }
+  try {
+    parseS3Uri(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+/** `runtime.artifactsDir` is the key's name before object stores: configs (and recorded runs) that use it still load. */
+const renamedArtifactsKey = (raw: unknown): unknown => {
+  if (!raw || typeof raw !== 'object' || !('artifactsDir' in raw)) return raw;
+  const { artifactsDir, ...rest } = raw as Record<string, unknown>;
+  return 'artifacts' in rest ? raw : { ...rest, artifacts: artifactsDir };
+};
+
+const runtime = z.preprocess(
+  renamedArtifactsKey,
+  z
+    .object({
+      rolloutShards: int(1, 1024).default(2),
+      continueAsNewEvery: int(1, 1_000_000).default(10),
+      artifacts: artifactsRoot.default('.operaflow/artifacts'),
+      providers: z.array(text(64)).min(1).max(8).default(['cpu']),
+      maxStageAttempts: int(1, 100).default(3),
+    })
+    .strict(),
+);
 
 export const runConfigSchema = z
   .object({

@@ -354,7 +354,19 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promise<Checkpoint> {
+export interface LoadOptions {
+  /**
+   * Where the files of a LoRA checkpoint's base are on this machine (default: `base.dir` itself). The
+   * artifact store passes one that fetches a base kept in an object store.
+   */
+  baseDir?: (base: BaseRef) => Promise<string>;
+}
+
+export async function loadCheckpoint(
+  dir: string,
+  expected?: LlamaConfig,
+  options: LoadOptions = {},
+): Promise<Checkpoint> {
   const configPath = join(dir, CHECKPOINT_FILES.config);
   let rawConfig: Record<string, unknown>;
   try {
@@ -390,9 +402,10 @@ export async function loadCheckpoint(dir: string, expected?: LlamaConfig): Promi
       throw new Error(`loadCheckpoint: ${basePath} is not valid JSON (${jsonProblem(err)})`);
     }
     if (!config.lora) throw new Error(`loadCheckpoint: ${basePath} names a base, but ${dir} holds no LoRA adapter`);
-    await verifyBase(base, basePath);
   }
-  const { tensors, source } = await readModelTensors(base?.dir ?? dir);
+  const baseDir = base && options.baseDir ? await options.baseDir(base) : base?.dir;
+  if (base) await verifyBase({ ...base, dir: baseDir! }, basePath);
+  const { tensors, source } = await readModelTensors(baseDir ?? dir);
   for (const [name, t] of adapter ?? []) tensors.set(name, t);
   // A tied model may still carry lm_head.weight (some exporters write it): drop it rather than fail.
   if (config.tie_word_embeddings && !shapes.has('lm_head.weight')) tensors.delete('lm_head.weight');

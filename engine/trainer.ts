@@ -8,6 +8,7 @@ import { type FloatType, Graph, type Value } from './graph';
 import { buildLlama, forwardInputs, parameterInputs, rotaryTables, targetLogps, trainableShapes } from './llama';
 import { causalBias, type LlamaModel, type Weights, weightFeeds } from './model';
 import type { Feeds } from './ort';
+import { inPhase } from '../util/phase';
 
 export interface OptimizerState {
   step: number;
@@ -317,7 +318,10 @@ export class Trainer {
    */
   async train(loop: TrainLoop): Promise<void> {
     for (let step = loop.start ?? 0; step < loop.steps; step++) {
-      const result = await this.step(loop.objective, loop.batch(step), loop.lr(step, this.st.step));
+      // Timed as compute; `onStep` (saving, reporting) is not.
+      const result = await inPhase('compute', () =>
+        this.step(loop.objective, loop.batch(step), loop.lr(step, this.st.step)),
+      );
       if (!Number.isFinite(result.loss) || !Number.isFinite(result.gradNorm))
         throw new NonFiniteLossError(step, result);
       await loop.onStep?.(step, result);

@@ -12,7 +12,7 @@ import { overrideLabel } from './sweep-spec';
  * Config keys that do not make runs different variants: a run's name and seed (the seeds are what a
  * variant is averaged over) and where its files are written (not what is computed).
  */
-export const COMPARE_IGNORED_KEYS = ['name', 'seed', 'runtime.artifactsDir'] as const;
+export const COMPARE_IGNORED_KEYS = ['name', 'seed', 'runtime.artifacts'] as const;
 
 /**
  * Which way is better, per metric (the README's "Metrics" table lists them): rewards and evaluation

@@ -5,6 +5,8 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { appendEvent, createRun, deleteRun, getRun, runSummary } from '../../db/queries';
 import type { NewRun } from '../../db/schema';
 import { preflight } from '../../config/preflight';
+import { isS3 } from '../../activities/store';
+import { checkBucket, parseS3Uri } from '../../activities/store-s3';
 import { groupProblem, runIdProblem } from '../../config/run-id';
 import { configHash, loadRunConfig, type RunConfig } from '../../config/load';
 import { trainingRun, type TrainingRunInput } from '../../workflows/trainingRun';
@@ -24,7 +26,8 @@ export function resolvePaths(config: RunConfig): RunConfig {
   if (out.model.checkpoint) out.model.checkpoint = abs(out.model.checkpoint);
   if (out.model.tokenizer !== 'byte') out.model.tokenizer = abs(out.model.tokenizer);
   if (out.coldStart.teacher.checkpoint) out.coldStart.teacher.checkpoint = abs(out.coldStart.teacher.checkpoint);
-  out.runtime.artifactsDir = abs(out.runtime.artifactsDir);
+  // A directory becomes absolute (workers may run elsewhere); an s3:// or file:// URI stays as written.
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(out.runtime.artifacts)) out.runtime.artifacts = abs(out.runtime.artifacts);
   return out;
 }
 
@@ -59,6 +62,11 @@ export const newRunRow = (runId: string, config: RunConfig, group: string | null
 /** The problems `preflight` finds, as one error (a run is recorded only when there are none). */
 export async function checkPreflight(config: RunConfig, file: string, prefix = ''): Promise<void> {
   const problems = await preflight(config, file);
+  // The bucket must exist and take these credentials now, not when the first stage writes to it.
+  if (isS3(config.runtime.artifacts)) {
+    const bucket = await checkBucket(parseS3Uri(config.runtime.artifacts));
+    if (bucket) problems.push(`runtime.artifacts: ${bucket}`);
+  }
   if (problems.length) throw new Error(problems.map((p) => `${prefix}${p}`).join('\n'));
 }
 

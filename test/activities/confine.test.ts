@@ -22,26 +22,31 @@ const config = (lines: string) => parseRunConfig(`name: c\n${lines}\n`, 'c.yaml'
 test('paths under the roots pass; paths outside, or escaping through a symlink or "..", are named by key', () => {
   symlinkSync(elsewhere, join(root, 'link'));
   const inside = config(
-    `runtime: { artifactsDir: ${join(root, 'artifacts', 'not-made-yet')} }\nmodel: { tokenizer: ${join(root, 'tok.json')} }`,
+    `runtime: { artifacts: ${join(root, 'artifacts', 'not-made-yet')} }\nmodel: { tokenizer: ${join(root, 'tok.json')} }`,
   );
   expect(pathsOutsideRoots(inside, [root])).toEqual([]);
   const outside = config(
     [
-      `runtime: { artifactsDir: ${join(root, 'link', 'artifacts')} }`,
+      `runtime: { artifacts: ${join(root, 'link', 'artifacts')} }`,
       `data: { source: ${join(root, '..', 'elsewhere', 'rows.jsonl')} }`,
       `model: { tokenizer: /etc/shadow, checkpoint: ${elsewhere} }`,
       `coldStart: { teacher: { checkpoint: ${join(root, 'teacher')} } }`,
     ].join('\n'),
   );
   expect(pathsOutsideRoots(outside, [root])).toEqual([
-    `runtime.artifactsDir (${join(root, 'link', 'artifacts')})`,
+    `runtime.artifacts (${join(root, 'link', 'artifacts')})`,
     `data.source (${join(root, '..', 'elsewhere', 'rows.jsonl')})`,
     `model.checkpoint (${elsewhere})`,
     'model.tokenizer (/etc/shadow)',
   ]);
+  // A file:// store is a path like any other; an object store is bounded by the worker's credentials.
+  expect(pathsOutsideRoots(config(`runtime: { artifacts: "file://${elsewhere}/a" }`), [root])).toEqual([
+    `runtime.artifacts (file://${elsewhere}/a)`,
+  ]);
+  expect(pathsOutsideRoots(config('runtime: { artifacts: "s3://bucket/runs" }'), [root])).toEqual([]);
   // The synthetic source and the byte tokenizer are no paths.
   expect(pathsOutsideRoots(config('data: { source: synthetic }'), [root])).toEqual([
-    `runtime.artifactsDir (.operaflow/artifacts)`,
+    `runtime.artifacts (.operaflow/artifacts)`,
   ]);
 });
 

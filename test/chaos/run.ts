@@ -79,9 +79,9 @@ function chaosConfig(dir: string): string {
     file,
     smokeYaml({
       name: 'chaos',
-      artifactsDir: join(dir, 'artifacts'),
+      artifacts: join(dir, 'artifacts'),
       grpo: '{ iterations: 16, promptsPerIteration: 8, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 64 }',
-      runtime: `{ rolloutShards: 2, continueAsNewEvery: 2, maxStageAttempts: 1, artifactsDir: ${JSON.stringify(join(dir, 'artifacts'))} }`,
+      runtime: `{ rolloutShards: 2, continueAsNewEvery: 2, maxStageAttempts: 1, artifacts: ${JSON.stringify(join(dir, 'artifacts'))} }`,
     }).replace('steps: 20,', 'steps: 200,'),
   );
   return file;

@@ -16,7 +16,7 @@ const config = (lr: number, extra: Record<string, unknown> = {}) => ({
   name: `x lr=${lr}`,
   seed: 0,
   grpo: { lr, iterations: 2 },
-  runtime: { artifactsDir: `/tmp/${lr}`, rolloutShards: 2 },
+  runtime: { artifacts: `/tmp/${lr}`, rolloutShards: 2 },
   ...extra,
 });
 
@@ -24,7 +24,7 @@ const run = (id: string, lr: number, seed: number, metrics: [number, string, num
   id,
   seed,
   status: 'completed',
-  config: { ...config(lr), seed, runtime: { artifactsDir: `/tmp/${id}`, rolloutShards: 2 } },
+  config: { ...config(lr), seed, runtime: { artifacts: `/tmp/${id}`, rolloutShards: 2 } },
   summary: { evalBefore: { reward: 0.1 * (seed + 1) }, evalAfter: { reward: 0.2 * (seed + 1) } },
   metrics: metrics.map(([step, name, value]) => ({ step, name, value })),
 });

@@ -14,7 +14,7 @@ import {
 } from '../../scripts/cli/sweep-spec';
 import { smokeYaml } from '../integration/helpers';
 
-const base = parseRunConfig(smokeYaml({ name: 'smoke', artifactsDir: '/tmp/a' }), 'smoke.yaml');
+const base = parseRunConfig(smokeYaml({ name: 'smoke', artifacts: '/tmp/a' }), 'smoke.yaml');
 
 describe('--seeds', () => {
   test.each([

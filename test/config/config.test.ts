@@ -37,7 +37,7 @@ describe('run config', () => {
     // Catches: a wrong default for the data source, the cold-start switches or the artifact store.
     expect(c.data.source).toBe('synthetic');
     expect(c.coldStart).toMatchObject({ enabled: true, synthesize: false });
-    expect(c.runtime.artifactsDir).toBe('.operaflow/artifacts');
+    expect(c.runtime.artifacts).toBe('.operaflow/artifacts');
   });
 
   // Catches: an allowed value rejected (a literal or enum entry lost, or a bound turned around: min ↔ max).
@@ -112,7 +112,7 @@ describe('run config', () => {
       '  temperature: 1.0, topP: 1.0, topK: 0, maxNewTokens: 32 }',
       'reward: { pplWeight: 0.3, reflectionWeight: 0.7, emaAlpha: 0.1, emaMix: 0.2, keywords: [Wait], keywordMatch: substring }',
       'eval: { every: 1, prompts: 4, maxNewTokens: 32, temperature: 0 }',
-      'runtime: { rolloutShards: 1, continueAsNewEvery: 5, artifactsDir: /tmp/a, providers: [cpu], maxStageAttempts: 2 }',
+      'runtime: { rolloutShards: 1, continueAsNewEvery: 5, artifacts: /tmp/a, providers: [cpu], maxStageAttempts: 2 }',
     ].join('\n');
     const c = parseRunConfig(text, 'full.yaml');
     expect(c.grpo.aggregation).toBe('seq-mean-token-mean');
@@ -243,4 +243,21 @@ describe('run config', () => {
     expect(configHash(a)).toBe(configHash(b));
     expect(configHash(a)).not.toBe(configHash(c));
   });
+});
+
+test('runtime.artifacts takes a directory, a file:// URI or s3://bucket/prefix; other stores and bad buckets are refused naming the key', () => {
+  const parse = (value: string) =>
+    parseRunConfig(`name: a\nruntime:\n  artifacts: ${JSON.stringify(value)}\n`, 'store.yaml').runtime.artifacts;
+  expect(parse('s3://my-bucket/team/runs')).toBe('s3://my-bucket/team/runs');
+  expect(parse('file:///srv/artifacts')).toBe('file:///srv/artifacts');
+  expect(parse('/srv/artifacts')).toBe('/srv/artifacts');
+  expect(() => parse('gs://my-bucket/runs')).toThrow(
+    /store\.yaml:3: runtime\.artifacts: gs:\/\/ is not a supported store/,
+  );
+  expect(() => parse('s3://My_Bucket/runs')).toThrow(/store\.yaml:3: runtime\.artifacts: .*not a valid S3 bucket name/);
+  expect(() => parse('s3://my-bucket/../x')).toThrow(/runtime\.artifacts: .*may not contain \. or \.\. segments/);
+  // The key's name before object stores (configs and recorded runs that use it still load).
+  expect(parseRunConfig('name: a\nruntime: { artifactsDir: /srv/old }\n', 'old.yaml').runtime.artifacts).toBe(
+    '/srv/old',
+  );
 });

@@ -308,7 +308,7 @@ beforeAll(async () => {
     'eval.temperature': { value: 1, effect: 'evaluation' },
     'runtime.rolloutShards': { value: 3, effect: ['plan', 'rollout'] },
     'runtime.continueAsNewEvery': { value: 1, effect: 'plan' },
-    'runtime.artifactsDir': { value: '/srv/artifacts', effect: 'store' },
+    'runtime.artifacts': { value: '/srv/artifacts', effect: 'store' },
     'runtime.providers': { value: ['cuda', 'cpu'], effect: 'providers' },
     'runtime.maxStageAttempts': { value: 9, effect: 'attempts' },
   };
@@ -316,9 +316,11 @@ beforeAll(async () => {
 
 /** The leaf keys of a zod schema, as dotted paths (objects are walked through defaults and optionals). */
 function leafKeys(schema: unknown, prefix: string[] = []): string[] {
-  const def = (schema as { _zod: { def: { type: string; innerType?: unknown; shape?: Record<string, unknown> } } })._zod
-    .def;
+  const def = (
+    schema as { _zod: { def: { type: string; innerType?: unknown; out?: unknown; shape?: Record<string, unknown> } } }
+  )._zod.def;
   if (['default', 'prefault', 'optional', 'nullable'].includes(def.type)) return leafKeys(def.innerType, prefix);
+  if (def.type === 'pipe') return leafKeys(def.out, prefix); // z.preprocess: the keys are those of its output
   if (def.type === 'object') return Object.entries(def.shape!).flatMap(([k, v]) => leafKeys(v, [...prefix, k]));
   return [prefix.join('.')];
 }

@@ -38,7 +38,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
   const config = writeConfig(
     smokeYaml({
       name: 'blocked',
-      artifactsDir: join(dir, 'artifacts'),
+      artifacts: join(dir, 'artifacts'),
       data: `{ source: ${JSON.stringify(dataset)}, evalFraction: 0.25, maxPromptTokens: 64 }`,
       grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 32 }',
     }),
@@ -120,7 +120,7 @@ test('a non-retryable stage failure blocks the run; retry continues it after the
 // Catches: an operator told to `retry` a run whose cause is in its frozen config (the retry fails the same way).
 test('a cause in the frozen config names the key and says to cancel and train anew, not to retry', async () => {
   worker ??= await file.worker();
-  const config = writeConfig(smokeYaml({ name: 'diverges', artifactsDir: tmpDir() }).replace('lr: 0.003', 'lr: 1e30'));
+  const config = writeConfig(smokeYaml({ name: 'diverges', artifacts: tmpDir() }).replace('lr: 0.003', 'lr: 1e30'));
   const res = await runCli(['train', config, '--wait', '--json'], env);
   const summary = JSON.parse(lastLine(res.stdout)) as RunSummary;
   started.push(summary.id);
@@ -148,7 +148,7 @@ test("a worker refuses a run whose config names paths outside the worker's roots
     const config = writeConfig(
       smokeYaml({
         name: 'outside-roots',
-        artifactsDir: join(roots, 'artifacts'),
+        artifacts: join(roots, 'artifacts'),
         data: `{ source: ${JSON.stringify(dataset)}, evalFraction: 0.25, maxPromptTokens: 64 }`,
       }),
     );
@@ -158,7 +158,7 @@ test("a worker refuses a run whose config names paths outside the worker's roots
     expect(res.code).toBe(2);
     expect(summary.error).toContain(`this worker reads and writes only under ${roots}`);
     expect(summary.error).toContain(`data.source (${dataset})`);
-    expect(summary.error).not.toContain('runtime.artifactsDir');
+    expect(summary.error).not.toContain('runtime.artifacts');
     expect(summary.stages.find((s) => s.stage === 'prepareDataset')?.attempts).toHaveLength(1);
   } finally {
     await confined.stop();

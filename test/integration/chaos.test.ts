@@ -49,9 +49,9 @@ const config = (name: string) =>
   writeConfig(
     smokeYaml({
       name,
-      artifactsDir: '',
+      artifacts: '',
       grpo: '{ iterations: 3, promptsPerIteration: 8, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 64 }',
-      runtime: `{ rolloutShards: 2, continueAsNewEvery: 2, maxStageAttempts: 1, artifactsDir: ${JSON.stringify(tmpDir())} }`,
+      runtime: `{ rolloutShards: 2, continueAsNewEvery: 2, maxStageAttempts: 1, artifacts: ${JSON.stringify(tmpDir())} }`,
     }).replace('steps: 20,', 'steps: 60,'),
   );
 

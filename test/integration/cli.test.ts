@@ -74,7 +74,7 @@ test.each([
 describe('train refuses, before recording anything', () => {
   const dir = tmpDir();
   const yaml = (data?: string) =>
-    smokeYaml({ name: 'cli', artifactsDir: join(dir, 'artifacts'), ...(data ? { data } : {}) });
+    smokeYaml({ name: 'cli', artifacts: join(dir, 'artifacts'), ...(data ? { data } : {}) });
 
   test.each([
     ['../../x', /--id "\.\.\/\.\.\/x": a run id may hold only letters, digits/],
@@ -130,7 +130,7 @@ describe('train refuses, before recording anything', () => {
 });
 
 test('runs --json through a pipe is complete JSON, however large', async () => {
-  const config = parseRunConfig(smokeYaml({ name: 'many', artifactsDir: tmpDir() }), 'many.yaml');
+  const config = parseRunConfig(smokeYaml({ name: 'many', artifacts: tmpDir() }), 'many.yaml');
   for (let k = 0; k < 50; k++) {
     const id = `cli-${process.pid}-many-${k}`;
     await createRun(dbh.db, {
@@ -160,7 +160,7 @@ test('train --wait says which task queues no worker polls', async () => {
       'tsx',
       join(ROOT, 'scripts', 'operaflow.ts'),
       'train',
-      writeConfig(smokeYaml({ name: 'unserved', artifactsDir: tmpDir() })),
+      writeConfig(smokeYaml({ name: 'unserved', artifacts: tmpDir() })),
       '--wait',
     ],
     {

@@ -17,7 +17,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/wo
 import type pg from 'pg';
 import { createActivities } from '../../activities';
 import { loadCheckpointChecked, saveCheckpointRecorded } from '../../activities/engine';
-import { pathToUri } from '../../activities/store';
+import { pathToUri, storeAt } from '../../activities/store';
 import type {
   CheckpointRef,
   DatasetRef,
@@ -87,7 +87,7 @@ describe('checkpoint files are verified against their recorded sha256', () => {
 
   beforeAll(async () => {
     const runId = `ckpt-${process.pid}-${Date.now()}`;
-    const run = parseRunConfig(smokeYaml({ name: 'ckpt', artifactsDir: tmpDir() }), 'ckpt.yaml');
+    const run = parseRunConfig(smokeYaml({ name: 'ckpt', artifacts: tmpDir() }), 'ckpt.yaml');
     await createRun(dbh.db, {
       id: runId,
       name: 'ckpt',
@@ -102,7 +102,7 @@ describe('checkpoint files are verified against their recorded sha256', () => {
     const moments = (scale: number): Weights =>
       new Map([...weights].map(([n, w]) => [n, w.map((_, k) => scale * ((k % 7) + 1))]));
     dir = join(tmpDir(), 'iter-0001');
-    ({ checkpoint: ref } = await saveCheckpointRecorded(dbh.db, runId, 1, dir, {
+    ({ checkpoint: ref } = await saveCheckpointRecorded(dbh.db, storeAt(tmpDir()), runId, 1, dir, {
       config,
       weights,
       optimizer: { step: 3, m: moments(1e-3), v: moments(1e-6) },
@@ -215,7 +215,7 @@ describe('stages driven directly on a completed run', () => {
     const w = await startWorker(env);
     workers.push(w);
     const res = await runCli(
-      ['train', writeConfig(smokeYaml({ name: 'crash-direct', artifactsDir: tmpDir() })), '--wait', '--json'],
+      ['train', writeConfig(smokeYaml({ name: 'crash-direct', artifacts: tmpDir() })), '--wait', '--json'],
       env,
     );
     runId = runIdOf(res.stdout);
@@ -420,7 +420,7 @@ test('the update stage resumes from its partial checkpoint after its worker is k
     writeConfig(
       smokeYaml({
         name,
-        artifactsDir: tmpDir(),
+        artifacts: tmpDir(),
         grpo: '{ iterations: 1, promptsPerIteration: 8, groupSize: 4, miniBatchSize: 1, epochs: 48, lr: 0.001, maxNewTokens: 48 }',
       }),
     );

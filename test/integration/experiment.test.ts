@@ -19,7 +19,7 @@ test('a one-seed experiment writes results.md with every column and results.png'
   const config = writeConfig(
     smokeYaml({
       name: 'exp',
-      artifactsDir: tmpDir(),
+      artifacts: tmpDir(),
       grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
     }),
   );

@@ -30,7 +30,7 @@ test('a run from a Qwen3 checkpoint trains a Qwen3 model and writes Qwen3 checkp
   worker = await file.worker();
   const yaml = smokeYaml({
     name: 'qwen3-run',
-    artifactsDir: join(dir, 'artifacts'),
+    artifacts: join(dir, 'artifacts'),
     grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 8, lr: 0.001, maxNewTokens: 16 }',
   }).replace(
     'model: { preset: tiny, tokenizer: byte }',
@@ -68,7 +68,7 @@ test('a LoRA run from a checkpoint trains the adapter only: each checkpoint is t
   worker ??= await file.worker();
   const yaml = smokeYaml({
     name: 'lora-run',
-    artifactsDir: join(dir, 'artifacts'),
+    artifacts: join(dir, 'artifacts'),
     grpo: '{ iterations: 2, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 8, lr: 0.01, maxNewTokens: 16 }',
   }).replace(
     'model: { preset: tiny, tokenizer: byte }',
@@ -149,7 +149,7 @@ test('a LoRA run from a fresh model saves its frozen base once and names it from
   worker ??= await file.worker();
   const yaml = smokeYaml({
     name: 'lora-fresh',
-    artifactsDir: join(dir, 'artifacts'),
+    artifacts: join(dir, 'artifacts'),
     grpo: '{ iterations: 1, promptsPerIteration: 4, groupSize: 2, miniBatchSize: 8, lr: 0.01, maxNewTokens: 16 }',
   }).replace('model: { preset: tiny, tokenizer: byte }', 'model: { preset: tiny, tokenizer: byte, lora: { rank: 2 } }');
   const res = await runCli(['train', writeConfig(yaml), '--wait', '--json'], env);

@@ -114,10 +114,10 @@ export function removeTmpDirs(): void {
   for (const dir of tmpDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
-/** The smoke config's settings, with artifacts under `artifactsDir` and optional section overrides. */
+/** The smoke config's settings, with artifacts under `artifacts` and optional section overrides. */
 export function smokeYaml(opts: {
   name: string;
-  artifactsDir: string;
+  artifacts: string;
   data?: string;
   grpo?: string;
   runtime?: string;
@@ -129,7 +129,7 @@ data: ${opts.data ?? '{ source: synthetic, synthetic: { writing: 12, math: 12, s
 coldStart: { enabled: true, steps: 20, batchSize: 8, lr: 0.003, warmupSteps: 2 }
 grpo: ${opts.grpo ?? '{ iterations: 2, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }'}
 eval: { every: 1, prompts: 4, maxNewTokens: 48 }
-runtime: ${opts.runtime ?? `{ rolloutShards: 2, continueAsNewEvery: 1, maxStageAttempts: 2, artifactsDir: ${JSON.stringify(opts.artifactsDir)} }`}
+runtime: ${opts.runtime ?? `{ rolloutShards: 2, continueAsNewEvery: 1, maxStageAttempts: 2, artifacts: ${JSON.stringify(opts.artifacts)} }`}
 `;
 }
 

@@ -43,9 +43,9 @@ const config = (name: string, runtime: { shards: number; continueAsNewEvery: num
   writeConfig(
     smokeYaml({
       name,
-      artifactsDir: '',
+      artifacts: '',
       grpo: '{ iterations: 3, promptsPerIteration: 6, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 40 }',
-      runtime: `{ rolloutShards: ${runtime.shards}, continueAsNewEvery: ${runtime.continueAsNewEvery}, maxStageAttempts: 2, artifactsDir: ${JSON.stringify(tmpDir())} }`,
+      runtime: `{ rolloutShards: ${runtime.shards}, continueAsNewEvery: ${runtime.continueAsNewEvery}, maxStageAttempts: 2, artifacts: ${JSON.stringify(tmpDir())} }`,
     }).replace('eval: { every: 1,', 'eval: { every: 2,'),
   );
 

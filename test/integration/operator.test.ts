@@ -57,7 +57,7 @@ test('pause, resume, cancel, then resume the cancelled run from its last complet
   const config = writeConfig(
     smokeYaml({
       name: 'operator',
-      artifactsDir: tmpDir(),
+      artifacts: tmpDir(),
       // Long enough that the cancel below lands while iterations remain (an iteration takes about a second).
       grpo: '{ iterations: 12, promptsPerIteration: 4, groupSize: 4, miniBatchSize: 8, lr: 0.001, maxNewTokens: 48 }',
     }),

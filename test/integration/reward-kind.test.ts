@@ -35,7 +35,7 @@ interface Row {
 
 test('a likelihood run trains on the mean reference probability recorded as prob_full', async () => {
   worker = await file.worker();
-  const yaml = `${smokeYaml({ name: 'reward-likelihood', artifactsDir: tmpDir() })}reward: { kind: likelihood }\n`;
+  const yaml = `${smokeYaml({ name: 'reward-likelihood', artifacts: tmpDir() })}reward: { kind: likelihood }\n`;
   const res = await runCli(['train', writeConfig(yaml), '--wait', '--json'], env);
   try {
     started.push(runIdOf(res.stdout));

@@ -28,7 +28,7 @@ let worker: WorkerProcess | undefined;
 test('the smoke run completes end to end via the CLI, with metrics, samples and artifacts in PostgreSQL', async () => {
   worker = await file.worker();
   const artifactsDir = tmpDir();
-  const config = writeConfig(smokeYaml({ name: 'smoke-e2e', artifactsDir }));
+  const config = writeConfig(smokeYaml({ name: 'smoke-e2e', artifacts: artifactsDir }));
   const t0 = Date.now();
   const res = await runCli(['train', config, '--wait', '--json'], env);
   const seconds = (Date.now() - t0) / 1000;

@@ -36,7 +36,7 @@ let config: string;
 
 beforeAll(() => {
   db = pool();
-  config = writeConfig(smokeYaml({ name: 'sweep', artifactsDir: tmpDir() }));
+  config = writeConfig(smokeYaml({ name: 'sweep', artifacts: tmpDir() }));
 });
 
 afterAll(async () => {

@@ -112,7 +112,7 @@ beforeAll(async () => {
   const config = writeConfig(
     smokeYaml({
       name: 'values',
-      artifactsDir: tmpDir(),
+      artifacts: tmpDir(),
       data: `{ source: synthetic, synthetic: { writing: ${SYNTHETIC.writing}, math: ${SYNTHETIC.math}, seed: 7 }, evalFraction: 0.25, maxPromptTokens: ${MAX_PROMPT_TOKENS} }`,
       grpo: `{ iterations: ${ITERATIONS}, promptsPerIteration: ${PROMPTS}, groupSize: ${GROUP}, miniBatchSize: ${PROMPTS * GROUP}, lr: ${LR}, maxNewTokens: 48 }`,
     }).replace('steps: 20,', `steps: ${SFT_STEPS},`),

@@ -14,7 +14,7 @@ const runId = `ui-${process.pid}-${Date.now()}`;
 
 beforeAll(async () => {
   dbh = createDb(process.env.DATABASE_URL);
-  const config = parseRunConfig(smokeYaml({ name: 'ui', artifactsDir: tmpDir() }), 'ui.yaml');
+  const config = parseRunConfig(smokeYaml({ name: 'ui', artifacts: tmpDir() }), 'ui.yaml');
   await createRun(dbh.db, {
     id: runId,
     name: 'ui',

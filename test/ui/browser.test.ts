@@ -68,7 +68,7 @@ async function serve(act?: Act) {
 }
 
 async function trainSmoke(name: string, seed: number, grpo?: string): Promise<string> {
-  const yaml = smokeYaml({ name, artifactsDir: tmpDir(), grpo }).replace('seed: 7', `seed: ${seed}`);
+  const yaml = smokeYaml({ name, artifacts: tmpDir(), grpo }).replace('seed: 7', `seed: ${seed}`);
   const res = await runCli(['train', writeConfig(yaml), '--json', '--group', group, ...(grpo ? [] : ['--wait'])], env);
   if (res.code !== 0) throw new Error(`train exited ${res.code}\n${res.stderr}\nworker:\n${worker?.output()}`);
   const id = (JSON.parse(lastLine(res.stdout)) as { id: string }).id;
@@ -78,7 +78,7 @@ async function trainSmoke(name: string, seed: number, grpo?: string): Promise<st
 
 /** A recorded run with one hand-written rollout whose reflections are scored by the reward code itself. */
 async function recordFixtureRun(): Promise<{ sampleId: number; counted: number }> {
-  const config = parseRunConfig(smokeYaml({ name: 'ui-fixture', artifactsDir: tmpDir() }), 'fixture.yaml');
+  const config = parseRunConfig(smokeYaml({ name: 'ui-fixture', artifacts: tmpDir() }), 'fixture.yaml');
   await createRun(dbh.db, {
     id: fixtureRun,
     name: 'ui-fixture',

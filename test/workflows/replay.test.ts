@@ -62,7 +62,7 @@ async function waitForStatus(runId: string, status: string, timeoutMs: number): 
 test('histories of a real run (signals, continue-as-new) replay deterministically', async () => {
   const prefix = `replay-${process.pid}-`;
   const queues = { rollout: `${prefix}rollout`, train: `${prefix}train` };
-  const config = parseRunConfig(smokeYaml({ name: 'replay', artifactsDir: tmpDir() }), 'replay.yaml');
+  const config = parseRunConfig(smokeYaml({ name: 'replay', artifacts: tmpDir() }), 'replay.yaml');
   const runId = `replay-${process.pid}-${Date.now()}`;
   runIds.push(runId);
   await createRun(db.db, {
