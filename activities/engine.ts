@@ -3,7 +3,6 @@
  * (cached by checkpoint uri: rollout, scoring and evaluation of one iteration share the policy), and
  * the OPERA scoring of responses (reference log-probs at every checkpoint, one tree-masked forward each).
  */
-import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import {
   ADAPTER_FILES,
@@ -22,7 +21,7 @@ import { scoringContexts } from '../opera/reward';
 import type { Db } from '../db/client';
 import { recordArtifact } from '../db/queries';
 import { cachedPromise } from '../util/cache';
-import { sha256 } from '../util/canonical';
+import { hashFileCached } from '../util/files';
 import { inPhase } from '../util/phase';
 import { fetchCheckpointDir, type ArtifactStore } from './store';
 import type { ArtifactRef, CheckpointRef } from './types';
@@ -47,7 +46,9 @@ export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise
     return cached;
   }
   const m = cachedPromise(models, key, () =>
-    loadCheckpointChecked(ref).then((ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers })),
+    loadCheckpointChecked(ref, { optimizer: false }).then(
+      (ckpt) => new LlamaModel(ckpt.config, ckpt.weights, { providers }),
+    ),
   );
   while (models.size > MAX_MODELS) {
     const oldest = models.keys().next().value;
@@ -66,21 +67,28 @@ export const fileHashes = (files: CheckpointFile[]): Record<string, string> =>
  * present must be recorded and match (a stray optimizer file would otherwise be loaded as state), and
  * every recorded file must be present.
  */
-export async function verifyCheckpointFiles(dir: string, files: Record<string, string>): Promise<void> {
+export async function verifyCheckpointFiles(
+  dir: string,
+  files: Record<string, string>,
+  /** Files not needed by this load (the optimizer state of a checkpoint loaded for inference): not read. */
+  skip: readonly string[] = [],
+): Promise<void> {
   const problems: string[] = [];
   for (const name of ALL_CHECKPOINT_FILES) {
+    if (skip.includes(name)) continue;
     const recorded = files[name];
-    let bytes: Buffer | undefined;
+    let digest: string;
     try {
-      bytes = await readFile(join(dir, name));
+      digest = (await hashFileCached(join(dir, name))).sha256;
     } catch {
       if (recorded !== undefined) problems.push(`${name} is missing`);
       continue;
     }
     if (recorded === undefined) problems.push(`${name} is present but was not recorded`);
-    else if (sha256(bytes) !== recorded) problems.push(`${name} has sha256 ${sha256(bytes)}, recorded ${recorded}`);
+    else if (digest !== recorded) problems.push(`${name} has sha256 ${digest}, recorded ${recorded}`);
   }
   for (const name of Object.keys(files)) {
+    if (skip.includes(name)) continue;
     if (!ALL_CHECKPOINT_FILES.includes(name)) problems.push(`${name} is recorded but is not a checkpoint file`);
   }
   if (problems.length > 0)
@@ -94,17 +102,26 @@ const weightsFile = (files: Record<string, string>): string =>
 /** The local directory of a LoRA checkpoint's base: where it is, or (in an object store) its fetched copy. */
 export const resolveBaseDir = (base: BaseRef): Promise<string> => fetchCheckpointDir(base.dir, base.files);
 
-/** Loads a checkpoint (fetched from the store when remote) after checking every file against the recorded sha256. */
-export async function loadCheckpointChecked(ref: CheckpointRef): Promise<Checkpoint> {
+/**
+ * Loads a checkpoint (fetched from the store when remote) after checking every file against the recorded
+ * sha256. `optimizer: false` (inference) neither fetches, checks nor loads the optimizer state: a rollout
+ * machine downloads a third of what the trainer does.
+ */
+export async function loadCheckpointChecked(
+  ref: CheckpointRef,
+  opts: { optimizer?: boolean } = {},
+): Promise<Checkpoint> {
   if (!ref.files || ref.files[weightsFile(ref.files)] !== ref.sha256) {
     throw new Error(
       `checkpoint ${ref.uri}: its reference records no per-file hashes (written by an older operaflow?), so it cannot be verified`,
     );
   }
-  const dir = await fetchCheckpointDir(ref.uri, ref.files);
+  const skip: string[] = opts.optimizer === false ? [CHECKPOINT_FILES.optimizer] : [];
+  const needed = Object.fromEntries(Object.entries(ref.files).filter(([name]) => !skip.includes(name)));
+  const dir = await fetchCheckpointDir(ref.uri, needed);
   return inPhase('storage', async () => {
-    await verifyCheckpointFiles(dir, ref.files);
-    return loadCheckpoint(dir, undefined, { baseDir: resolveBaseDir });
+    await verifyCheckpointFiles(dir, ref.files, skip);
+    return loadCheckpoint(dir, undefined, { baseDir: resolveBaseDir, optimizer: opts.optimizer });
   });
 }
 

@@ -21,6 +21,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { rememberHash } from '../util/files';
 import { s3Uri, type S3Location } from '../util/s3-uri';
 
 export { joinKey, parseS3Uri, s3Uri, type S3Location } from '../util/s3-uri';
@@ -150,6 +151,7 @@ export async function downloadVerified(loc: S3Location, dest: string, sha256: st
     if (digest !== sha256)
       throw new StoreError(`${s3Uri(loc)}: sha256 ${digest} does not match the recorded ${sha256}`, false);
     await rename(tmp, dest);
+    await rememberHash(dest, digest);
     return bytes;
   } finally {
     await rm(tmp, { force: true });

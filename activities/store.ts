@@ -15,7 +15,6 @@ import { appendFile, readFile, rm } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Db } from '../db/client';
-import { ALL_CHECKPOINT_FILES } from '../engine/checkpoint';
 import { sha256 } from '../util/canonical';
 import { hashFile, writeFileAtomic, type WrittenFile } from '../util/files';
 import { inPhase } from '../util/phase';
@@ -119,17 +118,15 @@ export function fetchArtifact(uri: string, sha256: string): Promise<string> {
 }
 
 /**
- * A local directory holding the checkpoint at `uri` with exactly `files` (name → sha256). The caller
- * still verifies it (verifyCheckpointFiles): this only fetches what the cache lacks, and for S3 drops a
- * stale checkpoint file that `files` does not name (it would be refused as unrecorded).
+ * A local directory holding the checkpoint at `uri` with `files` (name → sha256): the directory itself
+ * for a local store; for S3, the cache's copy, with what it lacks fetched. The caller verifies it
+ * (verifyCheckpointFiles).
  */
 export function fetchCheckpointDir(uri: string, files: Record<string, string>): Promise<string> {
   if (!isS3(uri)) return Promise.resolve(uriToPath(uri));
   return inPhase('storage', async () => {
-    const dir = cachedPath(parseS3Uri(uri));
-    for (const name of ALL_CHECKPOINT_FILES) if (files[name] === undefined) await rm(join(dir, name), { force: true });
     await Promise.all(Object.entries(files).map(([name, sha]) => fetchArtifact(`${uri}/${name}`, sha)));
-    return dir;
+    return cachedPath(parseS3Uri(uri));
   });
 }
 
@@ -200,13 +197,17 @@ export class PartialLog<T> {
     return items;
   }
 
-  /** Rewrites the log to exactly `items` (drops lines past the heartbeat's count), then appends. */
+  /**
+   * Rewrites the log to exactly `items` (drops lines past the heartbeat's count), then appends. Not
+   * fsynced: a log lost in a power cut only means its items are computed again.
+   */
   async reset(items: T[]): Promise<void> {
-    await writeFileAtomic(this.path, Buffer.from(items.map((i) => `${JSON.stringify(i)}\n`).join('')));
+    const text = items.map((i) => `${JSON.stringify(i)}\n`).join('');
+    await inPhase('storage', () => writeFileAtomic(this.path, Buffer.from(text), false));
   }
 
   async append(item: T): Promise<void> {
-    await appendFile(this.path, `${JSON.stringify(item)}\n`);
+    await inPhase('storage', () => appendFile(this.path, `${JSON.stringify(item)}\n`));
   }
 
   async remove(): Promise<void> {

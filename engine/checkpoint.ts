@@ -360,6 +360,8 @@ export interface LoadOptions {
    * artifact store passes one that fetches a base kept in an object store.
    */
   baseDir?: (base: BaseRef) => Promise<string>;
+  /** Load the optimizer state when the directory has one (default true; inference needs only the weights). */
+  optimizer?: boolean;
 }
 
 export async function loadCheckpoint(
@@ -416,7 +418,7 @@ export async function loadCheckpoint(
 
   const result: Checkpoint = { config, weights, ...(base ? { base } : {}) };
   const optimizerPath = join(dir, CHECKPOINT_FILES.optimizer);
-  if (await exists(optimizerPath)) {
+  if (options.optimizer !== false && (await exists(optimizerPath))) {
     const opt = decodeOrExplain(await readOrExplain(optimizerPath, 'optimizer state'), optimizerPath);
     const step = Number(opt.metadata.step);
     if (opt.metadata.step === undefined || !Number.isSafeInteger(step) || step < 0) {

@@ -15,14 +15,19 @@ export interface WrittenFile {
  * Temp file + fsync + rename (+ fsync of the directory): a crash leaves the old file or the new one,
  * never a torn one, and once this resolves the new file survives a power loss.
  */
-export async function writeFileAtomic(path: string, bytes: Buffer): Promise<WrittenFile> {
+export async function writeFileAtomic(
+  path: string,
+  bytes: Buffer,
+  /** false: atomic but not fsynced, for files whose loss costs only time (a partial log is a resume hint). */
+  durable = true,
+): Promise<WrittenFile> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const handle = await open(tmp, 'w');
   try {
     await handle.writeFile(bytes);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
@@ -33,13 +38,17 @@ export async function writeFileAtomic(path: string, bytes: Buffer): Promise<Writ
     throw err;
   }
   // The rename is durable only once the directory entry is: fsync the directory too.
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
+  if (durable) {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
   }
-  return { path, sha256: sha256(bytes), bytes: bytes.length };
+  const digest = sha256(bytes);
+  await rememberHash(path, digest);
+  return { path, sha256: digest, bytes: bytes.length };
 }
 
 /** sha256 (hex) and size of a file, read as a stream (checkpoints can exceed what one Buffer holds). */
@@ -54,6 +63,15 @@ export async function hashFile(path: string): Promise<{ sha256: string; bytes: n
 }
 
 const hashes = new Map<string, { stamp: string; sha256: string }>();
+
+/**
+ * Records the sha256 of a file this process has just written or verified (the bytes it hashed are the
+ * bytes on disk), so the next hashFileCached of it costs a stat.
+ */
+export async function rememberHash(path: string, digest: string): Promise<void> {
+  const s = await stat(path);
+  hashes.set(path, { stamp: `${s.size}:${s.mtimeMs}:${s.ino}`, sha256: digest });
+}
 
 /**
  * hashFile, remembered for this process while the file's size, mtime and inode stay the same: a LoRA
