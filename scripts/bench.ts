@@ -1,6 +1,7 @@
 /**
- * `npm run bench [-- --json] [--quick]`: engine throughput on this machine (and, unless --quick, a LoRA
- * SFT step at Qwen3-0.6B's shape: scripts/bench-qwen3.ts). Every figure is the median
+ * `npm run bench [-- --json] [--quick] [--orchestration-only]`: engine throughput on this machine (and, unless
+ * --quick, a LoRA SFT step at Qwen3-0.6B's shape: scripts/bench-qwen3.ts), then what orchestration costs
+ * on a real run (scripts/bench-orchestration.ts). Every figure is the median
  * of repeated runs after a warm-up run (which compiles the graphs). Prints a table; with --json the
  * last stdout line is one JSON object with the figures. --quick: fewer repeats and shorter
  * generations, for a smoke run (its numbers are noisier).
@@ -20,20 +21,71 @@ import { uniform } from '../engine/rng';
 import { sample } from '../engine/sampler';
 import { ByteTokenizer, type Tokenizer } from '../engine/tokenizer';
 import { Trainer } from '../engine/trainer';
+import { orchestrationBench, type OrchestrationFigures } from './bench-orchestration';
 
 interface Args {
   json: boolean;
   quick: boolean;
+  /** Only the orchestration figures (scripts/bench-orchestration.ts). */
+  orchestrationOnly: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { json: false, quick: false };
+  const args: Args = { json: false, quick: false, orchestrationOnly: false };
   for (const a of argv) {
     if (a === '--json') args.json = true;
     else if (a === '--quick') args.quick = true;
-    else throw new Error(`bench: unknown argument "${a}" (expected --json and/or --quick)`);
+    else if (a === '--orchestration-only') args.orchestrationOnly = true;
+    else throw new Error(`bench: unknown argument "${a}" (expected --json, --quick, --orchestration-only)`);
   }
   return args;
+}
+
+type Row = [string, string, string, string];
+
+/** Prints the table of figures, then (with --json) the figures as one JSON line. */
+function report(rows: Row[], result: object, json: boolean): void {
+  const widths = [0, 1, 2, 3].map((c) =>
+    Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length),
+  );
+  const line = (r: string[]) => `| ${r.map((x, c) => x.padEnd(widths[c]!)).join(' | ')} |`;
+  console.log(
+    [
+      line(['metric', 'value', 'target', 'what']),
+      `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+      ...rows.map(line),
+    ].join('\n'),
+  );
+  if (json) console.log(JSON.stringify(result));
+}
+
+function orchestrationRows(o: OrchestrationFigures): Row[] {
+  return [
+    [
+      'orchestrationOverheadFraction',
+      o.orchestrationOverheadFraction.toFixed(3),
+      '≤ 0.03',
+      `${o.orchestrationConfig}, local store: (run wall ${o.orchestrationRunSeconds.toFixed(1)} s − compute ${o.orchestrationComputeSeconds.toFixed(1)} s) / wall`,
+    ],
+    [
+      'storageSecondsPerIterationLocal',
+      o.storageSecondsPerIterationLocal.toFixed(3),
+      '',
+      'write + hash of artifacts per GRPO iteration, local store',
+    ],
+    [
+      'storageSecondsPerIterationS3',
+      o.storageSecondsPerIterationS3.toFixed(3),
+      '',
+      `same with S3 (upload + download + hash; ${process.env.OPERAFLOW_S3_ENDPOINT ?? 'AWS'})`,
+    ],
+    [
+      'orchestrationOverheadFractionS3',
+      o.orchestrationOverheadFractionS3.toFixed(3),
+      '',
+      'the overhead fraction with the S3 store',
+    ],
+  ];
 }
 
 const median = (xs: number[]) => {
@@ -254,6 +306,12 @@ async function main(): Promise<void> {
   log(
     `bench on ${availableParallelism()} × ${cpu}, node ${process.version}${args.quick ? ' (quick)' : ''}; medians of ${repeats} runs`,
   );
+  const orchestrationRepeats = args.quick ? 1 : 3;
+  if (args.orchestrationOnly) {
+    const o = await orchestrationBench(log, { quick: args.quick, repeats: orchestrationRepeats });
+    report(orchestrationRows(o), { machine: `${availableParallelism()} × ${cpu}`, quick: args.quick, ...o }, args.json);
+    return;
+  }
 
   // Interleaved, so that the peak fraction compares the two under the same machine load.
   const gemmJ = await gemmJob();
@@ -271,6 +329,7 @@ async function main(): Promise<void> {
   log(`  sampling done: ${tps.toFixed(1)} tokens/s`);
 
   const real = args.quick ? undefined : await realShape(log);
+  const orchestration = await orchestrationBench(log, { quick: args.quick, repeats: orchestrationRepeats });
 
   const result = {
     machine: `${availableParallelism()} × ${cpu}`,
@@ -288,8 +347,9 @@ async function main(): Promise<void> {
     kvDecodeTokensPerSec: newTokens / kv.cacheSeconds,
     sampleTokensPerSec: tps,
     ...real,
+    ...orchestration,
   };
-  const rows: [string, string, string, string][] = [
+  const rows: Row[] = [
     ['gemmGflops', gemm.toFixed(1), '', 'fp32 2048×2048 MatMul through ORT'],
     [
       'trainStepGflops',
@@ -347,18 +407,8 @@ async function main(): Promise<void> {
       ],
       ['qwen3ShapeGrpoPeakRssGiB', real.qwen3ShapeGrpoPeakRssGiB.toFixed(1), '≤ 24', 'peak RSS of that process'],
     );
-  const widths = [0, 1, 2, 3].map((c) =>
-    Math.max(...rows.map((r) => r[c]!.length), ['metric', 'value', 'target', 'what'][c]!.length),
-  );
-  const line = (r: string[]) => `| ${r.map((x, c) => x.padEnd(widths[c]!)).join(' | ')} |`;
-  console.log(
-    [
-      line(['metric', 'value', 'target', 'what']),
-      `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
-      ...rows.map(line),
-    ].join('\n'),
-  );
-  if (args.json) console.log(JSON.stringify(result));
+  rows.push(...orchestrationRows(orchestration));
+  report(rows, result, args.json);
 }
 
 main().catch((err: unknown) => {

@@ -2,41 +2,36 @@
 import { hostname } from 'node:os';
 import { Client, Connection } from '@temporalio/client';
 import { releaseDeadWorkers } from '../../activities/reaper';
-import { createDb } from '../../db/client';
+import { createDb, type Db } from '../../db/client';
 import { TASK_QUEUES } from '../../workflows/trainingRun';
 import { UsageError, endpoints } from './connect';
 import { taskQueues } from './plan';
 import { workflowBundle } from './workflow-bundle';
 
-export async function worker(flags: { queues?: string }): Promise<number> {
-  const queues = (flags.queues ?? 'rollout,train')
-    .split(',')
-    .map((q) => q.trim())
-    .filter(Boolean);
-  const known = Object.values(TASK_QUEUES) as string[];
-  for (const q of queues)
-    if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
+/** The Temporal workers of one process: one per task queue, sharing a connection. */
+export async function createWorkers(opts: {
+  queues: string[];
+  db: Db;
+  identity: string;
+  temporalAddress: string;
+  log: (line: string) => void;
+}) {
   const names = taskQueues();
   // Loaded here, not at the top: the engine (onnxruntime) and the worker SDK are heavy, other commands need neither.
   const { DefaultLogger, NativeConnection, Runtime, Worker } = await import('@temporalio/worker');
-  const { createActivities } = require('../../activities') as typeof import('../../activities');
   // The SDK logs every bundling detail at INFO; operators need warnings and our own stage lines.
   Runtime.install({ logger: new DefaultLogger((process.env.OPERAFLOW_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
-  const { databaseUrl, temporalAddress } = await endpoints();
-  const db = createDb(databaseUrl);
-  const identity = `${hostname()}:${process.pid}`;
-  const connection = await NativeConnection.connect({ address: temporalAddress });
-  const log = (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
-  const activities = createActivities({ db: db.db, worker: identity, log });
-  const closers: (() => Promise<void>)[] = [];
+  const { createActivities } = require('../../activities') as typeof import('../../activities');
+  const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  const activities = createActivities({ db: opts.db, worker: opts.identity, log: opts.log });
   try {
-    const bundle = queues.includes(TASK_QUEUES.train) ? await workflowBundle(log) : undefined;
+    const bundle = opts.queues.includes(TASK_QUEUES.train) ? await workflowBundle(opts.log) : undefined;
     const workers = await Promise.all(
-      queues.map((queue) =>
+      opts.queues.map((queue) =>
         Worker.create({
           connection,
           taskQueue: names[queue as keyof typeof names],
-          identity,
+          identity: opts.identity,
           activities,
           // Compute activities hold the CPU (ORT blocks the event loop): one rollout shard at a time; the
           // train queue also serves the quick status writes, so it takes a few.
@@ -51,6 +46,32 @@ export async function worker(flags: { queues?: string }): Promise<number> {
         }),
       ),
     );
+    return { workers, connection };
+  } catch (err) {
+    await connection.close();
+    throw err;
+  }
+}
+
+export async function worker(flags: { queues?: string }): Promise<number> {
+  const queues = (flags.queues ?? 'rollout,train')
+    .split(',')
+    .map((q) => q.trim())
+    .filter(Boolean);
+  const known = Object.values(TASK_QUEUES) as string[];
+  for (const q of queues)
+    if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
+  const names = taskQueues();
+  const { databaseUrl, temporalAddress } = await endpoints();
+  const db = createDb(databaseUrl);
+  const identity = `${hostname()}:${process.pid}`;
+  const log = (line: string) => console.error(`[${new Date().toISOString()}] ${line}`);
+  const closers: (() => Promise<void>)[] = [];
+  let connection: { close(): Promise<void> } | undefined;
+  try {
+    const created = await createWorkers({ queues, db: db.db, identity, temporalAddress, log });
+    connection = created.connection;
+    const workers = created.workers;
     // Every second: release the attempts of dead workers on this machine (activities/reaper.ts).
     const client = new Client({ connection: await Connection.connect({ address: temporalAddress }) });
     let reaping = false;
@@ -73,7 +94,7 @@ export async function worker(flags: { queues?: string }): Promise<number> {
     await Promise.all(workers.map((w) => w.run()));
   } finally {
     for (const close of closers) await close();
-    await connection.close();
+    await connection?.close();
     await db.close();
   }
   return 0;
