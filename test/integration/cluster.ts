@@ -1,0 +1,157 @@
+/**
+ * Workers on simulated separate machines (hosts.ts): each `operaflow worker` runs in its own network
+ * namespace and UTS namespace (its own hostname, so stage_attempts.worker names the machine), with its
+ * own cache, state, temp and home-cache directories, and reaches PostgreSQL, Temporal and S3 only over
+ * its veth address. Nothing of a run passes between the workers except through those services: the
+ * artifact store must be an object store. Used by test/integration/multihost.test.ts and
+ * `npm run scale-test` (test/scale/run.ts); no jest APIs here.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createHost, type Host } from './hosts';
+
+const ROOT = resolve(__dirname, '..', '..');
+const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
+
+export interface ClusterWorker {
+  host: Host;
+  /** The hostname the worker sees (and records with every stage attempt). */
+  hostname: string;
+  /** Its artifact cache (OPERAFLOW_CACHE_DIR), on its "own disk". */
+  cacheDir: string;
+  child: ChildProcess;
+  output(): string;
+  /** SIGKILL, as a machine that loses power. */
+  kill(): Promise<void>;
+}
+
+export interface Cluster {
+  workers: ClusterWorker[];
+  destroy(): Promise<void>;
+}
+
+/** A port on this machine's loopback, from a URL or host:port (what the forwarders carry). */
+export function loopbackPort(address: string): number {
+  const url = new URL(address.includes('://') ? address : `tcp://${address}`);
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname))
+    throw new Error(`${address} is not on this machine's loopback: a simulated host reaches only forwarded ports`);
+  return Number(url.port);
+}
+
+/** The environment of a process on another machine: no proxies (grpc-js would use them), `extra` on top. */
+function hostEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, FORCE_COLOR: '0', ...extra };
+  for (const k of Object.keys(env)) if (/^(https?|grpc|all|no)_proxy$/i.test(k)) delete env[k];
+  return env;
+}
+
+/**
+ * Starts one worker per entry, each on its own simulated host, polling `queues` (e.g. `rollout` on one
+ * machine, `train` on another) under `queuePrefix`. Resolves once every worker polls.
+ */
+export async function startCluster(opts: {
+  hosts: { name: string; queues: string }[];
+  queuePrefix: string;
+  databaseUrl: string;
+  temporalAddress: string;
+  s3Endpoint: string;
+  /** Index of the first host's subnet (hosts.ts), so concurrent clusters do not collide. */
+  firstIndex?: number;
+  timeoutMs?: number;
+}): Promise<Cluster> {
+  const base = mkdtempSync(join(tmpdir(), 'operaflow-cluster-'));
+  const ports = [opts.databaseUrl, opts.temporalAddress, opts.s3Endpoint].map((a) => ({ port: loopbackPort(a) }));
+  const workers: ClusterWorker[] = [];
+  const destroy = async () => {
+    await Promise.all(workers.map((w) => w.host.destroy()));
+    rmSync(base, { recursive: true, force: true });
+  };
+  try {
+    for (const [k, spec] of opts.hosts.entries()) {
+      const host = await createHost(spec.name, (opts.firstIndex ?? 40) + k, ports);
+      const disk = (sub: string) => {
+        const dir = join(base, spec.name, sub);
+        mkdirSync(dir, { recursive: true });
+        return dir;
+      };
+      const hostname = `opf-${spec.name}`;
+      const cacheDir = disk('artifact-cache');
+      const env = hostEnv({
+        DATABASE_URL: host.rewrite(opts.databaseUrl),
+        TEMPORAL_ADDRESS: host.rewrite(opts.temporalAddress),
+        OPERAFLOW_S3_ENDPOINT: host.rewrite(opts.s3Endpoint),
+        OPERAFLOW_QUEUE_PREFIX: opts.queuePrefix,
+        OPERAFLOW_CACHE_DIR: cacheDir,
+        OPERAFLOW_STATE_DIR: disk('state'),
+        XDG_CACHE_HOME: disk('home-cache'),
+        TMPDIR: disk('tmp'),
+      });
+      workers.push(await spawnWorker(host, hostname, cacheDir, env, spec.queues, opts.timeoutMs ?? 120_000));
+    }
+    return { workers, destroy };
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+}
+
+/** `operaflow worker --queues …` on `host` under its own hostname; resolves once it polls. */
+async function spawnWorker(
+  host: Host,
+  hostname: string,
+  cacheDir: string,
+  env: NodeJS.ProcessEnv,
+  queues: string,
+  timeoutMs: number,
+): Promise<ClusterWorker> {
+  const child = host.spawn(
+    'unshare',
+    // unshare --uts: a hostname of this process's own, set before the worker starts ($0 is the hostname).
+    [
+      '--uts',
+      'sh',
+      '-c',
+      'hostname "$0" && exec "$@"',
+      hostname,
+      process.execPath,
+      ...CLI,
+      'worker',
+      '--queues',
+      queues,
+    ],
+    { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((ready, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`worker on ${hostname} did not poll within ${timeoutMs} ms:\n${out}`)),
+      timeoutMs,
+    );
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes(' polling ')) {
+        clearTimeout(timer);
+        ready();
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker on ${hostname} exited with ${code} before polling:\n${out}`));
+    });
+  });
+  return {
+    host,
+    hostname,
+    cacheDir,
+    child,
+    output: () => out,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
