@@ -10,6 +10,7 @@
 import { readdir, rm, stat, utimes } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { envNumber } from '../util/env';
 import { hashFileCached } from '../util/files';
 import type { S3Location } from './store-s3';
 
@@ -22,15 +23,9 @@ export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'operaflow', 'artifacts');
 }
 
-/** The cache's size limit in bytes; a malformed OPERAFLOW_CACHE_MAX_GB is an error naming it. */
-export function cacheLimitBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.OPERAFLOW_CACHE_MAX_GB;
-  if (raw === undefined || raw === '') return DEFAULT_MAX_GB * 1024 ** 3;
-  const gb = Number(raw);
-  if (!Number.isFinite(gb) || gb <= 0)
-    throw new Error(`OPERAFLOW_CACHE_MAX_GB=${raw}: expected a positive number of GiB (default ${DEFAULT_MAX_GB})`);
-  return gb * 1024 ** 3;
-}
+/** The cache's size limit in bytes (OPERAFLOW_CACHE_MAX_GB, checked by util/env.ts). */
+export const cacheLimitBytes = (env: NodeJS.ProcessEnv = process.env): number =>
+  (envNumber('OPERAFLOW_CACHE_MAX_GB', env) ?? DEFAULT_MAX_GB) * 1024 ** 3;
 
 /** Where the cache keeps its copy of an object. */
 export const cachedPath = (loc: S3Location, root = cacheRoot()): string => join(root, 's3', loc.bucket, loc.key);

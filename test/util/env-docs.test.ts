@@ -9,6 +9,6 @@ import { ENVIRONMENT } from '../../util/env';
 test('the README environment table lists exactly the checked variables, with their docs', () => {
   const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('### Environment'), readme.indexOf('## Architecture'));
-  const rows = [...section.matchAll(/^\| `([A-Z_]+)` \| (.*) \|$/gm)].map((m) => [m[1], m[2]]);
+  const rows = [...section.matchAll(/^\| `([A-Z0-9_]+)` \| (.*) \|$/gm)].map((m) => [m[1], m[2]]);
   expect(rows).toEqual(Object.entries(ENVIRONMENT).map(([name, { doc }]) => [name, doc]));
 });
