@@ -5,7 +5,7 @@
  * (dataset.ts, sft.ts, rollout.ts, reward.ts, update.ts, evaluate.ts) say what a stage does with these.
  */
 import { rm } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { runIdProblem } from '../config/run-id';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
 import { runConfigSchema, type RunConfig } from '../config/schema';
@@ -143,9 +143,9 @@ export function runDirOf(config: RunConfig, runId: string): string {
   // A run id is checked by `train`, but a workflow can be started by anyone who reaches Temporal.
   const problem = runIdProblem(runId);
   if (problem) throw new PermanentError(`run id ${JSON.stringify(runId.slice(0, 60))} ${problem}`);
-  const dir = storeOf(config).runDir(runId);
-  const root = dirname(dir);
-  if (relative(root, dir).startsWith('..') || isAbsolute(relative(root, dir)) || relative(root, dir).includes('/'))
+  const root = storeOf(config).localRoot;
+  const dir = resolve(root, runId);
+  if (relative(root, dir).startsWith('..') || isAbsolute(relative(root, dir)))
     throw new PermanentError(`run id ${runId} resolves outside runtime.artifacts`);
   return dir;
 }

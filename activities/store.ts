@@ -3,9 +3,9 @@
  * `.operaflow/artifacts`) or an object store (`s3://bucket/prefix`). Either way a run's files live under
  * `<root>/<run>/…` and every one is recorded in `artifacts` with its sha256, which every read checks.
  *
- * Stages write into `runDir(run)` on local disk, then `publish` makes each file durable in the store
+ * Stages write into `<localRoot>/<run>` on local disk, then `publish` makes each file durable in the store
  * before the artifact row is written (upload, then record), so a row never names an object that is not
- * there. For a local store `runDir` is the store itself: writes are atomic (temp + rename) and publishing
+ * there. For a local store `localRoot` is the store itself: writes are atomic (temp + rename) and publishing
  * is nothing more. For S3 it is this worker's cache mirror of the run (store-cache.ts), so what a worker
  * wrote it never downloads again; another worker downloads it once and keeps it.
  * Reads take a URI (`file://` or `s3://`) and return a local path, so a stage reads the same way
@@ -30,13 +30,13 @@ export const isS3 = (uri: string): boolean => uri.startsWith('s3://');
 export interface ArtifactStore {
   /** The root as configured, normalised: an absolute directory, or `s3://bucket/prefix`. */
   readonly root: string;
-  /** Where a run's files are written on this worker before `publish`. */
-  runDir(runId: string): string;
-  /** Makes a file written under `runDir` durable in the store; returns its URI. */
+  /** The local directory holding each run's files on this worker (`<root>/<run>`, or its cache mirror). */
+  readonly localRoot: string;
+  /** Makes a file written under `localRoot` durable in the store; returns its URI. */
   publish(file: WrittenFile): Promise<string>;
-  /** The URI of a file or directory (a checkpoint) under `runDir`, once published. */
+  /** The URI of a file or directory (a checkpoint) under `localRoot`, once published. */
   uriOf(dir: string): string;
-  /** Removes a directory under `runDir`, here and in the store (superseded partial checkpoints). */
+  /** Removes a directory under `localRoot`, here and in the store (superseded partial checkpoints). */
   remove(dir: string): Promise<void>;
 }
 
@@ -51,7 +51,7 @@ function localStore(root: string): ArtifactStore {
   const dir = uriToPath(root);
   return {
     root: dir,
-    runDir: (runId) => join(dir, runId),
+    localRoot: dir,
     publish: async (file) => pathToUri(file.path),
     uriOf: pathToUri,
     remove: (d) => rm(d, { recursive: true, force: true }),
@@ -73,7 +73,7 @@ function s3Store(root: string): ArtifactStore {
   const uriOf = (path: string) => s3Uri({ bucket: loc.bucket, key: joinKey(loc.key, below(mirror, path)) });
   return {
     root: s3Uri(loc),
-    runDir: (runId) => join(mirror, runId),
+    localRoot: mirror,
     publish: async (file) => {
       const uri = uriOf(file.path);
       await uploadFile(file.path, parseS3Uri(uri));
@@ -142,7 +142,7 @@ export interface ArtifactKey {
   name: string;
 }
 
-/** Writes `data` as JSON at `path` (under the store's runDir), publishes and records it. */
+/** Writes `data` as JSON at `path` (under the store's localRoot), publishes and records it. */
 export async function putJson(
   db: Db,
   store: ArtifactStore,

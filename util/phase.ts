@@ -10,11 +10,12 @@ export type Phase = 'compute' | 'storage';
 
 const active: Record<Phase, number> = { compute: 0, storage: 0 };
 const totals: Record<Phase, number> = { compute: 0, storage: 0 };
-let since = performance.now();
+let clock = () => performance.now();
+let since = clock();
 
 /** Charges the time since the last change to whichever phase was current. */
 function settle(): void {
-  const now = performance.now();
+  const now = clock();
   const current: Phase | undefined = active.storage > 0 ? 'storage' : active.compute > 0 ? 'compute' : undefined;
   if (current) totals[current] += (now - since) / 1000;
   since = now;
@@ -42,4 +43,10 @@ export function resetPhases(): void {
   settle();
   totals.compute = 0;
   totals.storage = 0;
+}
+
+/** Replaces the clock (milliseconds), for tests. */
+export function usePhaseClock(now: () => number): void {
+  clock = now;
+  since = now();
 }

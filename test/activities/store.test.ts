@@ -47,7 +47,7 @@ async function objectBytes(uri: string): Promise<Buffer> {
 
 /** Writes `bytes` as a run's file, publishes it; returns its uri and sha256. */
 async function publishBytes(store: ArtifactStore, name: string, bytes: Buffer) {
-  const file = await writeFileAtomic(join(store.runDir('run-a'), name), bytes);
+  const file = await writeFileAtomic(join(join(store.localRoot, 'run-a'), name), bytes);
   return { uri: await store.publish(file), sha256: file.sha256, bytes: file.bytes };
 }
 
@@ -127,7 +127,7 @@ test('a LoRA checkpoint whose base is kept in the bucket loads on a worker that 
   const { lora: _lora, ...plain } = config;
   const weights = initWeights(config, 3);
   for (const [name, w] of weights) if (isAdapterName(name)) w.fill(0.01);
-  const baseDir = join(store.runDir('run-a'), 'checkpoints', 'base');
+  const baseDir = join(join(store.localRoot, 'run-a'), 'checkpoints', 'base');
   const baseFiles = await saveCheckpoint(baseDir, {
     config: plain,
     weights: new Map([...weights].filter(([n]) => !isAdapterName(n))),
@@ -135,7 +135,7 @@ test('a LoRA checkpoint whose base is kept in the bucket loads on a worker that 
   for (const f of baseFiles) await store.publish(f);
   const baseRef = { ...(await baseRefOf(baseDir)), dir: store.uriOf(baseDir) };
 
-  const dir = join(store.runDir('run-a'), 'checkpoints', 'iter-0001');
+  const dir = join(join(store.localRoot, 'run-a'), 'checkpoints', 'iter-0001');
   const files = await saveCheckpoint(dir, { config, weights, base: baseRef });
   for (const f of files) await store.publish(f);
   const hashes = fileHashes(files);

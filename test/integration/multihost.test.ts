@@ -8,7 +8,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../../activities/store-s3';
 import { startCluster, type Cluster } from './cluster';
 import { integrationFile, runCli, runIdOf, smokeYaml, testEnv, tmpDir, writeConfig } from './helpers';
@@ -118,5 +118,17 @@ async function trainToEnd(env: NodeJS.ProcessEnv, artifacts: string, name: strin
     expect(train.some((f) => f.startsWith('rollouts/'))).toBe(false);
     // The rollout host never trains, so it holds no optimizer state: only what it was sent or wrote.
     expect(roll.some((f) => f.endsWith('optimizer.safetensors'))).toBe(false);
+
+    // `operaflow verify` reads the bucket itself: intact at first; an object deleted from it is named.
+    const intact = await runCli(['verify', crossHost, '--json'], clusterEnv);
+    expect(intact.code).toBe(0);
+    const key = `runs/${crossHost}/checkpoints/iter-0002/optimizer.safetensors`;
+    await s3Client().send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+    const broken = await runCli(['verify', crossHost, '--json'], clusterEnv);
+    expect(broken.code).toBe(1);
+    const report = JSON.parse(broken.stdout.trim().split('\n').pop()!) as { problems: { problem: string }[] };
+    expect(report.problems.map((p) => p.problem)).toEqual([
+      expect.stringMatching(new RegExp(`s3://${bucket}/${key}.*no such object in the store`)),
+    ]);
   },
 );
