@@ -30,6 +30,17 @@ export function hiddenCheck(row: CheckedRow, response: string): boolean | null {
   const m = WRITING_PROMPT.exec(row.prompt);
   const trait = m ? TRAITS.get(m[2]!.toLowerCase()) : undefined;
   if (!m || trait === undefined) return null;
-  const inOrder = new RegExp([m[1]!, m[2]!, trait].map(wholeWord).join('[\\s\\S]*?'), 'iu');
-  return inOrder.test(finalAnswer(response));
+  return inOrderPattern(m[1]!, m[2]!, trait).test(finalAnswer(response));
+}
+
+/** Compiling a Unicode-aware pattern costs about a millisecond; an evaluation checks each pair many times. */
+const patterns = new Map<string, RegExp>();
+function inOrderPattern(...words: string[]): RegExp {
+  const key = words.join('\u0000').toLowerCase();
+  let re = patterns.get(key);
+  if (!re) {
+    re = new RegExp(words.map(wholeWord).join('[\\s\\S]*?'), 'iu');
+    patterns.set(key, re);
+  }
+  return re;
 }
