@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import { loadRunConfig } from '../config/load';
-import { createRun, requireRun } from '../db/queries';
+import { createRun, listStageAttempts, requireRun } from '../db/queries';
 import { ensureServices } from '../services';
 import { phaseSeconds, resetPhases } from '../util/phase';
 import { s3Client } from '../activities/store-s3';
@@ -32,6 +32,8 @@ export interface OrchestrationFigures {
   orchestrationOverheadFraction: number;
   orchestrationRunSeconds: number;
   orchestrationComputeSeconds: number;
+  orchestrationStorageSeconds: number;
+  orchestrationBetweenStagesSeconds: number;
   storageSecondsPerIterationLocal: number;
   storageSecondsPerIterationS3: number;
   orchestrationOverheadFractionS3: number;
@@ -41,7 +43,25 @@ interface RunTiming {
   wall: number;
   compute: number;
   storage: number;
+  /** Wall time during which no stage attempt was running: Temporal's hops between stages, the workflow's own steps. */
+  betweenStages: number;
   iterations: number;
+}
+
+/** Seconds of `wall` not covered by any attempt's [started, finished] interval. */
+function uncovered(wall: number, attempts: { startedAt: Date; finishedAt: Date | null }[]): number {
+  const spans = attempts
+    .filter((a) => a.finishedAt)
+    .map((a) => [a.startedAt.getTime(), a.finishedAt!.getTime()] as const)
+    .sort((x, y) => x[0] - y[0]);
+  let covered = 0;
+  let end = -Infinity;
+  for (const [from, to] of spans) {
+    if (to <= end) continue;
+    covered += to - Math.max(from, end);
+    end = to;
+  }
+  return wall - covered / 1000;
 }
 
 const median = (xs: number[]) => {
@@ -97,7 +117,8 @@ export async function orchestrationBench(
     const { compute, storage } = phaseSeconds();
     const status = (await requireRun(s.db.db, runId)).status;
     if (status !== 'completed') throw new Error(`bench run ${runId} ended ${status}`);
-    return { wall, compute, storage, iterations: config.grpo.iterations };
+    const betweenStages = uncovered(wall, await listStageAttempts(s.db.db, runId));
+    return { wall, compute, storage, betweenStages, iterations: config.grpo.iterations };
   }
 
   try {
@@ -111,7 +132,7 @@ export async function orchestrationBench(
       s3.push(await timedRun(`s3://${BUCKET}/${process.pid}`));
       const [l, o] = [local.at(-1)!, s3.at(-1)!];
       log(
-        `  orchestration run ${r + 1}/${opts.repeats}: local ${l.wall.toFixed(1)} s (compute ${l.compute.toFixed(1)}, storage ${l.storage.toFixed(2)}), s3 ${o.wall.toFixed(1)} s (compute ${o.compute.toFixed(1)}, storage ${o.storage.toFixed(2)})`,
+        `  orchestration run ${r + 1}/${opts.repeats}: local ${l.wall.toFixed(1)} s (compute ${l.compute.toFixed(1)}, storage ${l.storage.toFixed(2)}, between stages ${l.betweenStages.toFixed(2)}), s3 ${o.wall.toFixed(1)} s (compute ${o.compute.toFixed(1)}, storage ${o.storage.toFixed(2)}, between stages ${o.betweenStages.toFixed(2)})`,
       );
     }
     const overhead = (t: RunTiming) => (t.wall - t.compute) / t.wall;
@@ -120,6 +141,8 @@ export async function orchestrationBench(
       orchestrationOverheadFraction: median(local.map(overhead)),
       orchestrationRunSeconds: median(local.map((t) => t.wall)),
       orchestrationComputeSeconds: median(local.map((t) => t.compute)),
+      orchestrationStorageSeconds: median(local.map((t) => t.storage)),
+      orchestrationBetweenStagesSeconds: median(local.map((t) => t.betweenStages)),
       storageSecondsPerIterationLocal: median(local.map((t) => t.storage / t.iterations)),
       storageSecondsPerIterationS3: median(s3.map((t) => t.storage / t.iterations)),
       orchestrationOverheadFractionS3: median(s3.map(overhead)),

@@ -68,6 +68,12 @@ function orchestrationRows(o: OrchestrationFigures): Row[] {
       `${o.orchestrationConfig}, local store: (run wall ${o.orchestrationRunSeconds.toFixed(1)} s − compute ${o.orchestrationComputeSeconds.toFixed(1)} s) / wall`,
     ],
     [
+      'orchestrationBetweenStagesSeconds',
+      o.orchestrationBetweenStagesSeconds.toFixed(2),
+      '',
+      `of the overhead: no stage running (Temporal hops, workflow steps); storage ${o.orchestrationStorageSeconds.toFixed(2)} s; the rest is in-stage bookkeeping (database writes, serialisation)`,
+    ],
+    [
       'storageSecondsPerIterationLocal',
       o.storageSecondsPerIterationLocal.toFixed(3),
       '',

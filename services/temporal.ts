@@ -139,6 +139,13 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
           String(uiPort),
           '--db-filename',
           f.db,
+          // WAL without an fsync per commit: a killed server (the chaos test SIGKILLs it) loses nothing,
+          // a power cut may lose the last commits; each workflow step costs several commits, and with an
+          // fsync each they were most of the latency between two stages.
+          '--sqlite-pragma',
+          'journal_mode=wal',
+          '--sqlite-pragma',
+          'synchronous=normal',
           '--log-level',
           'warn',
         ],
