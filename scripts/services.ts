@@ -4,6 +4,7 @@
  * running ones.
  */
 import { ensureServices, markServicesKept, servicesStatus, stopServices } from '../services';
+import { LOCAL_BUCKET } from '../services/s3';
 import { checkEnvironment } from '../util/env';
 
 const USAGE = 'usage: tsx scripts/services.ts up|down|status';
@@ -21,7 +22,13 @@ async function main(): Promise<void> {
     );
     console.log(`export DATABASE_URL=${s.databaseUrl}`);
     console.log(`export TEMPORAL_ADDRESS=${s.temporalAddress}`);
-    if (s.s3Endpoint) console.log(`export OPERAFLOW_S3_ENDPOINT=${s.s3Endpoint}`);
+    if (s.s3Endpoint && !process.env.OPERAFLOW_S3_ENDPOINT) {
+      // The local server (moto) takes any credentials; the AWS SDK still needs some to sign with.
+      console.log(
+        `export OPERAFLOW_S3_ENDPOINT=${s.s3Endpoint} AWS_ACCESS_KEY_ID=operaflow AWS_SECRET_ACCESS_KEY=operaflow`,
+      );
+      console.log(`# runs may then use runtime.artifacts: s3://${LOCAL_BUCKET}/<prefix> (the local server's bucket)`);
+    } else if (s.s3Endpoint) console.log(`export OPERAFLOW_S3_ENDPOINT=${s.s3Endpoint}`);
   } else if (command === 'down') {
     markServicesKept(false);
     const stopped = await stopServices({ log });

@@ -17,6 +17,19 @@ export const MOTO_PIN = {
   requirements: ['moto[s3]==5.2.5', 'flask==3.1.3', 'flask-cors==6.0.5'],
 } as const;
 
+/**
+ * The bucket a fresh local server holds, so `runtime.artifacts: s3://operaflow/…` works with nothing
+ * else to set up (moto keeps everything in memory: a restarted server starts empty again).
+ */
+export const LOCAL_BUCKET = 'operaflow';
+
+/** Creates LOCAL_BUCKET (moto accepts the unsigned PUT of its own API; any credentials are valid). */
+async function createLocalBucket(endpoint: string): Promise<void> {
+  const res = await fetch(`${endpoint}/${LOCAL_BUCKET}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
+  if (!res.ok && res.status !== 409)
+    throw new Error(`creating bucket ${LOCAL_BUCKET} on ${endpoint}: HTTP ${res.status}`);
+}
+
 /** MinIO's well-known port, where S3 tools look first; OPERAFLOW_S3_PORT overrides it. */
 export const DEFAULT_S3_PORT = 9000;
 
@@ -304,7 +317,10 @@ export async function startLocalS3(log: Log = () => {}): Promise<LocalS3> {
           `The local S3 server (moto) did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`,
         );
       }
-      log(`Started S3 (moto ${MOTO_PIN.version}) on ${endpoint} (pid ${pid}, log ${f.log})`);
+      await createLocalBucket(endpoint);
+      log(
+        `Started S3 (moto ${MOTO_PIN.version}) on ${endpoint} with bucket ${LOCAL_BUCKET} (pid ${pid}, log ${f.log})`,
+      );
       return { endpoint, pid, started: true, owned: true };
     },
     { onWait: () => log('Waiting for another operaflow process that is starting the local S3 server...') },

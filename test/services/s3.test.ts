@@ -4,7 +4,9 @@
  * port fails the health check with the reason, and asking for the server again reuses it.
  */
 import net from 'node:net';
-import { checkS3, startLocalS3 } from '../../services/s3';
+import { HeadBucketCommand } from '@aws-sdk/client-s3';
+import { s3Client } from '../../activities/store-s3';
+import { LOCAL_BUCKET, checkS3, startLocalS3 } from '../../services/s3';
 
 const endpoint = process.env.OPERAFLOW_S3_ENDPOINT!;
 const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as { OPERAFLOW_S3_ENDPOINT?: string };
@@ -12,6 +14,11 @@ const original = JSON.parse(process.env.OPERAFLOW_TEST_ORIGINAL_ENV ?? '{}') as 
 test('globalSetup gave an endpoint that passes the health check', async () => {
   expect(endpoint).toMatch(/^https?:\/\//);
   await expect(checkS3(endpoint)).resolves.toEqual({ ok: true });
+});
+
+test('a local server started by operaflow holds the bucket runs use by default', async () => {
+  if (original.OPERAFLOW_S3_ENDPOINT) return; // an external server: its buckets are its owner's business
+  await expect(s3Client().send(new HeadBucketCommand({ Bucket: LOCAL_BUCKET }))).resolves.toBeDefined();
 });
 
 test('a bucket and an object round-trip through the server', async () => {
