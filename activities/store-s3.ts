@@ -13,6 +13,7 @@ import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
 import {
+  CreateBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -188,6 +189,16 @@ export async function removePrefix(loc: S3Location): Promise<void> {
     } while (token);
   } catch (err) {
     throw describe(err, `removing ${s3Uri(loc)}/`);
+  }
+}
+
+/** Creates `bucket` unless it exists (scripts that bring their own bucket: bench, scale test). */
+export async function ensureBucket(bucket: string): Promise<void> {
+  try {
+    await s3Client().send(new CreateBucketCommand({ Bucket: bucket }));
+  } catch (err) {
+    const name = (err as { name?: string }).name;
+    if (name !== 'BucketAlreadyOwnedByYou' && name !== 'BucketAlreadyExists') throw describe(err, `bucket ${bucket}`);
   }
 }
 

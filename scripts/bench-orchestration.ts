@@ -13,13 +13,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import { loadRunConfig } from '../config/load';
 import { createRun, listStageAttempts, requireRun } from '../db/queries';
-import { ensureServices } from '../services';
+import { ensureServices, useServices } from '../services';
 import { phaseSeconds, resetPhases } from '../util/phase';
-import { s3Client } from '../activities/store-s3';
+import { ensureBucket } from '../activities/store-s3';
 import { connect } from './cli/connect';
 import { planOf } from './cli/plan';
 import { checkPreflight, newRunId, newRunRow, resolvePaths, startWorkflow } from './cli/train';
@@ -77,17 +76,8 @@ export async function orchestrationBench(
   // Its own database and task queues: the bench never mixes with a user's runs or workers.
   process.env.OPERAFLOW_QUEUE_PREFIX = `bench-${process.pid}-`;
   const services = await ensureServices({ s3: true, database: 'operaflow_bench', log });
-  process.env.DATABASE_URL = services.databaseUrl;
-  process.env.TEMPORAL_ADDRESS = services.temporalAddress;
-  process.env.OPERAFLOW_S3_ENDPOINT ??= services.s3Endpoint;
-  // moto takes any credentials; a real endpoint gets the user's.
-  process.env.AWS_ACCESS_KEY_ID ??= 'operaflow';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'operaflow';
-  await s3Client()
-    .send(new CreateBucketCommand({ Bucket: BUCKET }))
-    .catch((err: { name?: string }) => {
-      if (err.name !== 'BucketAlreadyOwnedByYou' && err.name !== 'BucketAlreadyExists') throw err;
-    });
+  useServices(services);
+  await ensureBucket(BUCKET);
   const scratch = mkdtempSync(join(tmpdir(), 'operaflow-bench-'));
   process.env.OPERAFLOW_CACHE_DIR = join(scratch, 'cache');
   const s = await connect();

@@ -112,6 +112,19 @@ export async function ensureServices(opts: EnsureServicesOptions = {}): Promise<
 }
 
 /**
+ * Points this process's environment at `s`, so the CLI commands and workers it spawns use the same
+ * services; a local S3 server (moto) takes any credentials, so placeholders stand in when none are set.
+ */
+export function useServices(s: ServiceEndpoints): void {
+  process.env.DATABASE_URL = s.databaseUrl;
+  process.env.TEMPORAL_ADDRESS = s.temporalAddress;
+  if (!s.s3Endpoint || process.env.OPERAFLOW_S3_ENDPOINT) return;
+  process.env.OPERAFLOW_S3_ENDPOINT = s.s3Endpoint;
+  process.env.AWS_ACCESS_KEY_ID ??= 'operaflow';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'operaflow';
+}
+
+/**
  * `services:up` marks the services as wanted by the user; test teardown leaves marked services
  * running even when its own setup happened to start them first. `services:down` clears the mark.
  */

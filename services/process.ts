@@ -1,4 +1,4 @@
-/** Small helpers the service managers share: is a local port free, and the end of a log file for an error message. */
+/** Small helpers the service managers share: is a local port free, is a file an executable, and the end of a log file for an error message. */
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -17,5 +17,15 @@ export function tail(file: string, lines = 20): string {
     return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+/** Whether `file` is a regular file this process may execute. */
+export function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
   }
 }

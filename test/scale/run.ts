@@ -14,12 +14,11 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { stringify } from 'yaml';
-import { s3Client } from '../../activities/store-s3';
+import { ensureBucket } from '../../activities/store-s3';
 import { loadRunConfig } from '../../config/load';
-import { ensureServices } from '../../services';
+import { ensureServices, useServices } from '../../services';
 import { startCluster, type Cluster } from '../integration/cluster';
 import { runCli, runIdOf, startWorker, testEnv, tmpDir, removeTmpDirs, writeConfig } from '../integration/helpers';
 import { destroyAllHosts, netnsAvailable } from '../integration/hosts';
@@ -56,16 +55,8 @@ async function main(): Promise<number> {
   if (!availability.ok) throw new Error(`network namespaces are not available here: ${availability.reason}`);
   const log = (line: string) => console.error(`[scale-test] ${line}`);
   const services = await ensureServices({ s3: true, database: 'operaflow_scale', log });
-  process.env.DATABASE_URL = services.databaseUrl;
-  process.env.TEMPORAL_ADDRESS = services.temporalAddress;
-  process.env.OPERAFLOW_S3_ENDPOINT ??= services.s3Endpoint;
-  process.env.AWS_ACCESS_KEY_ID ??= 'operaflow';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'operaflow';
-  await s3Client()
-    .send(new CreateBucketCommand({ Bucket: BUCKET }))
-    .catch((err: { name?: string }) => {
-      if (err.name !== 'BucketAlreadyOwnedByYou' && err.name !== 'BucketAlreadyExists') throw err;
-    });
+  useServices(services);
+  await ensureBucket(BUCKET);
   const raw = loadRunConfig(resolve(args.config));
   const configFor = (artifacts: string) =>
     writeConfig(stringify({ ...raw, name: 'scale-test', runtime: { ...raw.runtime, artifacts } }));
