@@ -2,7 +2,8 @@
  * Stage `update` (queue `train`): GRPO epochs over the iteration's rollouts, mini-batch by mini-batch,
  * with the policy loss of opera/grpo-graph.ts against the frozen post-SFT reference, then the next
  * checkpoint (weights, AdamW state, and the EMA baseline and data position that decide what follows).
- * Resumable: partial checkpoints (weights, AdamW state, loss statistics so far) about four times per update.
+ * Resumable: a partial checkpoint (weights, AdamW state, loss statistics so far) every quarter of the
+ * update, and no more often than every MIN_PARTIAL_EVERY steps.
  */
 import { join } from 'node:path';
 import { inPhase } from '../util/phase';
@@ -17,6 +18,9 @@ import type { RewardFile } from './reward';
 import { ConfigError, mean, pad, type PartialProgress, type Runtime } from './runtime';
 import { getJson } from './store';
 import type { UpdateInput, UpdateOutput } from './types';
+
+/** Updates of fewer steps than this save no partial checkpoint (they are redone whole after a crash). */
+export const MIN_PARTIAL_EVERY = 8;
 
 interface LossStats {
   loss: number[];
@@ -91,7 +95,10 @@ export const updateActivities = (rt: Runtime) => ({
         })),
       );
       const totalSteps = loop.steps;
-      const every = Math.max(1, Math.ceil(totalSteps / 4));
+      // About four partials per update, but none closer than 8 steps: a partial costs as much as a few steps
+      // of a small model (weights + AdamW state written and fsynced), and an update of a few steps is
+      // cheaper to redo than to checkpoint after every step.
+      const every = Math.max(MIN_PARTIAL_EVERY, Math.ceil(totalSteps / 4));
       const partialDir = (n: number) =>
         join(rt.runDir(config, runId), 'checkpoints', 'update-partial', `iter-${pad(iteration)}`, `step-${pad(n)}`);
       const resumed = await rt.resumePartial(rt.store(config), partialDir, ckpt.config);
