@@ -80,7 +80,7 @@ function s3Store(root: string): ArtifactStore {
       await added(file.bytes);
       return uri;
     },
-    uriOf: uriOf,
+    uriOf,
     remove: async (d) => {
       const uri = uriOf(d);
       await rm(d, { recursive: true, force: true });
