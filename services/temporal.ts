@@ -140,8 +140,8 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
           '--db-filename',
           f.db,
           // WAL without an fsync per commit: a killed server (the chaos test SIGKILLs it) loses nothing,
-          // a power cut may lose the last commits; each workflow step costs several commits, and with an
-          // fsync each they were most of the latency between two stages.
+          // a power cut may lose the last commits; each step between two stages is several commits, which
+          // on a disk with slow fsyncs would dominate the time between stages.
           '--sqlite-pragma',
           'journal_mode=wal',
           '--sqlite-pragma',
