@@ -5,7 +5,7 @@
  * loads on another "machine" (another cache directory), and the cache stays under its limit.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -71,7 +71,10 @@ test('a published file is in the bucket under <prefix>/<run>/…, and a worker w
   const cache = freshCache();
   expect(await getJson(ref)).toEqual(data);
   const cached = join(cache, 's3', bucket, 'runs', 'run-a', 'rollouts', 'shard-0.json');
+  // Read once more: the same cached file (a download lands under a new inode), not a second download.
+  const inode = statSync(cached).ino;
   expect(await fetchArtifact(ref.uri, ref.sha256)).toBe(cached);
+  expect(statSync(cached).ino).toBe(inode);
 
   // A corrupted cached copy is not trusted: it is fetched again.
   writeFileSync(cached, 'garbage');
