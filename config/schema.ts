@@ -7,6 +7,7 @@
  * imported from the code they configure, never restated: the model fields and presets from
  * engine/config.ts, the reward, loss and cold-start defaults from opera/.
  */
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { CHAT_TEMPLATE_MODES } from '../engine/chat-template';
 import { llamaConfigFields, llamaConfigSchema, modelPresets } from '../engine/config';
@@ -177,7 +178,23 @@ const evalSection = z
 /** Where artifacts go: a directory (a path or file:// URI) or an object store (s3://bucket/prefix). */
 const artifactsRoot = path.superRefine((value, ctx) => {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
-  if (scheme === undefined || scheme === 'file') return;
+  if (scheme === undefined) {
+    // `s3:/bucket` or `file:x` is a mistyped URI, not a directory to create in the working directory.
+    if (/^(s3|file):/i.test(value))
+      ctx.addIssue({
+        code: 'custom',
+        message: `${value} is neither a directory nor a URI: write s3://bucket/prefix or file:///absolute/path`,
+      });
+    return;
+  }
+  if (scheme === 'file') {
+    try {
+      fileURLToPath(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `${value}: ${(err as Error).message} (write file:///absolute/path)` });
+    }
+    return;
+  }
   if (scheme !== 's3') {
     ctx.addIssue({
       code: 'custom',

@@ -16,8 +16,8 @@ export function parseS3Uri(uri: string): S3Location {
   if (!BUCKET.test(bucket))
     throw new Error(`${uri}: "${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, . and -)`);
   const key = (m[2] ?? '').replace(/\/+$/, '');
-  if (key.split('/').some((part) => part === '..' || part === '.'))
-    throw new Error(`${uri}: the prefix may not contain . or .. segments`);
+  if (key && key.split('/').some((part) => part === '..' || part === '.' || part === ''))
+    throw new Error(`${uri}: the prefix may not contain empty, . or .. segments`);
   return { bucket, key };
 }
 

@@ -255,7 +255,17 @@ test('runtime.artifacts takes a directory, a file:// URI or s3://bucket/prefix; 
     /store\.yaml:3: runtime\.artifacts: gs:\/\/ is not a supported store/,
   );
   expect(() => parse('s3://My_Bucket/runs')).toThrow(/store\.yaml:3: runtime\.artifacts: .*not a valid S3 bucket name/);
-  expect(() => parse('s3://my-bucket/../x')).toThrow(/runtime\.artifacts: .*may not contain \. or \.\. segments/);
+  expect(() => parse('s3://my-bucket/../x')).toThrow(
+    /runtime\.artifacts: .*may not contain empty, \. or \.\. segments/,
+  );
+  expect(() => parse('s3://my-bucket//x')).toThrow(/runtime\.artifacts: .*may not contain empty/);
+  // Mistyped URIs are refused, not created as directories named "s3:" or "file:".
+  expect(() => parse('s3:/my-bucket/runs')).toThrow(
+    /runtime\.artifacts: s3:\/my-bucket\/runs is neither a directory nor a URI/,
+  );
+  expect(() => parse('file://relative/x')).toThrow(
+    /store\.yaml:3: runtime\.artifacts: file:\/\/relative\/x: .*write file:\/\/\/absolute\/path/,
+  );
   // The key's name before object stores (configs and recorded runs that use it still load).
   expect(parseRunConfig('name: a\nruntime: { artifactsDir: /srv/old }\n', 'old.yaml').runtime.artifacts).toBe(
     '/srv/old',
