@@ -125,7 +125,19 @@ export async function loadCheckpointChecked(
   });
 }
 
-/** Saves a checkpoint directory (under the store's runDir), publishes and records each file; the optimizer file is its own artifact kind. */
+/** Writes a checkpoint directory under the store's localRoot and publishes each file (their uploads in parallel). */
+export function saveCheckpointPublished(
+  store: ArtifactStore,
+  dir: string,
+  ckpt: Checkpoint,
+): Promise<(CheckpointFile & { uri: string })[]> {
+  return inPhase('storage', async () => {
+    const written = await saveCheckpoint(dir, ckpt);
+    return Promise.all(written.map(async (f) => ({ ...f, uri: await store.publish(f) })));
+  });
+}
+
+/** Saves a checkpoint directory (under the store's localRoot), publishes and records each file; the optimizer file is its own artifact kind. */
 export async function saveCheckpointRecorded(
   db: Db,
   store: ArtifactStore,
@@ -134,10 +146,7 @@ export async function saveCheckpointRecorded(
   dir: string,
   ckpt: Checkpoint,
 ): Promise<{ checkpoint: CheckpointRef; optimizer: ArtifactRef | null }> {
-  const files = await inPhase('storage', async () => {
-    const written = await saveCheckpoint(dir, ckpt);
-    return Promise.all(written.map(async (f) => ({ ...f, uri: await store.publish(f) })));
-  });
+  const files = await saveCheckpointPublished(store, dir, ckpt);
   let optimizer: ArtifactRef | null = null;
   for (const f of files) {
     const name = basename(f.path);

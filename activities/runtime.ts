@@ -4,7 +4,6 @@
  * per-attempt partial logs of sharded stages, and partial checkpoints of training stages. Stage files
  * (dataset.ts, sft.ts, rollout.ts, reward.ts, update.ts, evaluate.ts) say what a stage does with these.
  */
-import { rm } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { runIdProblem } from '../config/run-id';
 import { ApplicationFailure, CancelledFailure, Context, activityInfo } from '@temporalio/activity';
@@ -20,14 +19,15 @@ import {
   startStageAttempt,
   type StageKey,
 } from '../db/queries';
-import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../engine/checkpoint';
+import { loadCheckpoint, type Checkpoint } from '../engine/checkpoint';
 import type { LlamaConfig } from '../engine/config';
 import type { DatasetRow } from '../opera/dataset';
 import { cachedPromise } from '../util/cache';
 import { pathsOutsideRoots, workerRoots } from './confine';
-import { fileHashes, resolveBaseDir, verifyCheckpointFiles } from './engine';
+import { fileHashes, resolveBaseDir, saveCheckpointPublished, verifyCheckpointFiles } from './engine';
 import { PartialLog, fetchCheckpointDir, getJson, storeAt, type ArtifactStore } from './store';
 import { StoreError } from './store-s3';
+import { causeChain } from '../util/errors';
 import { inPhase } from '../util/phase';
 import type { DatasetRef } from './types';
 
@@ -100,12 +100,7 @@ const UNREACHABLE = new Set([
 
 /** The code when `err` (or an error it wraps) says PostgreSQL is unreachable. */
 export function unreachableCode(err: unknown): string | undefined {
-  // Duck-typed: pg's socket errors may come from another realm (jest), where instanceof fails.
-  for (
-    let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
-    e && typeof e === 'object';
-    e = e.cause as typeof e
-  ) {
+  for (const e of causeChain(err)) {
     if (typeof e.code === 'string' && UNREACHABLE.has(e.code)) return e.code;
     if (
       typeof e.message === 'string' &&
@@ -263,13 +258,9 @@ export function createRuntime(deps: ActivityDeps) {
     every: number,
     ckpt: Checkpoint,
   ): Promise<PartialProgress> {
-    const files = await inPhase('storage', async () => {
-      const written = await saveCheckpoint(partialDir(step), ckpt);
-      for (const f of written) await store.publish(f);
-      if (previous?.partialStep !== undefined && previous.partialStep - every > 0)
-        await store.remove(partialDir(previous.partialStep - every));
-      return written;
-    });
+    const files = await saveCheckpointPublished(store, partialDir(step), ckpt);
+    const superseded = previous?.partialStep !== undefined ? previous.partialStep - every : 0;
+    if (superseded > 0) await inPhase('storage', () => store.remove(partialDir(superseded)));
     const progress = { step, partialStep: step, partialFiles: fileHashes(files) };
     await recordProgress(progress);
     return progress;

@@ -11,7 +11,7 @@ import { modelConfigFor } from '../config/model';
 import { isAdapterName } from '../engine/lora';
 import { cachedPromise } from '../util/cache';
 import { getArtifact, upsertMetrics } from '../db/queries';
-import { baseRefOf, loadCheckpoint, saveCheckpoint, type BaseRef } from '../engine/checkpoint';
+import { baseRefOf, loadCheckpoint, type BaseRef } from '../engine/checkpoint';
 import type { LlamaConfig } from '../engine/config';
 import { LlamaModel, initWeights, type Weights } from '../engine/model';
 import { sample } from '../engine/sampler';
@@ -20,7 +20,7 @@ import { NonFiniteLossError, Trainer, sftBatch, sftObjective, type TrainLoop } f
 import { applyStops, synthesizeRows, type TeacherGenerator } from '../opera/coldstart';
 import { coldStartSet, type SftRow } from '../opera/synthetic';
 import { deriveSeed, permutation } from '../util/random';
-import { getTokenizer, promptTokens, saveCheckpointRecorded, warmupLr } from './engine';
+import { getTokenizer, promptTokens, saveCheckpointPublished, saveCheckpointRecorded, warmupLr } from './engine';
 import { ConfigError, PermanentError, pad, type DatasetFile, type PartialProgress, type Runtime } from './runtime';
 import { getJson, isS3, putJson, type ArtifactStore } from './store';
 import type { DatasetRef, SftOutput, StageInput } from './types';
@@ -100,8 +100,7 @@ async function loraBase(
   const { lora: _lora, ...plain } = modelConfig;
   const dir = join(runDir, 'checkpoints', 'base');
   const frozen = new Map([...weights].filter(([name]) => !isAdapterName(name)));
-  const files = await saveCheckpoint(dir, { config: plain, weights: frozen });
-  for (const f of files) await store.publish(f);
+  await saveCheckpointPublished(store, dir, { config: plain, weights: frozen });
   // In an object store the base is named by its URI, so a worker on another machine can fetch it.
   const ref = await baseRefOf(dir);
   return { base: isS3(store.root) ? { ...ref, dir: store.uriOf(dir) } : ref };

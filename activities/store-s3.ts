@@ -18,10 +18,10 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   ListObjectsV2Command,
-  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { causeChain } from '../util/errors';
 import { rememberHash } from '../util/files';
 import { s3Uri, type S3Location } from '../util/s3-uri';
 
@@ -68,12 +68,7 @@ export class StoreError extends Error {
 
 /** The network error code in `err`, its causes or (errors wrapped across realms, e.g. under jest) its message. */
 function networkCode(err: unknown): string | undefined {
-  for (
-    let e = err as { code?: unknown; cause?: unknown } | undefined;
-    e && typeof e === 'object';
-    e = e.cause as typeof e
-  )
-    if (typeof e.code === 'string' && NETWORK.has(e.code)) return e.code;
+  for (const { code } of causeChain(err)) if (typeof code === 'string' && NETWORK.has(code)) return code;
   const message = (err as { message?: unknown })?.message;
   return typeof message === 'string' ? [...NETWORK].find((c) => message.includes(c)) : undefined;
 }
@@ -102,15 +97,6 @@ export async function uploadFile(path: string, loc: S3Location): Promise<void> {
       queueSize: 4,
     });
     await upload.done();
-  } catch (err) {
-    throw describe(err, `upload of ${s3Uri(loc)}`);
-  }
-}
-
-/** Uploads bytes in one PUT. */
-export async function putBytes(loc: S3Location, body: Buffer): Promise<void> {
-  try {
-    await s3Client().send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: body }));
   } catch (err) {
     throw describe(err, `upload of ${s3Uri(loc)}`);
   }

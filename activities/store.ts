@@ -20,7 +20,16 @@ import { hashFile, writeFileAtomic, type WrittenFile } from '../util/files';
 import { inPhase } from '../util/phase';
 import { recordArtifact } from '../db/queries';
 import { cacheLimitBytes, cacheRoot, cachedCopyMatches, cachedPath, evictCache } from './store-cache';
-import { downloadVerified, hashObject, joinKey, parseS3Uri, removePrefix, s3Uri, uploadFile } from './store-s3';
+import {
+  downloadVerified,
+  hashObject,
+  joinKey,
+  parseS3Uri,
+  removePrefix,
+  s3Uri,
+  uploadFile,
+  type S3Location,
+} from './store-s3';
 import type { ArtifactRef } from './types';
 
 export const uriToPath = (uri: string): string => (uri.startsWith('file://') ? fileURLToPath(uri) : resolve(uri));
@@ -70,21 +79,20 @@ async function added(bytes: number): Promise<void> {
 function s3Store(root: string): ArtifactStore {
   const loc = parseS3Uri(root);
   const mirror = cachedPath(loc, cacheRoot());
-  const uriOf = (path: string) => s3Uri({ bucket: loc.bucket, key: joinKey(loc.key, below(mirror, path)) });
+  /** Where a file under the mirror lives in the bucket. */
+  const locOf = (path: string): S3Location => ({ bucket: loc.bucket, key: joinKey(loc.key, below(mirror, path)) });
   return {
     root: s3Uri(loc),
     localRoot: mirror,
     publish: async (file) => {
-      const uri = uriOf(file.path);
-      await uploadFile(file.path, parseS3Uri(uri));
+      await uploadFile(file.path, locOf(file.path));
       await added(file.bytes);
-      return uri;
+      return s3Uri(locOf(file.path));
     },
-    uriOf,
+    uriOf: (path) => s3Uri(locOf(path)),
     remove: async (d) => {
-      const uri = uriOf(d);
       await rm(d, { recursive: true, force: true });
-      await removePrefix(parseS3Uri(uri));
+      await removePrefix(locOf(d));
     },
   };
 }
@@ -150,9 +158,10 @@ export async function putJson(
   path: string,
   data: unknown,
 ): Promise<ArtifactRef> {
-  const bytes = Buffer.from(JSON.stringify(data));
-  const uri = await inPhase('storage', async () => store.publish(await writeFileAtomic(path, bytes)));
-  const ref: ArtifactRef = { uri, sha256: sha256(bytes), bytes: bytes.length };
+  const ref = await inPhase('storage', async () => {
+    const file = await writeFileAtomic(path, Buffer.from(JSON.stringify(data)));
+    return { uri: await store.publish(file), sha256: file.sha256, bytes: file.bytes } satisfies ArtifactRef;
+  });
   await recordArtifact(db, { ...key, ...ref });
   return ref;
 }

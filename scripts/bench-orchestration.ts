@@ -18,6 +18,7 @@ import { loadRunConfig } from '../config/load';
 import { createRun, listStageAttempts, requireRun } from '../db/queries';
 import { ensureServices, useServices } from '../services';
 import { phaseSeconds, resetPhases } from '../util/phase';
+import { median } from '../util/stats';
 import { ensureBucket } from '../activities/store-s3';
 import { connect } from './cli/connect';
 import { planOf } from './cli/plan';
@@ -62,12 +63,6 @@ function uncovered(wall: number, attempts: { startedAt: Date; finishedAt: Date |
   }
   return wall - covered / 1000;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 export async function orchestrationBench(
   log: (line: string) => void,

@@ -21,6 +21,7 @@ import { uniform } from '../engine/rng';
 import { sample } from '../engine/sampler';
 import { ByteTokenizer, type Tokenizer } from '../engine/tokenizer';
 import { Trainer } from '../engine/trainer';
+import { median } from '../util/stats';
 import { orchestrationBench, type OrchestrationFigures } from './bench-orchestration';
 
 interface Args {
@@ -93,12 +94,6 @@ function orchestrationRows(o: OrchestrationFigures): Row[] {
     ],
   ];
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** Runs `fn` once to warm up, then `repeats` times; returns the median wall time in seconds. */
 async function timed(repeats: number, fn: () => Promise<unknown>): Promise<number> {

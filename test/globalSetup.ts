@@ -10,7 +10,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { migrateDb } from '../db/migrate';
 import { withDatabase } from '../db/admin';
-import { ensureServices, type ServiceEndpoints } from '../services';
+import { ensureServices, useServices, type ServiceEndpoints } from '../services';
 import { isPidAlive, stateDir } from '../services/paths';
 
 export interface TestServicesState {
@@ -81,13 +81,7 @@ export default async function globalSetup(): Promise<void> {
   await migrateDb(databaseUrl);
   const marker = path.join(testRunsDir(), String(process.pid));
   fs.writeFileSync(marker, databaseUrl);
-  process.env.DATABASE_URL = databaseUrl;
-  process.env.TEMPORAL_ADDRESS = services.temporalAddress;
-  if (services.s3Endpoint) process.env.OPERAFLOW_S3_ENDPOINT = services.s3Endpoint;
-  // moto accepts any credentials, but the AWS SDK refuses to sign without some; a user's own are kept.
-  process.env.AWS_ACCESS_KEY_ID ??= 'test';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
-  process.env.AWS_REGION ??= 'us-east-1';
+  useServices({ ...services, databaseUrl }); // this run's own database on the server
   // For tests that exercise service management itself (test/db/services.test.ts).
   process.env.OPERAFLOW_TEST_ORIGINAL_ENV = JSON.stringify(originalEnv);
   globalThis.__operaflowTestServices = { started: services.started, originalEnv, databaseUrl, marker };

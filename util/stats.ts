@@ -83,3 +83,10 @@ export function welchTTest(a: readonly number[], b: readonly number[]): { t: num
   const df = (va + vb) ** 2 / (va ** 2 / (a.length - 1) + vb ** 2 / (b.length - 1));
   return { t, df, p: studentTwoSidedP(t, df) };
 }
+
+/** The median of `xs` (the mean of the middle two when their count is even); the benchmarks report it. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

@@ -6,25 +6,18 @@
  * artifact store must be an object store. Used by test/integration/multihost.test.ts and
  * `npm run scale-test` (test/scale/run.ts); no jest APIs here.
  */
-import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createHost, type Host } from './hosts';
+import { join } from 'node:path';
+import { CLI, ROOT, workerReady, type WorkerProcess } from './helpers';
+import { createHost, hostEnv, type Host } from './hosts';
 
-const ROOT = resolve(__dirname, '..', '..');
-const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
-
-export interface ClusterWorker {
+export interface ClusterWorker extends WorkerProcess {
   host: Host;
   /** The hostname the worker sees (and records with every stage attempt). */
   hostname: string;
   /** Its artifact cache (OPERAFLOW_CACHE_DIR), on its "own disk". */
   cacheDir: string;
-  child: ChildProcess;
-  output(): string;
-  /** SIGKILL, as a machine that loses power. */
-  kill(): Promise<void>;
 }
 
 export interface Cluster {
@@ -38,13 +31,6 @@ export function loopbackPort(address: string): number {
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname))
     throw new Error(`${address} is not on this machine's loopback: a simulated host reaches only forwarded ports`);
   return Number(url.port);
-}
-
-/** The environment of a process on another machine: no proxies (grpc-js would use them), `extra` on top. */
-function hostEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, FORCE_COLOR: '0', ...extra };
-  for (const k of Object.keys(env)) if (/^(https?|grpc|all|no)_proxy$/i.test(k)) delete env[k];
-  return env;
 }
 
 /**
@@ -79,6 +65,7 @@ export async function startCluster(opts: {
       const hostname = `opf-${spec.name}`;
       const cacheDir = disk('artifact-cache');
       const env = hostEnv({
+        FORCE_COLOR: '0',
         DATABASE_URL: host.rewrite(opts.databaseUrl),
         TEMPORAL_ADDRESS: host.rewrite(opts.temporalAddress),
         OPERAFLOW_S3_ENDPOINT: host.rewrite(opts.s3Endpoint),
@@ -123,35 +110,5 @@ async function spawnWorker(
     ],
     { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let out = '';
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  await new Promise<void>((ready, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`worker on ${hostname} did not poll within ${timeoutMs} ms:\n${out}`)),
-      timeoutMs,
-    );
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(' polling ')) {
-        clearTimeout(timer);
-        ready();
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`worker on ${hostname} exited with ${code} before polling:\n${out}`));
-    });
-  });
-  return {
-    host,
-    hostname,
-    cacheDir,
-    child,
-    output: () => out,
-    async kill() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
+  return { host, hostname, cacheDir, ...(await workerReady(child, `worker on ${hostname}`, timeoutMs)) };
 }

@@ -12,7 +12,8 @@ import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 
 export const ROOT = resolve(__dirname, '..', '..');
-const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
+/** How tests run the `operaflow` CLI: node with tsx's loader (no build step). */
+export const CLI = ['--import', 'tsx', join(ROOT, 'scripts', 'operaflow.ts')];
 
 export function testEnv(prefix: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...process.env, OPERAFLOW_QUEUE_PREFIX: prefix, FORCE_COLOR: '0', ...extra };
@@ -55,14 +56,22 @@ export interface WorkerProcess {
 }
 
 /** Starts `operaflow worker` and resolves once it polls its queues. */
-export async function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<WorkerProcess> {
+export function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<WorkerProcess> {
   const child = spawn(process.execPath, [...CLI, 'worker'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return workerReady(child, 'worker', timeoutMs);
+}
+
+/**
+ * Resolves once a spawned `operaflow worker` (`child`, stdout and stderr piped) says it polls its queues;
+ * rejects, with its output, when it exits first or takes longer than `timeoutMs`.
+ */
+export async function workerReady(child: ChildProcess, label: string, timeoutMs: number): Promise<WorkerProcess> {
   let out = '';
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`worker did not start within ${timeoutMs} ms:\n${out}`)),
+      () => reject(new Error(`${label} did not start within ${timeoutMs} ms:\n${out}`)),
       timeoutMs,
     );
     child.stdout!.on('data', (d: Buffer) => {
@@ -74,7 +83,7 @@ export async function startWorker(env: NodeJS.ProcessEnv, timeoutMs = 90_000): P
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`worker exited with ${code} before polling:\n${out}`));
+      reject(new Error(`${label} exited with ${code} before polling:\n${out}`));
     });
   });
   return {

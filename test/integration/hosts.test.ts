@@ -7,7 +7,15 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { resolve } from 'node:path';
-import { cleanupStaleHosts, createHost, destroyAllHosts, netnsAvailable, rewriteLoopback, type Host } from './hosts';
+import {
+  cleanupStaleHosts,
+  createHost,
+  destroyAllHosts,
+  hostEnv,
+  netnsAvailable,
+  rewriteLoopback,
+  type Host,
+} from './hosts';
 
 const ROOT = resolve(__dirname, '..', '..');
 const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
@@ -37,13 +45,6 @@ const skipReason = !availability.ok
       ? temporalPort
       : undefined;
 
-/** The env for a process in a host: no proxies (grpc-js would route through one), `extra` on top. */
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
-  for (const k of Object.keys(env)) if (/^(https?|grpc|all)_proxy$/i.test(k)) delete env[k];
-  return env;
-}
-
 interface Result {
   code: number | null;
   stdout: string;
@@ -70,7 +71,7 @@ function collect(child: ChildProcess, timeoutMs = 60_000): Promise<Result> {
 
 function nodeIn(host: Host, script: string, env: Record<string, string>): Promise<Result> {
   return collect(
-    host.spawn(process.execPath, ['-e', script], { cwd: ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    host.spawn(process.execPath, ['-e', script], { cwd: ROOT, env: hostEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
   );
 }
 

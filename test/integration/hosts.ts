@@ -392,6 +392,13 @@ async function claimSubnet(preferred: number): Promise<{ octet: number; hostIf: 
 }
 
 /** Replaces a loopback host in a URL or `host:port` with `address`. */
+/** The environment of a process in a host: no proxies (grpc-js would route through one), `extra` on top. */
+export function hostEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  for (const k of Object.keys(env)) if (/^(https?|grpc|all|no)_proxy$/i.test(k)) delete env[k];
+  return env;
+}
+
 export function rewriteLoopback(url: string, address: string): string {
   return url.replace(/(^|[/@=,\s])(127\.0\.0\.1|localhost|\[::1\])(?=[:/?#,\s]|$)/gi, `$1${address}`);
 }

@@ -2,7 +2,7 @@
  * Welch's t-test against values computed independently: the two-sided tail of Student's t by Simpson
  * integration of its density (Python, float64), and Welch's t and degrees of freedom by hand.
  */
-import { incompleteBeta, logGamma, studentTwoSidedP, welchTTest } from '../../util/stats';
+import { incompleteBeta, logGamma, median, studentTwoSidedP, welchTTest } from '../../util/stats';
 
 test('logGamma and the incomplete beta on closed forms', () => {
   expect(logGamma(5)).toBeCloseTo(Math.log(24), 12);
@@ -33,4 +33,11 @@ test("Welch's t, degrees of freedom and p", () => {
   expect(welchTTest([1, 1], [2, 2]).p).toBe(0);
   expect(Number.isNaN(welchTTest([1, 1], [1, 1]).p)).toBe(true);
   expect(() => welchTTest([1], [1, 2])).toThrow('needs 2+ values per sample');
+});
+
+test('median: the middle value, or the mean of the middle two; the input is not reordered', () => {
+  const xs = [5, 1, 4];
+  expect(median(xs)).toBe(4);
+  expect(xs).toEqual([5, 1, 4]);
+  expect(median([3, 1, 4, 2])).toBe(2.5);
 });
