@@ -6,7 +6,6 @@
  * so two checkouts never share a cluster.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { sha256 } from '../util/canonical';
 
@@ -17,12 +16,6 @@ export function stateDir(): string {
   const dir = process.env.OPERAFLOW_STATE_DIR ?? path.join(repoRoot, '.operaflow');
   fs.mkdirSync(dir, { recursive: true });
   return dir;
-}
-
-/** Per-user cache shared by checkouts (the Temporal CLI binary built once). */
-export function cacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  return path.join(base, 'operaflow');
 }
 
 export function isRoot(): boolean {

@@ -8,7 +8,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cacheDir, isPidAlive, stateDir, withFileLock } from './paths';
+import { cacheDir } from '../util/cache-dir';
+import { isPidAlive, stateDir, withFileLock } from './paths';
 import { isExecutable, portIsFree, tail } from './process';
 
 /** The one place the moto version and its pip requirements are written (flask pins: versions it was tested with). */

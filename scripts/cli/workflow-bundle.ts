@@ -6,7 +6,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cacheDir } from '../../services/paths';
+import { cacheDir } from '../../util/cache-dir';
 import { sha256 } from '../../util/canonical';
 import { writeFileAtomic } from '../../util/files';
 import { ROOT } from './connect';
