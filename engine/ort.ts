@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { cachedPromise } from '../util/cache';
 import { sha256 } from '../util/canonical';
 import { envNumber } from '../util/env';
+import { cudaLoadError, explainGpuFailure, linkCudaLibraries } from './cuda-libs';
 
 // Under Jest, test code runs in its own JS realm while ORT's native outputs are typed arrays of Node's
 // main realm, and onnxruntime-common type-checks with `instanceof`. When the realms differ we point its
@@ -59,9 +60,9 @@ export type Feeds = Record<string, TensorData>;
 export const DEFAULT_PROVIDERS: readonly string[] = ['cpu'];
 
 const installHints: Record<string, string> = {
-  cuda: 'install the CUDA 12 runtime and cuDNN 9 libraries, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (its installer fetches the CUDA provider: `npm rebuild onnxruntime-node`)',
+  cuda: 'run `npm run gpu:setup` (or `operaflow gpu setup`) on this machine: it installs the CUDA provider and the CUDA 13 libraries from PyPI',
   tensorrt:
-    'install TensorRT 10 plus CUDA 12/cuDNN 9, then reinstall onnxruntime-node without ONNXRUNTIME_NODE_INSTALL=skip (`npm rebuild onnxruntime-node`)',
+    'not set up by this project: `npm run gpu:setup` installs the CUDA provider only (use providers [cuda, cpu])',
   webgpu: 'the webgpu provider is bundled but needs a working GPU driver (Vulkan on Linux)',
   dml: 'DirectML is only available on Windows builds of onnxruntime-node',
   coreml: 'CoreML is only available on macOS builds of onnxruntime-node',
@@ -75,6 +76,32 @@ function installHint(provider: string): string {
       .map((b) => b.name)
       .join(', ')}`
   );
+}
+
+/** The CUDA libraries linked into onnxruntime-node's folder, once per process (cuda-libs.ts). */
+let cudaLinked: Promise<unknown> | undefined;
+const linkCudaOnce = (): Promise<unknown> =>
+  (cudaLinked ??= linkCudaLibraries().catch((err: unknown) => {
+    cudaLinked = undefined; // `gpu setup` may run meanwhile: try again next time
+    throw err;
+  }));
+
+/** A GPU provider's failure in words (cuda-libs.ts) when it is a known one, else the raw message with the install hint. */
+function gpuFailure(providers: readonly string[], err: unknown, loading: boolean): Error | undefined {
+  const gpu = providers.find((p) => p !== 'cpu');
+  if (!gpu) return undefined;
+  let msg = err instanceof Error ? err.message : String(err);
+  if (gpu === 'cuda' && /Failed to load shared library/i.test(msg))
+    msg = `${msg}: ${cudaLoadError() ?? 'no reason given'}`;
+  const known = explainGpuFailure(gpu, msg);
+  // ORT's CUDA errors carry a C++ signature before the reason: keep the reason.
+  if (known)
+    return new Error(`execution provider "${gpu}": ${known} [${(/CUDA failure.*/s.exec(msg)?.[0] ?? msg).trim()}]`, {
+      cause: err,
+    });
+  if (loading && /provider|library|\.so|cuda|tensorrt|dlopen/i.test(msg))
+    return new Error(`execution provider "${gpu}" failed to load (${msg}): ${installHint(gpu)}`, { cause: err });
+  return undefined;
 }
 
 /** Fails loudly (with an install hint) for a provider that this onnxruntime-node cannot load. */
@@ -108,6 +135,7 @@ async function createSession(
   options: SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   checkProviders(providers);
+  if (providers.includes('cuda')) await linkCudaOnce();
   try {
     return await ort.InferenceSession.create(bytes, {
       executionProviders: [...providers],
@@ -118,12 +146,7 @@ async function createSession(
       ...(options.lowMemory ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     });
   } catch (err) {
-    const msg = err instanceof Error ? err.message : String(err);
-    const gpu = providers.find((p) => p !== 'cpu');
-    if (gpu && /provider|library|\.so|cuda|tensorrt|dlopen/i.test(msg)) {
-      throw new Error(`execution provider "${gpu}" failed to load (${msg}): ${installHint(gpu)}`);
-    }
-    throw err;
+    throw gpuFailure(providers, err, true) ?? err;
   }
 }
 
@@ -134,8 +157,11 @@ async function createSession(
 export interface EngineStats {
   runs: number;
   ms: number;
+  /** Bytes fed to and returned by session runs: on a GPU provider, each is a host↔device copy. */
+  bytesIn: number;
+  bytesOut: number;
 }
-const stats: EngineStats = { runs: 0, ms: 0 };
+const stats: EngineStats = { runs: 0, ms: 0, bytesIn: 0, bytesOut: 0 };
 
 /** A snapshot of the process-wide counters (subtract two snapshots to measure a span of work). */
 export function engineStats(): EngineStats {
@@ -146,6 +172,7 @@ export class Session {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly hash: string,
+    readonly providers: readonly string[],
   ) {}
 
   static async get(
@@ -155,7 +182,11 @@ export class Session {
   ): Promise<Session> {
     const hash = graphHash(bytes);
     const key = `${hash}|${providers.join(',')}|${options.lowMemory ? 'low' : ''}`;
-    return new Session(await cachedPromise(sessions, key, () => createSession(bytes, providers, options)), hash);
+    return new Session(
+      await cachedPromise(sessions, key, () => createSession(bytes, providers, options)),
+      hash,
+      providers,
+    );
   }
 
   /**
@@ -163,7 +194,7 @@ export class Session {
    * pre-packs them once, which roughly halves a decode step). The caller releases it when weights change.
    */
   static async owned(bytes: Uint8Array, providers: readonly string[] = DEFAULT_PROVIDERS): Promise<Session> {
-    return new Session(await createSession(bytes, providers), 'owned');
+    return new Session(await createSession(bytes, providers), 'owned', providers);
   }
 
   async release(): Promise<void> {
@@ -179,12 +210,19 @@ export class Session {
       ]);
     }
     const t0 = performance.now();
-    const out = await this.session.run(inputs);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run(inputs);
+    } catch (err) {
+      throw gpuFailure(this.providers, err, false) ?? err; // out of GPU memory, mostly
+    }
     stats.runs++;
     stats.ms += performance.now() - t0;
+    for (const t of Object.values(feeds)) stats.bytesIn += t.data.byteLength;
     const result: Record<string, TensorData> = {};
     for (const [name, t] of Object.entries(out)) {
       const data = t.data as Typed;
+      stats.bytesOut += data.byteLength;
       result[name] = { data: view(data, kindOf(data), localArray), dims: t.dims };
     }
     return result;

@@ -21,6 +21,7 @@ import { compare } from './cli/compare';
 import { sweep, type SweepFlags } from './cli/sweep';
 import { ui, type UiFlags } from './cli/ui';
 import { worker } from './cli/worker';
+import { gpu } from './cli/gpu';
 
 const USAGE = `usage:
   operaflow train <config.yaml> [--wait] [--json] [--id <run>] [--group <name>]
@@ -36,7 +37,9 @@ const USAGE = `usage:
   operaflow verify <run> [--repair] [--json]                       check the run's records and files; --repair re-derives lost rows
   operaflow export <run> --out <dir> [--iteration N] [--merged|--adapter]   the policy as an HF checkpoint (merged) or a PEFT adapter
   operaflow export-metrics <run> | --group <name> [--format csv|jsonl]   every metric the run (the group's runs) recorded, to stdout
-  operaflow ui [--port 8080] [--host 127.0.0.1] [--allow-actions]   the web dashboard (OPERAFLOW_UI_TOKEN beyond loopback)`;
+  operaflow ui [--port 8080] [--host 127.0.0.1] [--allow-actions]   the web dashboard (OPERAFLOW_UI_TOKEN beyond loopback)
+  operaflow gpu setup                                              install ONNX Runtime's CUDA provider and CUDA libraries (from PyPI)
+  operaflow gpu check [--providers cuda]                           run a small graph on the provider and compare it with the CPU`;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Flags = Record<string, string | string[] | boolean | undefined>;
@@ -105,6 +108,11 @@ const COMMANDS: Record<string, Command> = {
     args: [],
     options: { port: { type: 'string' }, host: { type: 'string' }, 'allow-actions': { type: 'boolean' } },
     run: (_, f) => ui(f as UiFlags),
+  },
+  gpu: {
+    args: ['setup|check'],
+    options: { providers: { type: 'string' } },
+    run: ([action], f) => gpu(action!, f as { providers?: string }),
   },
   verify: {
     args: ['run'],
