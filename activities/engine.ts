@@ -38,7 +38,7 @@ const models = new Map<string, Promise<LlamaModel>>();
 const MAX_MODELS = 3;
 
 export function inferenceModel(ref: CheckpointRef, providers: string[]): Promise<LlamaModel> {
-  const key = `${ref.uri}#${ref.sha256}`;
+  const key = `${ref.uri}#${ref.sha256}#${providers.join(',')}`;
   const cached = models.get(key);
   if (cached) {
     models.delete(key);

@@ -143,7 +143,7 @@ export const evaluateActivities = (rt: Runtime) => ({
     return rt.stage({ runId, stage: 'evaluate', iteration, shard: 0 }, async () => {
       const config = await rt.runConfig(runId);
       const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
-      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const model = await inferenceModel(input.checkpoint, await rt.providersFor(config));
       const data = await rt.loadDataset(input.dataset);
       const rows = evalPrompts(data, config);
       const stream = deriveSeed(config.seed, 'evaluate', iteration);

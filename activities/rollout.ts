@@ -77,7 +77,7 @@ export const rolloutActivities = (rt: Runtime) => ({
     return rt.stage({ runId, stage: 'rollout', iteration, shard }, async () => {
       const config = await rt.runConfig(runId);
       const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
-      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const model = await inferenceModel(input.checkpoint, await rt.providersFor(config));
       const data = await rt.loadDataset(input.dataset);
       const prompts = batchPrompts(data, config, input.dataPosition, shard, input.shards);
       const dir = join(rt.runDir(config, runId), 'rollouts', `iter-${pad(iteration)}`);
@@ -115,7 +115,7 @@ export const rolloutActivities = (rt: Runtime) => ({
     return rt.stage({ runId, stage: 'score', iteration, shard }, async () => {
       const config = await rt.runConfig(runId);
       const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
-      const model = await inferenceModel(input.checkpoint, config.runtime.providers);
+      const model = await inferenceModel(input.checkpoint, await rt.providersFor(config));
       const { items } = await getJson<{ items: RolloutItem[] }>(input.rollout.artifact);
       const dir = join(rt.runDir(config, runId), 'scores', `iter-${pad(iteration)}`);
       const log = await rt.openPartialLog<ScoredResponse[]>(dir, shard);

@@ -15,6 +15,7 @@ import {
   finishStageAttempt,
   lastAttemptProgress,
   recordAttemptProgress,
+  recordAttemptProviders,
   requireRun,
   startStageAttempt,
   type StageKey,
@@ -130,6 +131,16 @@ export const attemptsExhausted = (config: RunConfig, failures: number): boolean 
 export const pad = (n: number): string => String(n).padStart(4, '0');
 export const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
+/**
+ * OPERAFLOW_PROVIDERS (`cuda,cpu`): the execution providers this worker runs every stage on, in place of
+ * the run's `runtime.providers`; so GPU workers and CPU workers can serve one run (each attempt records
+ * which it used). Unset: the run's setting.
+ */
+export function workerProviders(): string[] | undefined {
+  const value = process.env.OPERAFLOW_PROVIDERS;
+  return value === undefined ? undefined : value.split(',').map((p) => p.trim());
+}
+
 /** The run's artifact store (`runtime.artifacts`). */
 export const storeOf = (config: RunConfig): ArtifactStore => storeAt(config.runtime.artifacts);
 
@@ -162,7 +173,17 @@ export function createRuntime(deps: ActivityDeps) {
     if (current) await recordAttemptProgress(db, current.id, progress as Record<string, unknown>);
   }
 
-  /** The run's config from its row (frozen when the run was recorded). */
+  /**
+   * The execution providers this attempt's models run on (the worker's OPERAFLOW_PROVIDERS, else the
+   * run's runtime.providers), recorded on the attempt: `operaflow show` says which provider ran each stage.
+   */
+  async function providersFor(config: RunConfig): Promise<string[]> {
+    const providers = workerProviders() ?? config.runtime.providers;
+    const current = attempts.get(Context.current());
+    if (current) await recordAttemptProviders(db, current.id, providers);
+    return providers;
+  }
+
   /** The run's config from its row, refused when it names paths outside this worker's roots (confine.ts). */
   const runConfig = (runId: string): Promise<RunConfig> =>
     cachedPromise(configs, runId, async () => {
@@ -363,6 +384,7 @@ export function createRuntime(deps: ActivityDeps) {
     db,
     log: deps.log,
     runConfig,
+    providersFor,
     runDir,
     store: storeOf,
     loadDataset,

@@ -110,9 +110,13 @@ async function loraBase(
 export const coldStartRuns = (cs: RunConfig['coldStart']): boolean => cs.enabled && cs.steps > 0;
 
 /** The teacher of cold-start synthesis (`coldStart.teacher.checkpoint`, else the run's starting model) and its settings. */
-export async function teacherFor(config: RunConfig, modelConfig: LlamaConfig, initialWeights: Weights) {
+export async function teacherFor(
+  config: RunConfig,
+  modelConfig: LlamaConfig,
+  initialWeights: Weights,
+  providers: string[],
+) {
   const { checkpoint, ...options } = config.coldStart.teacher;
-  const providers = config.runtime.providers;
   const teacher = checkpoint
     ? await loadCheckpoint(checkpoint).then((c) => new LlamaModel(c.config, c.weights, { providers }))
     : new LlamaModel(modelConfig, initialWeights, { providers });
@@ -173,7 +177,7 @@ export const sftActivities = (rt: Runtime) => {
     const key = { runId, kind: 'coldstart', iteration: 0, name: 'sft.json' };
     const recorded = await getArtifact(rt.db, key);
     if (recorded) return getJson<SftRow[]>(recorded);
-    const { teacher, options } = await teacherFor(config, modelConfig, initialWeights);
+    const { teacher, options } = await teacherFor(config, modelConfig, initialWeights, await rt.providersFor(config));
     const dir = join(rt.runDir(config, runId), 'coldstart');
     const log = await rt.openPartialLog<SftRow>(dir, 0);
     const done = new Set(log.items.map((i) => i.id));
@@ -199,7 +203,7 @@ export const sftActivities = (rt: Runtime) => {
       const tok = await getTokenizer(config.model.tokenizer, config.data.chatTemplate);
       const modelConfig = modelConfigFor(config, tok);
       const weights = await startingWeights(config, modelConfig);
-      const model = new LlamaModel(modelConfig, weights, { providers: config.runtime.providers });
+      const model = new LlamaModel(modelConfig, weights, { providers: await rt.providersFor(config) });
       // Under LoRA every checkpoint of the run names one frozen base instead of holding it (Checkpoint.base).
       const base = () =>
         cachedPromise(bases, runId, () =>

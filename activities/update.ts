@@ -70,8 +70,9 @@ export const updateActivities = (rt: Runtime) => ({
       const { sequences } = await getJson<RewardFile>(input.rewards.artifact);
       // A fresh copy of the policy: training mutates weights, the cached inference model must not change.
       const ckpt = await loadCheckpointChecked(input.checkpoint);
-      const model = new LlamaModel(ckpt.config, ckpt.weights, { providers: config.runtime.providers });
-      const reference = await inferenceModel(input.reference, config.runtime.providers);
+      const providers = await rt.providersFor(config);
+      const model = new LlamaModel(ckpt.config, ckpt.weights, { providers });
+      const reference = await inferenceModel(input.reference, providers);
       const seqs = sequences.map((s) => ({
         tokens: [...s.promptTokens, ...s.tokens],
         start: s.promptTokens.length,

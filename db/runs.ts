@@ -174,6 +174,14 @@ export async function finishStageAttempt(
     .where(eq(stageAttempts.id, id));
 }
 
+/** Records the execution providers an attempt's engine sessions run on (stage_attempts.providers). */
+export async function recordAttemptProviders(db: Db, id: number, providers: readonly string[]): Promise<void> {
+  await db
+    .update(stageAttempts)
+    .set({ providers: providers.join(',') })
+    .where(eq(stageAttempts.id, id));
+}
+
 /** Records where a later attempt of this stage can resume (a partial checkpoint, a partial log). */
 export async function recordAttemptProgress(db: Db, id: number, progress: Record<string, unknown>): Promise<void> {
   await db

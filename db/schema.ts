@@ -86,6 +86,8 @@ export const stageAttempts = pgTable(
     attempt: integer('attempt').notNull(),
     status: text('status').$type<StageAttemptStatus>().notNull(),
     worker: text('worker'),
+    /** The ONNX Runtime execution providers the attempt's engine sessions used ("cuda,cpu"); null when it ran no model. */
+    providers: text('providers'),
     startedAt: timestamp('started_at', { withTimezone: true }).notNull().defaultNow(),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
     durationMs: integer('duration_ms'),

@@ -33,6 +33,8 @@ export interface RunSummary {
       attempt: number;
       status: string;
       worker: string | null;
+      /** Execution providers its models ran on ("cuda,cpu"); null for a stage without a model. */
+      providers: string | null;
       durationMs: number | null;
       error: string | null;
       startedAt: string;
@@ -72,6 +74,7 @@ export async function runSummary(db: Db, runId: string): Promise<RunSummary> {
       attempt: a.attempt,
       status: a.status,
       worker: a.worker,
+      providers: a.providers,
       durationMs: a.durationMs,
       error: a.error,
       startedAt: a.startedAt.toISOString(),

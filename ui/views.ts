@@ -64,6 +64,7 @@ export function timelineOf(attempts: StageAttempt[], events: Event[], now = new 
     attempt: a.attempt,
     status: a.status,
     worker: a.worker,
+    providers: a.providers,
     startedAt: a.startedAt,
     finishedAt: a.finishedAt,
     endedAt: a.finishedAt ?? now,

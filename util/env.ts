@@ -71,6 +71,17 @@ export const ENVIRONMENT: Record<string, { rule: Rule; doc: string; secret?: boo
     rule: integerIn(1, 1024),
     doc: 'ONNX Runtime intra-op threads (default: the number of cores)',
   },
+  OPERAFLOW_PROVIDERS: {
+    rule: (v) =>
+      v.split(',').every((p) => /^[a-z][a-z0-9_-]*$/.test(p.trim()))
+        ? undefined
+        : 'must be a comma-separated list of execution providers, e.g. cuda,cpu',
+    doc: "a worker's ONNX Runtime execution providers (e.g. `cuda,cpu`), used for every stage it runs instead of the run's `runtime.providers`; checked when the worker starts",
+  },
+  OPERAFLOW_CUDA_DIR: {
+    rule: nonEmpty,
+    doc: '`gpu setup`: where the CUDA provider and libraries are installed (default ~/.cache/operaflow/cuda-<onnxruntime version>)',
+  },
   OPERAFLOW_LOG_LEVEL: {
     rule: (v) =>
       ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR'].includes(v)

@@ -64,7 +64,7 @@ export async function show(runId: string, flags: { json?: boolean }): Promise<nu
       const attempts = st.attempts
         .map(
           (a) =>
-            `#${a.attempt} ${a.status}${a.durationMs !== null ? ` ${(a.durationMs / 1000).toFixed(1)}s` : ''}${a.worker ? ` @${a.worker}` : ''}${a.error ? ` (${a.error.slice(0, 120)})` : ''}`,
+            `#${a.attempt} ${a.status}${a.durationMs !== null ? ` ${(a.durationMs / 1000).toFixed(1)}s` : ''}${a.worker ? ` @${a.worker}` : ''}${a.providers ? ` on ${a.providers}` : ''}${a.error ? ` (${a.error.slice(0, 120)})` : ''}`,
         )
         .join('; ');
       console.log(

@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { Client, Connection } from '@temporalio/client';
 import { releaseDeadWorkers } from '../../activities/reaper';
+import { workerProviders } from '../../activities/runtime';
 import { createDb, type Db } from '../../db/client';
 import { TASK_QUEUES } from '../../workflows/trainingRun';
 import { UsageError, endpoints } from './connect';
@@ -53,6 +54,24 @@ export async function createWorkers(opts: {
   }
 }
 
+/**
+ * OPERAFLOW_PROVIDERS is checked before the worker polls: a GPU worker without a working GPU fails here,
+ * with the reason, instead of failing every stage it takes.
+ */
+async function checkWorkerProviders(): Promise<void> {
+  const providers = workerProviders();
+  if (!providers?.some((p) => p !== 'cpu')) return;
+  const { probeProviders } = require('./gpu') as typeof import('./gpu'); // loads ONNX Runtime: only for GPU workers
+  try {
+    const diff = await probeProviders(providers);
+    console.error(
+      `OPERAFLOW_PROVIDERS=${providers.join(',')}: ok (a test graph matches the CPU within ${diff.toExponential(1)})`,
+    );
+  } catch (err) {
+    throw new Error(`OPERAFLOW_PROVIDERS=${providers.join(',')}: ${(err as Error).message}`);
+  }
+}
+
 export async function worker(flags: { queues?: string }): Promise<number> {
   const queues = (flags.queues ?? 'rollout,train')
     .split(',')
@@ -62,6 +81,7 @@ export async function worker(flags: { queues?: string }): Promise<number> {
   for (const q of queues)
     if (!known.includes(q)) throw new UsageError(`--queues: unknown queue "${q}" (known: ${known.join(', ')})`);
   const names = taskQueues();
+  await checkWorkerProviders();
   const { databaseUrl, temporalAddress } = await endpoints();
   const db = createDb(databaseUrl);
   const identity = `${hostname()}:${process.pid}`;

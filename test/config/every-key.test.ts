@@ -105,7 +105,7 @@ const observe = {
   },
   teacher: async (c: RunConfig) => {
     const model = await modelOf(c);
-    const { teacher, options } = await teacherFor(c, model.config, model.weights);
+    const { teacher, options } = await teacherFor(c, model.config, model.weights, c.runtime.providers);
     const rows = (await datasetOf(c)).train.slice(0, 1);
     const out = [];
     for await (const row of synthesizeRows(

@@ -71,6 +71,7 @@ test('timelineOf: a blocked period runs from the block to the retry of that stag
     attempt: n,
     status,
     worker: 'w',
+    providers: 'cpu',
     startedAt: at(n * 10),
     finishedAt: end === null ? null : at(end),
     durationMs: null,

@@ -17,7 +17,7 @@ function chart(data) {
     status: a.status,
     label: [
       `${a.stage} iteration ${a.iteration} shard ${a.shard} · attempt ${a.attempt}`,
-      `${a.status} on ${a.worker ?? '?'} · ${fmtDuration(a.durationMs)}`,
+      `${a.status} on ${a.worker ?? '?'}${a.providers ? ` (${a.providers})` : ''} · ${fmtDuration(a.durationMs)}`,
       a.error ? `error: ${a.error.slice(0, 200)}` : null,
     ]
       .filter(Boolean)
@@ -62,9 +62,18 @@ function table(data) {
     el(
       'tr',
       {},
-      ...['stage', 'iteration', 'shard', 'attempt', 'status', 'worker', 'started', 'duration', 'error'].map((h) =>
-        el('th', {}, h),
-      ),
+      ...[
+        'stage',
+        'iteration',
+        'shard',
+        'attempt',
+        'status',
+        'worker',
+        'providers',
+        'started',
+        'duration',
+        'error',
+      ].map((h) => el('th', {}, h)),
     ),
     ...data.attempts.map((a) =>
       el(
@@ -76,6 +85,7 @@ function table(data) {
         el('td', { class: 'num' }, String(a.attempt)),
         el('td', {}, statusBadge(a.status)),
         el('td', { class: 'mono small' }, a.worker ?? '–'),
+        el('td', { class: 'mono small' }, a.providers ?? '–'),
         el('td', {}, fmtTime(a.startedAt)),
         el('td', { class: 'num' }, fmtDuration(a.durationMs)),
         el('td', { class: 'error small' }, a.error ?? ''),
