@@ -66,7 +66,7 @@ function uncovered(wall: number, attempts: { startedAt: Date; finishedAt: Date |
 
 export async function orchestrationBench(
   log: (line: string) => void,
-  opts: { quick: boolean; repeats: number },
+  opts: { quick: boolean; repeats: number; providers: string[] },
 ): Promise<OrchestrationFigures> {
   // Its own database and task queues: the bench never mixes with a user's runs or workers.
   process.env.OPERAFLOW_QUEUE_PREFIX = `bench-${process.pid}-`;
@@ -89,7 +89,14 @@ export async function orchestrationBench(
   async function timedRun(artifacts: string): Promise<RunTiming> {
     const raw = loadRunConfig(configFile);
     const file = join(scratch, `${newRunId('bench')}.yaml`);
-    writeFileSync(file, stringify({ ...raw, name: 'bench-orchestration', runtime: { ...raw.runtime, artifacts } }));
+    writeFileSync(
+      file,
+      stringify({
+        ...raw,
+        name: 'bench-orchestration',
+        runtime: { ...raw.runtime, artifacts, providers: opts.providers },
+      }),
+    );
     const config = resolvePaths(loadRunConfig(file));
     await checkPreflight(config, file);
     const runId = newRunId(config.name);

@@ -36,11 +36,13 @@ export const QWEN3_0_6B_SHAPE = {
 const peakRssGiB = () =>
   Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN) / 2 ** 20;
 
+/** The execution providers (argv[3], `cpu` by default): `npm run bench -- --providers cuda` passes its own. */
+const providers = (process.argv[3] ?? 'cpu').split(',');
 const config = llamaConfigSchema.parse({ ...QWEN3_0_6B_SHAPE, lora: { rank: 16, alpha: 32 } });
 const tokens = (n: number, seed: number) => Array.from({ length: n }, (_, k) => (k * 7919 + seed * 104729) % 151936);
 
 async function sftStep(steps: number): Promise<Record<string, number>> {
-  const trainer = new Trainer(new LlamaModel(config, initWeights(config, 1)), {});
+  const trainer = new Trainer(new LlamaModel(config, initWeights(config, 1), { providers }), {});
   const batch = [0, 1, 2, 3].map((b) => tokens(512, b)).map((t) => ({ tokens: t, lossMask: t.map(() => 1) }));
   await trainer.sftStep(batch, 1e-4); // warm-up: builds and compiles the graph
   const times: number[] = [];
@@ -65,7 +67,7 @@ const ids: Tokenizer = {
 };
 
 async function grpoIteration(): Promise<Record<string, number>> {
-  const model = new LlamaModel(config, initWeights(config, 1));
+  const model = new LlamaModel(config, initWeights(config, 1), { providers });
   const t0 = performance.now();
   const prompts = Array.from({ length: 8 }, (_, p) => tokens(64, 100 + p));
   const rollouts = await sample(
@@ -99,7 +101,7 @@ async function grpoIteration(): Promise<Record<string, number>> {
 
 async function main(): Promise<void> {
   const mode = process.argv[2] ?? 'sft';
-  const out = mode === 'grpo' ? await grpoIteration() : await sftStep(Number(process.argv[3] ?? 2));
+  const out = mode === 'grpo' ? await grpoIteration() : await sftStep(2);
   console.log(JSON.stringify(out));
 }
 

@@ -1,10 +1,11 @@
 /**
- * `npm run bench [-- --json] [--quick] [--orchestration-only]`: engine throughput on this machine (and, unless
+ * `npm run bench [-- --json] [--quick] [--orchestration-only] [--providers cuda,cpu]`: engine throughput on this machine (and, unless
  * --quick, a LoRA SFT step at Qwen3-0.6B's shape: scripts/bench-qwen3.ts), then what orchestration costs
  * on a real run (scripts/bench-orchestration.ts). Every figure is the median
  * of repeated runs after a warm-up run (which compiles the graphs). Prints a table; with --json the
  * last stdout line is one JSON object with the figures. --quick: fewer repeats and shorter
- * generations, for a smoke run (its numbers are noisier).
+ * generations, for a smoke run (its numbers are noisier). --providers: the ONNX Runtime execution
+ * providers of every figure (default cpu); a provider that cannot run stops the bench with the reason.
  *
  * FLOP counting: matmul FLOPs only (2·m·n·k per product). A training step counts 3× the forward
  * (backward ≈ 2× forward), and the forward counts every projection, the LM head and both attention
@@ -16,28 +17,39 @@ import { join } from 'node:path';
 import { type LlamaConfig, dims, modelPresets } from '../engine/config';
 import { Graph } from '../engine/graph';
 import { LlamaModel, causalBias, initWeights } from '../engine/model';
-import { Session } from '../engine/ort';
+import { Session, engineStats } from '../engine/ort';
 import { uniform } from '../engine/rng';
 import { sample } from '../engine/sampler';
 import { ByteTokenizer, type Tokenizer } from '../engine/tokenizer';
 import { Trainer } from '../engine/trainer';
 import { median } from '../util/stats';
 import { orchestrationBench, type OrchestrationFigures } from './bench-orchestration';
+import { parseProviders } from './cli/gpu';
 
 interface Args {
   json: boolean;
   quick: boolean;
   /** Only the orchestration figures (scripts/bench-orchestration.ts). */
   orchestrationOnly: boolean;
+  providers: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { json: false, quick: false, orchestrationOnly: false };
-  for (const a of argv) {
+  const args: Args = { json: false, quick: false, orchestrationOnly: false, providers: ['cpu'] };
+  for (let k = 0; k < argv.length; k++) {
+    const a = argv[k]!;
     if (a === '--json') args.json = true;
     else if (a === '--quick') args.quick = true;
     else if (a === '--orchestration-only') args.orchestrationOnly = true;
-    else throw new Error(`bench: unknown argument "${a}" (expected --json, --quick, --orchestration-only)`);
+    else if (a === '--providers' || a.startsWith('--providers=')) {
+      const value = a === '--providers' ? argv[++k] : a.slice('--providers='.length);
+      if (!value || value.startsWith('--'))
+        throw new Error('bench: --providers needs a list, e.g. --providers cuda,cpu');
+      args.providers = parseProviders(value, 'bench: --providers');
+    } else
+      throw new Error(
+        `bench: unknown argument "${a}" (expected --json, --quick, --orchestration-only, --providers <list>)`,
+      );
   }
   return args;
 }
@@ -118,6 +130,15 @@ async function compared(repeats: number, fns: (() => Promise<unknown>)[], cold: 
   return times.map(median);
 }
 
+/** MB fed to and returned by ONNX Runtime per session run while `fn` runs once (engine/ort.ts counts them). */
+async function copiedPerRun(fn: () => Promise<unknown>): Promise<{ mb: number; runs: number }> {
+  const before = engineStats();
+  await fn();
+  const after = engineStats();
+  const runs = after.runs - before.runs;
+  return { mb: (after.bytesIn - before.bytesIn + after.bytesOut - before.bytesOut) / runs / 2 ** 20, runs };
+}
+
 const randomTokens = (n: number, vocab: number, stream: number) =>
   Array.from({ length: n }, (_, k) => Math.floor(uniform(1, [stream], k) * vocab));
 
@@ -130,10 +151,10 @@ export function forwardMatmulFlops(config: LlamaConfig, B: number, T: number): n
 }
 
 /** fp32 n×n MatMuls through ORT, built with the engine's graph builder: the machine's practical peak. */
-async function gemmJob(n = 2048): Promise<{ run: () => Promise<unknown>; flops: number }> {
+async function gemmJob(providers: string[], n = 2048): Promise<{ run: () => Promise<unknown>; flops: number }> {
   const g = new Graph('float32');
   g.output(g.matmul(g.input('a', 'float32', [n, n]), g.input('b', 'float32', [n, n])), 'c');
-  const session = await Session.get(g.toBytes());
+  const session = await Session.get(g.toBytes(), providers);
   const a = Float32Array.from({ length: n * n }, (_, k) => Math.sin(k));
   const b = Float32Array.from({ length: n * n }, (_, k) => Math.cos(k));
   // Several products per timed run: one alone (~0.1 s) would sample the machine's load for too short a moment.
@@ -145,9 +166,9 @@ async function gemmJob(n = 2048): Promise<{ run: () => Promise<unknown>; flops: 
 }
 
 /** One SFT step (forward, backward, AdamW in one graph) of modelPresets.bench on B rows of T tokens. */
-function trainJob(B = 8, T = 256): { run: () => Promise<unknown>; flops: number } {
+function trainJob(providers: string[], B = 8, T = 256): { run: () => Promise<unknown>; flops: number } {
   const config = modelPresets.bench;
-  const trainer = new Trainer(new LlamaModel(config, initWeights(config, 1)));
+  const trainer = new Trainer(new LlamaModel(config, initWeights(config, 1), { providers }));
   const batch = Array.from({ length: B }, (_, b) => {
     const tokens = randomTokens(T + 1, config.vocab_size, 100 + b); // T + 1 tokens give T predictions
     return { tokens, lossMask: tokens.map((_, t) => (t === 0 ? 0 : 1)) };
@@ -210,7 +231,7 @@ async function kvDecode(
   model: LlamaModel,
   newTokens: number,
   B = 1,
-): Promise<{ speedup: number; cacheSeconds: number; recomputeSeconds: number }> {
+): Promise<{ speedup: number; cacheSeconds: number; recomputeSeconds: number; copiedMB: number }> {
   const V = model.config.vocab_size;
   const prompts = Array.from({ length: B }, (_, b) => randomTokens(32, V, 300 + b));
   const continuations = Array.from({ length: B }, (_, b) => randomTokens(newTokens, V, 400 + b));
@@ -249,7 +270,8 @@ async function kvDecode(
   };
   // Recompute needs no warm-up: the cached run's prefill already compiled the no-cache graph.
   const [cacheSeconds, recomputeSeconds] = (await compared(repeats, [withCache, recompute], [1])) as [number, number];
-  return { speedup: recomputeSeconds / cacheSeconds, cacheSeconds, recomputeSeconds };
+  const copiedMB = (await copiedPerRun(withCache)).mb;
+  return { speedup: recomputeSeconds / cacheSeconds, cacheSeconds, recomputeSeconds, copiedMB };
 }
 
 async function sampling(repeats: number, model: LlamaModel, maxNewTokens: number, B = 16): Promise<number> {
@@ -280,13 +302,17 @@ interface RealShape {
 }
 
 /** The real-model figures (scripts/bench-qwen3.ts), each in a process of its own: a memory peak stays its own. */
-async function realShape(log: (s: string) => void): Promise<RealShape> {
+async function realShape(log: (s: string) => void, providers: string[]): Promise<RealShape> {
   const run = (mode: string) =>
     JSON.parse(
-      execFileSync(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-qwen3.ts'), mode], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      })
+      execFileSync(
+        process.execPath,
+        ['--import', 'tsx', join(__dirname, 'bench-qwen3.ts'), mode, providers.join(',')],
+        {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      )
         .trim()
         .split('\n')
         .pop()!,
@@ -305,23 +331,28 @@ async function main(): Promise<void> {
   };
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   log(
-    `bench on ${availableParallelism()} × ${cpu}, node ${process.version}${args.quick ? ' (quick)' : ''}; medians of ${repeats} runs`,
+    `bench on ${availableParallelism()} × ${cpu}, node ${process.version}, providers ${args.providers.join(',')}${args.quick ? ' (quick)' : ''}; medians of ${repeats} runs`,
   );
   const orchestrationRepeats = args.quick ? 1 : 3;
   if (args.orchestrationOnly) {
-    const o = await orchestrationBench(log, { quick: args.quick, repeats: orchestrationRepeats });
+    const o = await orchestrationBench(log, {
+      quick: args.quick,
+      repeats: orchestrationRepeats,
+      providers: args.providers,
+    });
     report(orchestrationRows(o), { machine: `${availableParallelism()} × ${cpu}`, quick: args.quick, ...o }, args.json);
     return;
   }
 
   // Interleaved, so that the peak fraction compares the two under the same machine load.
-  const gemmJ = await gemmJob();
-  const trainJ = trainJob();
+  const gemmJ = await gemmJob(args.providers);
+  const trainJ = trainJob(args.providers);
   const [gemmSeconds, trainSeconds] = (await compared(args.quick ? 2 : 5, [gemmJ.run, trainJ.run])) as [number, number];
   const gemm = gemmJ.flops / gemmSeconds / 1e9;
   const train = { gflops: trainJ.flops / trainSeconds / 1e9, seconds: trainSeconds };
   log(`  gemm ${gemm.toFixed(1)} GFLOP/s, train step ${train.seconds.toFixed(2)} s`);
-  const model = new LlamaModel(modelPresets.bench, initWeights(modelPresets.bench, 2));
+  const trainCopy = await copiedPerRun(trainJ.run);
+  const model = new LlamaModel(modelPresets.bench, initWeights(modelPresets.bench, 2), { providers: args.providers });
   const tree = await treeScoring(repeats, model);
   log(`  tree scoring done: ${tree.speedup.toFixed(2)}×`);
   const kv = await kvDecode(args.quick ? 2 : 3, model, newTokens);
@@ -329,16 +360,23 @@ async function main(): Promise<void> {
   const tps = await sampling(args.quick ? 1 : 3, model, args.quick ? 32 : 128);
   log(`  sampling done: ${tps.toFixed(1)} tokens/s`);
 
-  const real = args.quick ? undefined : await realShape(log);
-  const orchestration = await orchestrationBench(log, { quick: args.quick, repeats: orchestrationRepeats });
+  const real = args.quick ? undefined : await realShape(log, args.providers);
+  const orchestration = await orchestrationBench(log, {
+    quick: args.quick,
+    repeats: orchestrationRepeats,
+    providers: args.providers,
+  });
 
   const result = {
     machine: `${availableParallelism()} × ${cpu}`,
+    providers: args.providers.join(','),
     quick: args.quick,
     gemmGflops: gemm,
     trainStepGflops: train.gflops,
     trainStepPeakFraction: train.gflops / gemm,
     trainStepSeconds: train.seconds,
+    trainStepCopiedMB: trainCopy.mb,
+    decodeStepCopiedMB: kv.copiedMB,
     treeScoringSpeedup: tree.speedup,
     treeScoringMaxAbsDiff: tree.maxAbsDiff,
     treeScoringSeconds: tree.treeSeconds,
@@ -359,6 +397,18 @@ async function main(): Promise<void> {
       `modelPresets.bench SFT step, batch 8 × 256, ${train.seconds.toFixed(2)} s/step`,
     ],
     ['trainStepPeakFraction', result.trainStepPeakFraction.toFixed(3), '≥ 0.6', 'trainStepGflops / gemmGflops'],
+    [
+      'trainStepCopiedMB',
+      trainCopy.mb.toFixed(1),
+      '',
+      `fed to + returned by one SFT step (${trainCopy.runs} session run(s)): weights, AdamW moments and batch in, new ones out; host↔device copies on a GPU`,
+    ],
+    [
+      'decodeStepCopiedMB',
+      kv.copiedMB.toFixed(2),
+      '',
+      `fed to + returned per forward of that KV-cached decode (mean over its ${newTokens} forwards, prefill included): the cache goes in and out each step; weights stay in the session`,
+    ],
     [
       'treeScoringSpeedup',
       tree.speedup.toFixed(2),
