@@ -3,11 +3,12 @@
  * (so a ~20 GiB peak is not added to the rest), at Qwen3-0.6B's exact shape — hidden 1024, 28 layers, 16
  * heads over 8 kv heads, head_dim 128, intermediate 3072, vocab 151936, tied (random weights) — with a
  * rank-16 LoRA adapter:
- *   `sft`:  one SFT step on 4 × 512 tokens (median of N after a warm-up step that builds the graph);
+ *   `sft`:  one SFT step on 4 × 512 tokens (median of 2 after a warm-up step that builds the graph);
  *   `grpo`: one GRPO iteration as the stages run it: 8 prompts × 4 rollouts × 128 sampled tokens, OPERA
  *           checkpoint scoring of a 32-token reference, old and reference log-probs, and the update in
  *           mini-batches of 8 sequences (graphs built on the way: a cold iteration).
  * Prints one JSON line with the figure and the process's peak RSS (VmHWM).
+ *   node --import tsx scripts/bench-qwen3.ts sft|grpo [providers, e.g. cuda,cpu]
  */
 import { readFileSync } from 'node:fs';
 import { llamaConfigSchema } from '../engine/config';
