@@ -18,13 +18,13 @@ import { modelPresets } from '../engine/config';
 import { LlamaModel, causalBias, initWeights } from '../engine/model';
 import { uniform } from '../engine/rng';
 import { Trainer } from '../engine/trainer';
+import { maxAbsDiff } from '../util/stats';
 import { parseProviders } from './cli/gpu';
 
 const ROOT = resolve(__dirname, '..');
 const config = modelPresets.bench;
 const tokens = (n: number, stream: number) =>
   Array.from({ length: n }, (_, k) => Math.floor(uniform(7, [stream], k) * config.vocab_size));
-const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, k) => Math.max(m, Math.abs(v - b[k]!)), 0);
 
 async function logits(providers: string[]): Promise<Float32Array> {
   const model = new LlamaModel(config, initWeights(config, 1), { providers });

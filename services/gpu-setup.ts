@@ -20,7 +20,7 @@ import {
   readCudaManifest,
   type CudaManifest,
 } from '../engine/cuda-libs';
-import { writeFileAtomic, hashFile } from '../util/files';
+import { hashFile, rememberHash, writeFileAtomic } from '../util/files';
 import { withFileLock } from './paths';
 import { extractEntries, fetchWheel, packageIndexUrl, type WheelFile } from './wheels';
 
@@ -214,6 +214,9 @@ export async function setupCuda(
           await writeFileAtomic(path.join(tmp, MANIFEST_FILE), Buffer.from(JSON.stringify(manifest, null, 2)));
           fs.rmSync(dir, { recursive: true, force: true });
           fs.renameSync(tmp, dir);
+          // Just hashed: the link step's check below then costs a stat per file, not 1.5 GB read again.
+          for (const [name, { sha256 }] of Object.entries(manifest.files))
+            await rememberHash(path.join(dir, name), sha256);
         } finally {
           fs.rmSync(tmp, { recursive: true, force: true });
         }

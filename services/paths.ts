@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { sha256 } from '../util/canonical';
+import { sleep } from './process';
 
 export const repoRoot = path.resolve(__dirname, '..');
 
@@ -42,8 +43,6 @@ export function isPidAlive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Cross-process mutex on a file in `.operaflow/`: `services:up`, `npm start` and jest may all try to

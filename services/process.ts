@@ -1,4 +1,7 @@
-/** Small helpers the service managers share: is a local port free, is a file an executable, and the end of a log file for an error message. */
+/**
+ * Small helpers the service managers share: is a local port free, is a file an executable, the end of a
+ * log file for an error message, and waiting for a started server to answer its health check.
+ */
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -28,4 +31,26 @@ export function isExecutable(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `check` every `intervalMs` until it reports ok; throws with its last error when the server's
+ * process has exited (`alive` says no) or `timeoutMs` has passed.
+ */
+export async function waitHealthy(
+  check: () => Promise<{ ok: true } | { ok: false; error: string }>,
+  opts: { timeoutMs: number; intervalMs: number; alive: () => boolean },
+): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const r = await check();
+    if (r.ok) return;
+    last = r.error;
+    if (!opts.alive()) throw new Error(`the server process exited: ${last}`);
+    await sleep(opts.intervalMs);
+  }
+  throw new Error(`not healthy after ${Math.round(opts.timeoutMs / 1000)} s: ${last}`);
 }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cacheDir } from '../util/cache-dir';
 import { isPidAlive, stateDir, withFileLock } from './paths';
-import { isExecutable, portIsFree, tail } from './process';
+import { isExecutable, portIsFree, sleep, tail, waitHealthy } from './process';
 
 /** The one place the moto version and its pip requirements are written (flask pins: versions it was tested with). */
 export const MOTO_PIN = {
@@ -55,8 +55,6 @@ const files = () => {
 const motoDir = () => path.join(cacheDir(), `moto-${MOTO_PIN.version}`);
 const motoBin = (dir = motoDir()) => path.join(dir, 'bin', 'moto_server');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 const endpointFor = (port: number) => `http://127.0.0.1:${port}`;
 
 function parsePort(raw: string, name: string): number {
@@ -85,18 +83,9 @@ export async function checkS3(
   }
 }
 
-async function waitForS3(endpoint: string, timeoutMs: number, alive: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    const r = await checkS3(endpoint, 2_000);
-    if (r.ok) return;
-    last = r.error;
-    if (!alive()) throw new Error(`the server process exited: ${last}`);
-    await sleep(200);
-  }
-  throw new Error(`not healthy after ${Math.round(timeoutMs / 1000)} s: ${last}`);
-}
+/** Until the server at `endpoint` answers (services/process.ts waitHealthy). */
+const waitForS3 = (endpoint: string, timeoutMs: number, alive: () => boolean): Promise<void> =>
+  waitHealthy(() => checkS3(endpoint, 2_000), { timeoutMs, intervalMs: 200, alive });
 
 /** Runs a command with its output appended to logFile; resolves with the exit code (null: killed at the timeout). */
 function runLogged(file: string, args: string[], logFile: string, timeoutMs: number): Promise<number | null> {

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { portIsFree, tail } from './process';
+import { portIsFree, sleep, tail, waitHealthy } from './process';
 import { Connection } from '@temporalio/client';
 import { isPidAlive, stateDir, withFileLock } from './paths';
 import { findOrInstallTemporalCli } from './temporal-cli';
@@ -40,8 +40,6 @@ const files = () => {
   };
 };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Connects and describes the `default` namespace: the server is up and has finished its own setup. */
 export async function checkTemporal(
   address: string,
@@ -62,18 +60,9 @@ export async function checkTemporal(
   }
 }
 
-async function waitForTemporal(address: string, timeoutMs: number, alive: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    const r = await checkTemporal(address, 3_000);
-    if (r.ok) return;
-    last = r.error;
-    if (!alive()) throw new Error(`the server process exited: ${last}`);
-    await sleep(500);
-  }
-  throw new Error(`not healthy after ${Math.round(timeoutMs / 1000)} s: ${last}`);
-}
+/** Until the server at `address` answers (services/process.ts waitHealthy). */
+const waitForTemporal = (address: string, timeoutMs: number, alive: () => boolean): Promise<void> =>
+  waitHealthy(() => checkTemporal(address, 3_000), { timeoutMs, intervalMs: 500, alive });
 
 /** pid of the server this checkout started, if that process still runs the Temporal dev server. */
 export function ownedTemporalPid(): number | undefined {

@@ -6,6 +6,7 @@
 import { Graph } from '../../engine/graph';
 import { Session } from '../../engine/ort';
 import { setupCuda } from '../../services/gpu-setup';
+import { maxAbsDiff } from '../../util/stats';
 import { UsageError } from './connect';
 
 export async function gpu(action: string, flags: { providers?: string }): Promise<number> {
@@ -48,20 +49,20 @@ export async function probeProviders(providers: string[]): Promise<number> {
   };
   const onProvider = (await (await Session.get(bytes, providers)).run(feeds)).c!.data as Float32Array;
   const onCpu = (await (await Session.get(bytes, ['cpu'])).run(feeds)).c!.data as Float32Array;
-  return onCpu.reduce((m, v, k) => Math.max(m, Math.abs(v - onProvider[k]!)), 0);
+  return maxAbsDiff(onCpu, onProvider);
 }
 
 async function check(providers: string[]): Promise<number> {
-  let maxAbsDiff: number;
+  let diff: number;
   try {
-    maxAbsDiff = await probeProviders(providers);
+    diff = await probeProviders(providers);
   } catch (err) {
     console.error(`gpu check: providers [${providers.join(', ')}] cannot run: ${(err as Error).message}`);
     return 1;
   }
-  const ok = maxAbsDiff <= PROBE_TOLERANCE;
+  const ok = diff <= PROBE_TOLERANCE;
   console.log(
-    `gpu check: providers [${providers.join(', ')}] ran a 256×256 MatMul + Softmax; max |difference| from the CPU provider ${maxAbsDiff.toExponential(2)} (${ok ? 'ok' : `over ${PROBE_TOLERANCE}`})`,
+    `gpu check: providers [${providers.join(', ')}] ran a 256×256 MatMul + Softmax; max |difference| from the CPU provider ${diff.toExponential(2)} (${ok ? 'ok' : `over ${PROBE_TOLERANCE}`})`,
   );
   return ok ? 0 : 1;
 }

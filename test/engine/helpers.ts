@@ -94,13 +94,7 @@ export function tinyBpeTokenizerJson(): Record<string, unknown> {
   return tokenizerJson;
 }
 
-/** The largest |a[k] − b[k]|; NaN (so any bound fails) when the lengths differ. */
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return NaN;
-  let m = 0;
-  for (let k = 0; k < a.length; k++) m = Math.max(m, Math.abs(a[k]! - b[k]!));
-  return m;
-}
+export { maxAbsDiff } from '../../util/stats';
 
 /** Logits [B·T·V] of full-length rows (positions 0..T-1, causal mask). */
 export async function logitsOf(model: LlamaModel, rows: number[][]): Promise<Float32Array> {

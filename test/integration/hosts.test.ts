@@ -3,10 +3,9 @@
  * PostgreSQL and Temporal only through the host's veth address and this process's forwarders; its own
  * 127.0.0.1 is its own. Destroying a host kills what runs in it and leaves no namespace or link behind.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
-import { resolve } from 'node:path';
 import {
   cleanupStaleHosts,
   createHost,
@@ -16,8 +15,8 @@ import {
   rewriteLoopback,
   type Host,
 } from './hosts';
+import { ROOT, collectOutput, type CliResult } from './helpers';
 
-const ROOT = resolve(__dirname, '..', '..');
 const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
 const ip = (...args: string[]) => execFileSync(IP, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const netnsNames = () => ip('netns', 'list');
@@ -45,37 +44,15 @@ const skipReason = !availability.ok
       ? temporalPort
       : undefined;
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function collect(child: ChildProcess, timeoutMs = 60_000): Promise<Result> {
-  return new Promise((resolvePromise, reject) => {
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`timed out after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
-}
-
-function nodeIn(host: Host, script: string, env: Record<string, string>): Promise<Result> {
-  return collect(
+function nodeIn(host: Host, script: string, env: Record<string, string>): Promise<CliResult> {
+  return collectOutput(
     host.spawn(process.execPath, ['-e', script], { cwd: ROOT, env: hostEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    `node in ${host.name}`,
+    60_000,
   );
 }
 
-function json<T>(r: Result): T {
+function json<T>(r: CliResult): T {
   if (r.code !== 0) throw new Error(`exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as T;
 }

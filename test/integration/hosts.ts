@@ -16,6 +16,8 @@
 import { execFile, execFileSync, spawn as spawnChild, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
+import { isPidAlive } from '../../services/paths';
+import { sleep } from '../../services/process';
 
 const PREFIX = 'opf';
 const SUBNET = '10.123';
@@ -100,17 +102,6 @@ function ipQuietSync(args: readonly string[]): void {
     // already gone, or never made
   }
 }
-
-function isPidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const parsePids = (out: string): number[] =>
   out
