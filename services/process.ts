@@ -1,7 +1,8 @@
 /**
  * Small helpers the service managers share: is a local port free, is a file an executable, the end of a
- * log file for an error message, and waiting for a started server to answer its health check.
+ * log file for an error message, starting a server detached and waiting for it to answer its health check.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -53,4 +54,47 @@ export async function waitHealthy(
     await sleep(opts.intervalMs);
   }
   throw new Error(`not healthy after ${Math.round(opts.timeoutMs / 1000)} s: ${last}`);
+}
+
+/**
+ * Starts a long-lived server detached from this process (it outlives the command, e.g. `services:up`,
+ * and runs in its own session, away from a terminal's Ctrl-C), appending its output to `logFile`;
+ * writes `pidText(pid)` to `pidFile` and waits for `healthy`. When the server does not come up it is
+ * killed, its pid file removed, and the error says what did not start, why, and the end of its log.
+ */
+export async function startDetached(opts: {
+  what: string;
+  command: string;
+  args: string[];
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  logFile: string;
+  pidFile: string;
+  pidText?: (pid: number) => string;
+  healthy: (alive: () => boolean) => Promise<void>;
+}): Promise<number> {
+  const out = fs.openSync(opts.logFile, 'a');
+  const child = spawn(opts.command, opts.args, {
+    detached: true,
+    stdio: ['ignore', out, out],
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+  });
+  fs.closeSync(out);
+  const pid = child.pid;
+  if (!pid) throw new Error(`Could not start ${opts.command}.`);
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  child.unref();
+  fs.writeFileSync(opts.pidFile, opts.pidText?.(pid) ?? String(pid));
+  try {
+    await opts.healthy(() => !exited);
+  } catch (err) {
+    if (!exited) process.kill(pid, 'SIGKILL');
+    fs.rmSync(opts.pidFile, { force: true });
+    throw new Error(
+      `${opts.what} did not come up: ${(err as Error).message}\n--- ${opts.logFile} ---\n${tail(opts.logFile)}`,
+    );
+  }
+  return pid;
 }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { cacheDir } from '../util/cache-dir';
 import { isPidAlive, stateDir, withFileLock } from './paths';
-import { isExecutable, portIsFree, sleep, tail, waitHealthy } from './process';
+import { isExecutable, portIsFree, sleep, startDetached, tail, waitHealthy } from './process';
 
 /** The one place the moto version and its pip requirements are written (flask pins: versions it was tested with). */
 export const MOTO_PIN = {
@@ -273,31 +273,18 @@ export async function startLocalS3(log: Log = () => {}): Promise<LocalS3> {
       }
       const moto = await findOrInstallMoto(log);
       const port = await choosePort(log);
-      const out = fs.openSync(f.log, 'a');
-      // detached + unref: the server outlives this command (services:up returns), in its own session away from Ctrl-C.
-      const child = spawn(moto, ['-H', '127.0.0.1', '-p', String(port)], {
-        detached: true,
-        stdio: ['ignore', out, out],
+      const endpoint = endpointFor(port);
+      const pid = await startDetached({
+        what: 'The local S3 server (moto)',
+        command: moto,
+        args: ['-H', '127.0.0.1', '-p', String(port)],
         cwd: stateDir(),
         env: { ...process.env, PYTHONUNBUFFERED: '1' },
+        logFile: f.log,
+        pidFile: f.pid,
+        pidText: (p) => `${p}\n${port}\n`,
+        healthy: (alive) => waitForS3(endpoint, 30_000, alive),
       });
-      fs.closeSync(out);
-      const pid = child.pid;
-      if (!pid) throw new Error(`Could not start ${moto}.`);
-      let exited = false;
-      child.on('exit', () => (exited = true));
-      child.unref();
-      fs.writeFileSync(f.pid, `${pid}\n${port}\n`);
-      const endpoint = endpointFor(port);
-      try {
-        await waitForS3(endpoint, 30_000, () => !exited);
-      } catch (err) {
-        if (!exited) process.kill(pid, 'SIGKILL');
-        fs.rmSync(f.pid, { force: true });
-        throw new Error(
-          `The local S3 server (moto) did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`,
-        );
-      }
       await createLocalBucket(endpoint);
       log(
         `Started S3 (moto ${MOTO_PIN.version}) on ${endpoint} with bucket ${LOCAL_BUCKET} (pid ${pid}, log ${f.log})`,

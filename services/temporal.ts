@@ -3,10 +3,9 @@
  * `.operaflow/temporal.db`), run detached with a pid file so `services:up` can return and later
  * commands reuse it. Where the CLI comes from: temporal-cli.ts.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { portIsFree, sleep, tail, waitHealthy } from './process';
+import { portIsFree, sleep, startDetached, waitHealthy } from './process';
 import { Connection } from '@temporalio/client';
 import { isPidAlive, stateDir, withFileLock } from './paths';
 import { findOrInstallTemporalCli } from './temporal-cli';
@@ -114,10 +113,10 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
       }
       const cli = await findOrInstallTemporalCli(log);
       const f = files();
-      const out = fs.openSync(f.log, 'a');
-      const child = spawn(
-        cli,
-        [
+      const pid = await startDetached({
+        what: 'The Temporal dev server',
+        command: cli,
+        args: [
           'server',
           'start-dev',
           '--ip',
@@ -138,26 +137,11 @@ export async function startLocalTemporal(log: (line: string) => void = () => {})
           '--log-level',
           'warn',
         ],
-        // detached + unref: the server outlives this command (services:up returns) and its own session
-        // keeps terminal Ctrl-C away from it.
-        { detached: true, stdio: ['ignore', out, out], cwd: stateDir() },
-      );
-      fs.closeSync(out);
-      const pid = child.pid;
-      if (!pid) throw new Error(`Could not start ${cli}.`);
-      let exited = false;
-      child.on('exit', () => (exited = true));
-      child.unref();
-      fs.writeFileSync(f.pid, String(pid));
-      try {
-        await waitForTemporal(address, 60_000, () => !exited);
-      } catch (err) {
-        if (!exited) process.kill(pid, 'SIGKILL');
-        fs.rmSync(f.pid, { force: true });
-        throw new Error(
-          `The Temporal dev server did not come up: ${(err as Error).message}\n--- ${f.log} ---\n${tail(f.log)}`,
-        );
-      }
+        cwd: stateDir(),
+        logFile: f.log,
+        pidFile: f.pid,
+        healthy: (alive) => waitForTemporal(address, 60_000, alive),
+      });
       log(`Started Temporal on ${address} (UI http://127.0.0.1:${uiPort}, pid ${pid}, db ${f.db}, log ${f.log})`);
       return { address, pid, started: true, owned: true };
     },
