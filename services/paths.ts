@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { sha256 } from '../util/canonical';
-import { sleep } from './process';
+import { isPidAlive, sleep } from './process';
 
 export const repoRoot = path.resolve(__dirname, '..');
 
@@ -32,16 +32,6 @@ export function checkoutId(): string {
 export function postgresBaseDir(): string {
   if (process.env.OPERAFLOW_PG_DIR) return path.resolve(process.env.OPERAFLOW_PG_DIR);
   return isRoot() ? path.join('/var/tmp', `operaflow-pg-${checkoutId()}`) : path.join(stateDir(), 'postgres');
-}
-
-export function isPidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
  * Small helpers the service managers share: is a local port free, is a file an executable, the end of a
- * log file for an error message, starting a server detached and waiting for it to answer its health check.
+ * log file for an error message, whether a pid is alive, starting a server detached, waiting for it to
+ * answer its health check, and stopping it.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -97,4 +98,26 @@ export async function startDetached(opts: {
     );
   }
   return pid;
+}
+
+/** SIGTERM, then SIGKILL when `pid` is still alive after `graceMs`; nothing when it is already gone. */
+export async function terminate(pid: number, graceMs: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (isPidAlive(pid) && Date.now() < deadline) await sleep(100);
+  if (isPidAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+export function isPidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -9,8 +9,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cacheDir } from '../util/cache-dir';
-import { isPidAlive, stateDir, withFileLock } from './paths';
-import { isExecutable, portIsFree, sleep, startDetached, tail, waitHealthy } from './process';
+import { stateDir, withFileLock } from './paths';
+import { isExecutable, isPidAlive, portIsFree, startDetached, tail, terminate, waitHealthy } from './process';
 
 /** The one place the moto version and its pip requirements are written (flask pins: versions it was tested with). */
 export const MOTO_PIN = {
@@ -215,17 +215,6 @@ function ownedS3(): { pid: number; port: number } | undefined {
 }
 
 /** SIGTERM, then SIGKILL after 10 s. */
-async function terminate(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + 10_000;
-  while (isPidAlive(pid) && Date.now() < deadline) await sleep(100);
-  if (isPidAlive(pid)) process.kill(pid, 'SIGKILL');
-}
-
 /** OPERAFLOW_S3_PORT or 9000; when something else holds it, the next free port (the pid file records which). */
 async function choosePort(log: Log): Promise<number> {
   const raw = process.env.OPERAFLOW_S3_PORT;
@@ -267,7 +256,7 @@ export async function startLocalS3(log: Log = () => {}): Promise<LocalS3> {
         } catch (err) {
           // Its state is in memory anyway: a replacement loses nothing a broken server still had to give.
           log(`The local S3 server (pid ${owned.pid}) is not healthy (${(err as Error).message}); restarting it.`);
-          await terminate(owned.pid);
+          await terminate(owned.pid, 10_000);
           fs.rmSync(f.pid, { force: true });
         }
       }
@@ -305,7 +294,7 @@ export async function stopLocalS3(log: Log = () => {}): Promise<boolean> {
       fs.rmSync(pidFile, { force: true });
       return false;
     }
-    await terminate(owned.pid);
+    await terminate(owned.pid, 10_000);
     fs.rmSync(pidFile, { force: true });
     log(`Stopped S3 (pid ${owned.pid}, port ${owned.port})`);
     return true;

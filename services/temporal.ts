@@ -5,9 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { portIsFree, sleep, startDetached, waitHealthy } from './process';
+import { isPidAlive, portIsFree, startDetached, terminate, waitHealthy } from './process';
 import { Connection } from '@temporalio/client';
-import { isPidAlive, stateDir, withFileLock } from './paths';
+import { stateDir, withFileLock } from './paths';
 import { findOrInstallTemporalCli } from './temporal-cli';
 
 export const DEFAULT_TEMPORAL_PORT = 7233;
@@ -158,10 +158,7 @@ export async function stopLocalTemporal(log: (line: string) => void = () => {}):
       fs.rmSync(pidFile, { force: true });
       return false;
     }
-    process.kill(pid, 'SIGTERM');
-    const deadline = Date.now() + 15_000;
-    while (isPidAlive(pid) && Date.now() < deadline) await sleep(100);
-    if (isPidAlive(pid)) process.kill(pid, 'SIGKILL');
+    await terminate(pid, 15_000);
     fs.rmSync(pidFile, { force: true });
     log(`Stopped Temporal (pid ${pid})`);
     return true;

@@ -11,7 +11,8 @@ import pg from 'pg';
 import { migrateDb } from '../db/migrate';
 import { withDatabase } from '../db/admin';
 import { ensureServices, useServices, type ServiceEndpoints } from '../services';
-import { isPidAlive, stateDir } from '../services/paths';
+import { stateDir } from '../services/paths';
+import { isPidAlive } from '../services/process';
 
 export interface TestServicesState {
   started: ServiceEndpoints['started'];

@@ -8,7 +8,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { withDatabase } from '../db/admin';
 import { servicesKept, stopServices } from '../services';
-import { isPidAlive } from '../services/paths';
+import { isPidAlive } from '../services/process';
 import { testRunsDir } from './globalSetup';
 
 export default async function globalTeardown(): Promise<void> {

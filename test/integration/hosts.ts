@@ -16,8 +16,7 @@
 import { execFile, execFileSync, spawn as spawnChild, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
-import { isPidAlive } from '../../services/paths';
-import { sleep } from '../../services/process';
+import { isPidAlive, sleep } from '../../services/process';
 
 const PREFIX = 'opf';
 const SUBNET = '10.123';
