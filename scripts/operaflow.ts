@@ -161,6 +161,12 @@ export async function main(): Promise<number> {
 
 /** Entry point for both `tsx scripts/operaflow.ts` and the `operaflow` bin shim (scripts/operaflow.js). */
 export function cli(): void {
+  // A reader that stops early (`operaflow show <run> | head`) closes the pipe: the rest of the output is
+  // unwanted, not an error (without this, Node crashes on the unhandled EPIPE).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   main().then(
     (code) => {
       // Not process.exit(): pending stdout (a large --json line into a pipe) must drain first.

@@ -16,6 +16,7 @@ import { syntheticTasks } from '../../opera/synthetic';
 import {
   pool,
   removeTmpDirs,
+  CLI,
   ROOT,
   runCli,
   smokeYaml,
@@ -129,10 +130,11 @@ describe('train refuses, before recording anything', () => {
   });
 });
 
-test('runs --json through a pipe is complete JSON, however large', async () => {
+/** 50 recorded runs: `runs --json` then prints more than a pipe buffer holds. */
+async function recordManyRuns(tag: string): Promise<void> {
   const config = parseRunConfig(smokeYaml({ name: 'many', artifacts: tmpDir() }), 'many.yaml');
   for (let k = 0; k < 50; k++) {
-    const id = `cli-${process.pid}-many-${k}`;
+    const id = `cli-${process.pid}-${tag}-${k}`;
     await createRun(dbh.db, {
       id,
       name: 'many',
@@ -144,10 +146,28 @@ test('runs --json through a pipe is complete JSON, however large', async () => {
       workflowId: id,
     });
   }
+}
+
+test('runs --json through a pipe is complete JSON, however large', async () => {
+  await recordManyRuns('many');
   const res = await runCli(['runs', '--json'], env, 60_000);
   expect(res.code).toBe(0);
   expect(res.stdout.length).toBeGreaterThan(64 * 1024);
   expect((JSON.parse(res.stdout) as unknown[]).length).toBe(50);
+});
+
+test('a reader that stops early (runs | head -1) ends the command quietly, exit 0', async () => {
+  await recordManyRuns('head'); // writes go on after the reader has gone
+  const child = spawn(process.execPath, [...CLI, 'runs'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
 });
 
 // Catches: a run whose task queues have no worker waiting silently under `train --wait`.
