@@ -40,13 +40,19 @@ async function logits(providers: string[]): Promise<Float32Array> {
   return out.logits;
 }
 
+/**
+ * AdamW's eps is 1e-4 here, not 1e-8: with a tiny eps the first step moves every weight by ±lr whatever
+ * the size of its gradient, so a gradient within rounding of zero can flip a weight by 2·lr between any
+ * two runs (CPU against CPU gave 2e-3 once, with lr 1e-3). With eps above the rounding noise the step is
+ * a smooth function of the gradient, and a difference in the weights is a difference in what was computed.
+ */
 async function sftStepWeights(providers: string[]): Promise<Map<string, Float32Array>> {
   const model = new LlamaModel(config, initWeights(config, 1), { providers });
   const batch = [0, 1, 2, 3].map((b) => {
     const t = tokens(129, 10 + b);
     return { tokens: t, lossMask: t.map((_, k) => (k === 0 ? 0 : 1)) };
   });
-  await new Trainer(model).sftStep(batch, 1e-3);
+  await new Trainer(model, { eps: 1e-4 }).sftStep(batch, 1e-3);
   return model.weights;
 }
 
